@@ -1,0 +1,65 @@
+//! The crate's one error type. Every kind has a stable string `code` that the
+//! Node binding copies onto the JS error, so callers can branch on it.
+
+use std::fmt;
+
+/// One problem found in a scenario config: where, what was expected, what was given.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConfigIssue {
+    /// Field path in JS notation, e.g. `buckets[2].moicCalibration.p90`.
+    pub path: String,
+    pub expected: String,
+    pub given: String,
+}
+
+impl fmt::Display for ConfigIssue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}: expected {}, got {}",
+            self.path, self.expected, self.given
+        )
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The config broke one or more rules; every problem is listed.
+    #[error("invalid scenario config: {}", join_issues(.0))]
+    Config(Vec<ConfigIssue>),
+    /// A call got an argument of the wrong shape (not a config problem).
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    /// A payload failed a structural or checksum check.
+    #[error("corrupt matrix payload: {0}")]
+    Corrupt(String),
+    /// Something that should not happen (a caught panic, a broken invariant).
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+fn join_issues(issues: &[ConfigIssue]) -> String {
+    issues
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+impl Error {
+    /// The stable code a caller can match on.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::Config(_) => "E_CONFIG",
+            Error::InvalidArgument(_) => "E_INVALID_ARGUMENT",
+            Error::Corrupt(_) => "E_CORRUPT",
+            Error::Internal(_) => "E_INTERNAL",
+        }
+    }
+
+    pub(crate) fn corrupt(msg: impl Into<String>) -> Self {
+        Error::Corrupt(msg.into())
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

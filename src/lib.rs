@@ -1,0 +1,18 @@
+//! scenario-matrix-cache: Monte Carlo scenario matrices for venture-fund models.
+//!
+//! The data path reads like the problem:
+//! config (parse + validate) -> canonical key -> generator -> codec.
+//! Everything here is plain Rust; `js` (behind the `node` feature) is the only
+//! module that knows about napi.
+
+pub mod codec;
+pub mod config;
+pub mod error;
+pub mod generator;
+pub mod key;
+
+#[cfg(feature = "node")]
+mod js;
+
+pub use config::ScenarioConfig;
+pub use error::{ConfigIssue, Error, Result};
