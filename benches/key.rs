@@ -1,0 +1,2 @@
+// Criterion benchmark: to be written.
+fn main() {}
