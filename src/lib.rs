@@ -10,6 +10,7 @@ pub mod config;
 pub mod error;
 pub mod generator;
 pub mod key;
+pub mod scenario;
 
 #[cfg(feature = "node")]
 mod js;

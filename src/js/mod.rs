@@ -1,1 +1,279 @@
-//! napi binding layer (placeholder).
+//! The napi binding: the only module that knows about Node. It turns JS values
+//! into Rust ones (config via [`walk`]), runs heavy work off the JS thread, and
+//! turns results into `Buffer` / `Float32Array` and crate errors into JS errors
+//! carrying the crate's stable `code`.
+
+mod walk;
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use napi::bindgen_prelude::{
+    AsyncTask, Buffer, Float32Array, Object, ToNapiValue, TypeName, Unknown,
+};
+use napi::{Env, JsError, Task};
+use napi_derive::napi;
+
+use crate::config::ScenarioConfig;
+use crate::scenario::{self, Metadata, Scenario};
+use crate::{codec, Error};
+
+// ---------- errors ----------
+
+/// A JS `Error` whose `code` is the crate's code (`E_CONFIG`, ...); config
+/// errors also carry `issues: [{path, expected, given}]`.
+fn js_error(env: &Env, e: &Error) -> napi::Error {
+    let base: napi::Error<String> = napi::Error::new(e.code().to_string(), e.to_string());
+    let unknown = JsError::from(base).into_unknown(*env);
+    if let Error::Config(issues) = e {
+        let issues: Vec<ConfigIssue> = issues
+            .iter()
+            .map(|i| ConfigIssue {
+                path: i.path.clone(),
+                expected: i.expected.clone(),
+                given: i.given.clone(),
+            })
+            .collect();
+        // SAFETY: `into_unknown` of a JsError is an object.
+        if let Ok(mut obj) = unsafe { unknown.cast::<Object>() } {
+            let _ = obj.set("issues", issues);
+        }
+    }
+    napi::Error::from(unknown)
+}
+
+/// Runs `f`, turning a panic into `E_INTERNAL` so no panic reaches Node.
+fn guarded<T>(f: impl FnOnce() -> crate::Result<T>) -> crate::Result<T> {
+    catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|p| {
+        let msg = p
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| p.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown panic".into());
+        Err(Error::Internal(msg))
+    })
+}
+
+fn sync_call<T>(env: &Env, f: impl FnOnce() -> crate::Result<T>) -> napi::Result<T> {
+    guarded(f).map_err(|e| js_error(env, &e))
+}
+
+fn parse_config(v: &Unknown) -> crate::Result<ScenarioConfig> {
+    let value = walk::to_value(v)
+        .map_err(|e| Error::InvalidArgument(format!("could not read the config: {e}")))?;
+    ScenarioConfig::from_value(&value)
+}
+
+/// Work for the libuv thread pool: `work` runs off the JS thread (panics
+/// caught), `to_js` converts its result on the JS thread. Errors, including a
+/// bad argument found before the work started, reject the promise with a coded
+/// JS error.
+pub struct Job<T: Send + 'static, J> {
+    work: Option<Box<dyn FnOnce() -> crate::Result<T> + Send>>,
+    to_js: fn(T) -> J,
+}
+
+impl<T: Send + 'static, J> Job<T, J> {
+    fn new(
+        work: impl FnOnce() -> crate::Result<T> + Send + 'static,
+        to_js: fn(T) -> J,
+    ) -> AsyncTask<Self>
+    where
+        Self: Task,
+    {
+        AsyncTask::new(Job {
+            work: Some(Box::new(work)),
+            to_js,
+        })
+    }
+}
+
+impl<T: Send + 'static, J: ToNapiValue + TypeName> Task for Job<T, J> {
+    type Output = crate::Result<T>;
+    type JsValue = J;
+
+    fn compute(&mut self) -> napi::Result<Self::Output> {
+        let work = self.work.take().expect("a job runs once");
+        Ok(guarded(work))
+    }
+
+    fn resolve(&mut self, env: Env, output: Self::Output) -> napi::Result<J> {
+        output.map(self.to_js).map_err(|e| js_error(&env, &e))
+    }
+}
+
+// ---------- JS shapes ----------
+
+#[napi(object)]
+pub struct ConfigIssue {
+    pub path: String,
+    pub expected: String,
+    pub given: String,
+}
+
+/// How `CompressedMatrix.data` is encoded.
+#[napi(string_enum)]
+pub enum MatrixCodec {
+    /// The checksummed envelope: byte-shuffled float planes in zstd frames.
+    #[napi(value = "zstd")]
+    Zstd,
+    /// Legacy: zlib deflate of raw little-endian f32 (what the TypeScript code stored).
+    #[napi(value = "zlib")]
+    Zlib,
+    /// Raw little-endian f32 bytes.
+    #[napi(value = "none")]
+    None,
+}
+
+#[napi(string_enum)]
+pub enum MatrixLayout {
+    #[napi(value = "row-major")]
+    RowMajor,
+}
+
+#[napi(object)]
+pub struct CompressedMatrix {
+    pub data: Buffer,
+    pub num_scenarios: u32,
+    pub num_buckets: u32,
+    /// Payload format version: 2 for the envelope, 1 for legacy zlib payloads.
+    pub version: u32,
+    pub uncompressed_size: u32,
+    pub compressed_size: u32,
+    pub codec: MatrixCodec,
+    pub layout: MatrixLayout,
+}
+
+/// What `decompressMatrix` accepts: a `CompressedMatrix`, or a legacy one
+/// without `codec` (then an envelope is recognised by its magic bytes and
+/// anything else is read as legacy zlib).
+#[napi(object)]
+pub struct CompressedMatrixInput {
+    pub data: Buffer,
+    pub num_scenarios: u32,
+    pub num_buckets: u32,
+    pub version: Option<u32>,
+    pub uncompressed_size: Option<f64>,
+    pub compressed_size: Option<f64>,
+    pub codec: Option<MatrixCodec>,
+    pub layout: Option<MatrixLayout>,
+}
+
+#[napi(object)]
+pub struct ScenarioMetadata {
+    /// The canonical key of the config.
+    pub config_hash: String,
+    pub num_scenarios: u32,
+    pub num_buckets: u32,
+    /// ISO 8601 UTC time of generation.
+    pub generated_at: String,
+    /// Generation + compression time in milliseconds.
+    pub duration_ms: f64,
+    /// Per bucket, in the config's bucket order.
+    pub recycling_multiples: Vec<f64>,
+}
+
+#[napi(object)]
+pub struct ScenarioResult {
+    pub compressed: CompressedMatrix,
+    pub metadata: ScenarioMetadata,
+}
+
+fn compressed_matrix(envelope: Vec<u8>, num_scenarios: u32, num_buckets: u32) -> CompressedMatrix {
+    let compressed_size = envelope.len() as u32;
+    CompressedMatrix {
+        data: envelope.into(),
+        num_scenarios,
+        num_buckets,
+        version: codec::FORMAT_VERSION,
+        uncompressed_size: num_scenarios * num_buckets * 4,
+        compressed_size,
+        codec: MatrixCodec::Zstd,
+        layout: MatrixLayout::RowMajor,
+    }
+}
+
+fn metadata_js(m: Metadata) -> ScenarioMetadata {
+    ScenarioMetadata {
+        config_hash: m.config_hash,
+        num_scenarios: m.num_scenarios,
+        num_buckets: m.num_buckets,
+        generated_at: m.generated_at,
+        duration_ms: m.duration_ms,
+        recycling_multiples: m.recycling_multiples,
+    }
+}
+
+fn scenario_js(s: Scenario) -> ScenarioResult {
+    ScenarioResult {
+        compressed: compressed_matrix(s.envelope, s.metadata.num_scenarios, s.metadata.num_buckets),
+        metadata: metadata_js(s.metadata),
+    }
+}
+
+// ---------- functions ----------
+
+/// The canonical cache key (v1.2, plus `seed` when given) of a config.
+/// Throws `E_CONFIG` when the config is invalid.
+#[napi(ts_args_type = "config: ScenarioConfig")]
+pub fn canonical_key(env: Env, config: Unknown) -> napi::Result<String> {
+    sync_call(&env, || {
+        Ok(crate::key::canonical_key(&parse_config(&config)?))
+    })
+}
+
+/// Throws `E_CONFIG` listing every problem (also in `err.issues`) when the config is invalid.
+#[napi(ts_args_type = "config: ScenarioConfig")]
+pub fn validate_scenario_config(env: Env, config: Unknown) -> napi::Result<()> {
+    sync_call(&env, || parse_config(&config).map(drop))
+}
+
+/// Generates and compresses the matrix for a config, off the JS thread. No cache.
+#[napi(
+    ts_args_type = "config: ScenarioConfig",
+    ts_return_type = "Promise<ScenarioResult>"
+)]
+pub fn generate_scenarios(config: Unknown) -> AsyncTask<Job<Scenario, ScenarioResult>> {
+    let parsed = guarded(|| parse_config(&config));
+    Job::new(move || scenario::run(&parsed?), scenario_js)
+}
+
+/// Compresses a row-major matrix into the checksummed envelope, off the JS thread.
+#[napi(ts_return_type = "Promise<CompressedMatrix>")]
+pub fn compress_matrix(
+    matrix: Float32Array,
+    num_scenarios: u32,
+    num_buckets: u32,
+) -> AsyncTask<Job<(Vec<u8>, u32, u32), CompressedMatrix>> {
+    Job::new(
+        move || {
+            Ok((
+                codec::encode(&matrix, num_scenarios, num_buckets)?,
+                num_scenarios,
+                num_buckets,
+            ))
+        },
+        |(env, s, b)| compressed_matrix(env, s, b),
+    )
+}
+
+/// Decompresses and verifies a matrix (envelope or legacy zlib), off the JS thread.
+/// Rejects with `E_CORRUPT` when the payload fails any check.
+#[napi(ts_return_type = "Promise<Float32Array>")]
+pub fn decompress_matrix(
+    compressed: CompressedMatrixInput,
+) -> AsyncTask<Job<Vec<f32>, Float32Array>> {
+    let label = match compressed.codec {
+        Some(MatrixCodec::Zstd) | None => codec::Codec::Zstd,
+        Some(MatrixCodec::Zlib) => codec::Codec::Zlib,
+        Some(MatrixCodec::None) => codec::Codec::None,
+    };
+    let (rows, cols, data) = (
+        compressed.num_scenarios,
+        compressed.num_buckets,
+        compressed.data,
+    );
+    Job::new(
+        move || codec::decode_labelled(&data, label, rows, cols),
+        Float32Array::new,
+    )
+}
