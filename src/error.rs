@@ -22,7 +22,7 @@ impl fmt::Display for ConfigIssue {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum Error {
     /// The config broke one or more rules; every problem is listed.
     #[error("invalid scenario config: {}", join_issues(.0))]
@@ -33,6 +33,18 @@ pub enum Error {
     /// A payload failed a structural or checksum check.
     #[error("corrupt matrix payload: {0}")]
     Corrupt(String),
+    /// The durable store (PostgreSQL / SQLite) could not be reached or read.
+    #[error("durable store unavailable: {0}")]
+    DurableUnavailable(String),
+    /// Writing the durable store failed; nothing was cached anywhere.
+    #[error("durable store write failed: {0}")]
+    DurableWrite(String),
+    /// Redis failed. Never fails a cache call (Redis is an optimisation); seen in logs and stats.
+    #[error("redis error: {0}")]
+    Redis(String),
+    /// The cache was closed; no call is accepted after `close()`.
+    #[error("the cache is closed")]
+    Closed,
     /// Something that should not happen (a caught panic, a broken invariant).
     #[error("internal error: {0}")]
     Internal(String),
@@ -53,6 +65,10 @@ impl Error {
             Error::Config(_) => "E_CONFIG",
             Error::InvalidArgument(_) => "E_INVALID_ARGUMENT",
             Error::Corrupt(_) => "E_CORRUPT",
+            Error::DurableUnavailable(_) => "E_DURABLE_UNAVAILABLE",
+            Error::DurableWrite(_) => "E_DURABLE_WRITE",
+            Error::Redis(_) => "E_REDIS",
+            Error::Closed => "E_CLOSED",
             Error::Internal(_) => "E_INTERNAL",
         }
     }

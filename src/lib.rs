@@ -11,6 +11,7 @@ pub mod error;
 pub mod generator;
 pub mod key;
 pub mod scenario;
+pub mod tier;
 
 #[cfg(feature = "node")]
 mod js;

@@ -1,0 +1,71 @@
+//! The cache tiers and what travels between them: an [`Entry`] is a payload as
+//! stored (envelope or legacy zlib) plus the metadata the generation produced,
+//! so every hit returns exactly what the miss returned.
+
+pub mod durable;
+pub mod memory;
+mod postgres;
+pub mod redis;
+mod sqlite;
+
+use bytes::Bytes;
+
+use crate::codec::{self, Codec};
+use crate::error::Result;
+use crate::scenario::Metadata;
+
+/// Where a result came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Source {
+    Memory,
+    Redis,
+    Postgres,
+    Sqlite,
+    Generated,
+}
+
+impl Source {
+    pub const ALL: [Source; 5] = [
+        Source::Memory,
+        Source::Redis,
+        Source::Postgres,
+        Source::Sqlite,
+        Source::Generated,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Memory => "memory",
+            Source::Redis => "redis",
+            Source::Postgres => "postgres",
+            Source::Sqlite => "sqlite",
+            Source::Generated => "generated",
+        }
+    }
+}
+
+/// A cached matrix: the payload bytes exactly as stored, how they are encoded,
+/// and the generation metadata. Cloning is cheap (the payload is shared).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Entry {
+    pub payload: Bytes,
+    pub codec: Codec,
+    pub metadata: Metadata,
+}
+
+impl Entry {
+    /// Decodes and verifies the matrix (row-major f32).
+    pub fn decode(&self) -> Result<Vec<f32>> {
+        codec::decode_labelled(
+            &self.payload,
+            self.codec,
+            self.metadata.num_scenarios,
+            self.metadata.num_buckets,
+        )
+    }
+
+    /// Legacy rows carry no recycling multiples; the cache recomputes them when it knows the config.
+    pub fn lacks_recycling(&self) -> bool {
+        self.metadata.recycling_multiples.len() != self.metadata.num_buckets as usize
+    }
+}
