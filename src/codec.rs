@@ -20,3 +20,12 @@ pub enum Codec {
 pub fn decode_labelled(_bytes: &[u8], _label: Codec, _rows: u32, _cols: u32) -> Result<Vec<f32>> {
     todo!()
 }
+
+pub struct Header {
+    pub num_scenarios: u32,
+    pub num_buckets: u32,
+}
+
+pub fn read_header(_bytes: &[u8]) -> Result<Header> {
+    todo!()
+}

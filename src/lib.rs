@@ -5,12 +5,14 @@
 //! Everything here is plain Rust; `js` (behind the `node` feature) is the only
 //! module that knows about napi.
 
+pub mod cache;
 pub mod codec;
 pub mod config;
 pub mod error;
 pub mod generator;
 pub mod key;
 pub mod scenario;
+pub mod stats;
 pub mod tier;
 
 #[cfg(feature = "node")]

@@ -31,12 +31,17 @@ pub struct Scenario {
 
 /// Generates and compresses the matrix for `cfg`.
 pub fn run(cfg: &ScenarioConfig) -> Result<Scenario> {
+    run_with_matrix(cfg).map(|(s, _)| s)
+}
+
+/// [`run`], also handing back the uncompressed matrix (row-major).
+pub fn run_with_matrix(cfg: &ScenarioConfig) -> Result<(Scenario, Vec<f32>)> {
     let started = Instant::now();
     let generated_at = iso8601_now();
     let key = key::canonical_key(cfg);
     let g = generator::generate(cfg, &key);
     let envelope = codec::encode(&g.matrix, g.num_scenarios, g.num_buckets)?;
-    Ok(Scenario {
+    let scenario = Scenario {
         envelope,
         metadata: Metadata {
             config_hash: key,
@@ -46,7 +51,8 @@ pub fn run(cfg: &ScenarioConfig) -> Result<Scenario> {
             duration_ms: started.elapsed().as_secs_f64() * 1000.0,
             recycling_multiples: g.recycling_multiples,
         },
-    })
+    };
+    Ok((scenario, g.matrix))
 }
 
 /// Current UTC time as `YYYY-MM-DDTHH:MM:SS.mmmZ` (what JS `toISOString` prints).

@@ -21,3 +21,7 @@ pub fn generate(cfg: &ScenarioConfig, key: &str) -> Generated {
 pub fn generate_with_threads(_cfg: &ScenarioConfig, _key: &str, _threads: usize) -> Generated {
     todo!()
 }
+
+pub fn recycling_multiples(_cfg: &ScenarioConfig, _matrix: &[f32]) -> Vec<f64> {
+    todo!()
+}

@@ -1,1 +1,325 @@
-//! Redis tier. STUB.
+//! Redis tier: the hot copy, shared by every server process, with a TTL.
+//!
+//! A value is one binary record (no JSON, no base64):
+//!
+//! | bytes | field |
+//! |---|---|
+//! | 4 | magic `SMCR` |
+//! | 1 | record version (1) |
+//! | 4 | u32 LE: length M of the metadata block |
+//! | M | metadata: 64 ASCII key, u32 scenarios, u32 buckets, u8 length + ISO `generatedAt`, f64 `durationMs`, u16 count + f64 recycling multiples (all LE) |
+//! | rest | the codec envelope (self-checking) |
+//!
+//! Values the TypeScript code wrote (JSON `{data: base64 zlib, numScenarios,
+//! numBuckets, version: 1, ...}`) are recognised and returned as legacy entries
+//! for the cache to verify and rewrite. Redis is an optimisation: every failure
+//! is an `E_REDIS` error the cache counts and swallows, and while Redis is down
+//! a reconnect is attempted at most once per second so calls don't wait on it.
+
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use bytes::{BufMut, Bytes, BytesMut};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use tokio::sync::Mutex;
+
+use super::Entry;
+use crate::codec::Codec;
+use crate::error::{Error, Result};
+use crate::scenario::Metadata;
+
+const MAGIC: &[u8; 4] = b"SMCR";
+const RECORD_VERSION: u8 = 1;
+const RETRY_INTERVAL: Duration = Duration::from_secs(1);
+
+/// What a Redis lookup found.
+#[derive(Debug)]
+pub enum Lookup {
+    Miss,
+    Hit(Entry),
+    /// A TypeScript-era value: zlib payload, no generation metadata.
+    Legacy(Entry),
+    /// Bytes that are neither; the cache counts and overwrites them.
+    Undecodable(String),
+}
+
+pub struct RedisTier {
+    client: redis::Client,
+    conn: Mutex<Conn>,
+    prefix: String,
+    ttl_seconds: u64,
+    timeout: Duration,
+}
+
+#[derive(Default)]
+struct Conn {
+    manager: Option<ConnectionManager>,
+    last_failed_attempt: Option<Instant>,
+}
+
+fn redis_err(e: impl std::fmt::Display) -> Error {
+    Error::Redis(crate::tier::durable::redact_password(&e.to_string()))
+}
+
+impl RedisTier {
+    /// Never fails for an unreachable server (it is tried again later); only a
+    /// malformed URL is an error.
+    pub fn new(url: &str, prefix: &str, ttl_seconds: u64, timeout: Duration) -> Result<Self> {
+        let client = redis::Client::open(url).map_err(|e| {
+            Error::InvalidArgument(format!(
+                "redisUrl {}: {e}",
+                crate::tier::durable::redact_password(url)
+            ))
+        })?;
+        Ok(RedisTier { client, conn: Mutex::new(Conn::default()), prefix: prefix.to_string(), ttl_seconds, timeout })
+    }
+
+    pub fn redis_key(&self, key: &str) -> String {
+        format!("{}{key}", self.prefix)
+    }
+
+    async fn connection(&self) -> Result<ConnectionManager> {
+        let mut c = self.conn.lock().await;
+        if let Some(m) = &c.manager {
+            return Ok(m.clone());
+        }
+        if c.last_failed_attempt.is_some_and(|t| t.elapsed() < RETRY_INTERVAL) {
+            return Err(Error::Redis("unavailable (retrying at most once per second)".into()));
+        }
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(self.timeout))
+            .set_response_timeout(Some(self.timeout))
+            .set_number_of_retries(1);
+        match tokio::time::timeout(self.timeout, self.client.get_connection_manager_with_config(config)).await {
+            Ok(Ok(m)) => {
+                c.manager = Some(m.clone());
+                Ok(m)
+            }
+            Ok(Err(e)) => {
+                c.last_failed_attempt = Some(Instant::now());
+                Err(redis_err(e))
+            }
+            Err(_) => {
+                c.last_failed_attempt = Some(Instant::now());
+                Err(Error::Redis(format!("connect timed out after {:?}", self.timeout)))
+            }
+        }
+    }
+
+    async fn run<T: redis::FromRedisValue>(&self, cmd: redis::Cmd) -> Result<T> {
+        let mut conn = self.connection().await?;
+        match tokio::time::timeout(self.timeout, cmd.query_async::<T>(&mut conn)).await {
+            Ok(r) => r.map_err(redis_err),
+            Err(_) => Err(Error::Redis(format!("command timed out after {:?}", self.timeout))),
+        }
+    }
+
+    pub async fn get(&self, key: &str) -> Result<Lookup> {
+        let value: Option<Bytes> = self.run(redis::Cmd::get(self.redis_key(key))).await?;
+        Ok(match value {
+            None => Lookup::Miss,
+            Some(v) => decode_value(key, v),
+        })
+    }
+
+    pub async fn put(&self, entry: &Entry) -> Result<()> {
+        let record = encode_record(entry)?;
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(self.redis_key(&entry.metadata.config_hash)).arg(record.as_ref()).arg("EX").arg(self.ttl_seconds);
+        self.run::<()>(cmd).await
+    }
+
+    /// Deletes the keys; returns how many existed.
+    pub async fn delete(&self, keys: &[String]) -> Result<u64> {
+        if keys.is_empty() {
+            return Ok(0);
+        }
+        let mut cmd = redis::cmd("DEL");
+        for k in keys {
+            cmd.arg(self.redis_key(k));
+        }
+        self.run(cmd).await
+    }
+
+    /// Seconds to live of a key (tests and the CLI).
+    pub async fn ttl(&self, key: &str) -> Result<i64> {
+        self.run(redis::Cmd::ttl(self.redis_key(key))).await
+    }
+}
+
+/// Builds the record for an envelope entry. Legacy payloads are re-encoded by
+/// the cache before they reach Redis, so anything else is a bug.
+pub fn encode_record(e: &Entry) -> Result<Bytes> {
+    if e.codec != Codec::Zstd {
+        return Err(Error::Internal("only envelope payloads are written to Redis".into()));
+    }
+    let m = &e.metadata;
+    if m.config_hash.len() != 64 || m.generated_at.len() > 255 || m.recycling_multiples.len() > u16::MAX as usize {
+        return Err(Error::Internal("metadata does not fit the Redis record".into()));
+    }
+    let meta_len = 64 + 4 + 4 + 1 + m.generated_at.len() + 8 + 2 + 8 * m.recycling_multiples.len();
+    let mut b = BytesMut::with_capacity(4 + 1 + 4 + meta_len + e.payload.len());
+    b.put_slice(MAGIC);
+    b.put_u8(RECORD_VERSION);
+    b.put_u32_le(meta_len as u32);
+    b.put_slice(m.config_hash.as_bytes());
+    b.put_u32_le(m.num_scenarios);
+    b.put_u32_le(m.num_buckets);
+    b.put_u8(m.generated_at.len() as u8);
+    b.put_slice(m.generated_at.as_bytes());
+    b.put_f64_le(m.duration_ms);
+    b.put_u16_le(m.recycling_multiples.len() as u16);
+    for r in &m.recycling_multiples {
+        b.put_f64_le(*r);
+    }
+    b.put_slice(&e.payload);
+    Ok(b.freeze())
+}
+
+/// Reads a stored value: our record, a legacy JSON value, or neither.
+pub fn decode_value(key: &str, v: Bytes) -> Lookup {
+    if v.starts_with(MAGIC) {
+        return match decode_record(key, &v) {
+            Ok(e) => Lookup::Hit(e),
+            Err(why) => Lookup::Undecodable(why),
+        };
+    }
+    if v.first() == Some(&b'{') {
+        return match decode_legacy(key, &v) {
+            Ok(e) => Lookup::Legacy(e),
+            Err(why) => Lookup::Undecodable(why),
+        };
+    }
+    Lookup::Undecodable("neither a record nor a legacy JSON value".into())
+}
+
+/// A bounds-checked reader over the record bytes.
+struct Reader<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> std::result::Result<&'a [u8], String> {
+        let end = self.pos.checked_add(n).filter(|&e| e <= self.buf.len()).ok_or("record truncated")?;
+        let s = &self.buf[self.pos..end];
+        self.pos = end;
+        Ok(s)
+    }
+    fn u8(&mut self) -> std::result::Result<u8, String> {
+        Ok(self.take(1)?[0])
+    }
+    fn u16(&mut self) -> std::result::Result<u16, String> {
+        Ok(u16::from_le_bytes(self.take(2)?.try_into().unwrap()))
+    }
+    fn u32(&mut self) -> std::result::Result<u32, String> {
+        Ok(u32::from_le_bytes(self.take(4)?.try_into().unwrap()))
+    }
+    fn f64(&mut self) -> std::result::Result<f64, String> {
+        Ok(f64::from_le_bytes(self.take(8)?.try_into().unwrap()))
+    }
+}
+
+fn decode_record(key: &str, v: &Bytes) -> std::result::Result<Entry, String> {
+    let mut r = Reader { buf: v, pos: 4 };
+    let version = r.u8()?;
+    if version != RECORD_VERSION {
+        return Err(format!("unknown record version {version}"));
+    }
+    let meta_len = r.u32()? as usize;
+    let meta_end = r.pos.checked_add(meta_len).filter(|&e| e <= v.len()).ok_or("record truncated")?;
+    let config_hash = std::str::from_utf8(r.take(64)?).map_err(|_| "key is not ASCII")?.to_string();
+    if config_hash != key {
+        return Err("record belongs to another key".into());
+    }
+    let num_scenarios = r.u32()?;
+    let num_buckets = r.u32()?;
+    let ts_len = r.u8()? as usize;
+    let generated_at = std::str::from_utf8(r.take(ts_len)?).map_err(|_| "generatedAt is not UTF-8")?.to_string();
+    let duration_ms = r.f64()?;
+    let n = r.u16()? as usize;
+    let recycling_multiples = (0..n).map(|_| r.f64()).collect::<std::result::Result<Vec<_>, _>>()?;
+    if r.pos != meta_end {
+        return Err("metadata length mismatch".into());
+    }
+    Ok(Entry {
+        payload: v.slice(meta_end..),
+        codec: Codec::Zstd,
+        metadata: Metadata { config_hash, num_scenarios, num_buckets, generated_at, duration_ms, recycling_multiples },
+    })
+}
+
+fn decode_legacy(key: &str, v: &[u8]) -> std::result::Result<Entry, String> {
+    let j: serde_json::Value = serde_json::from_slice(v).map_err(|e| format!("legacy JSON unreadable: {e}"))?;
+    let dim = |name: &str| {
+        j.get(name)
+            .and_then(serde_json::Value::as_u64)
+            .and_then(|n| u32::try_from(n).ok())
+            .ok_or_else(|| format!("legacy value has no valid {name}"))
+    };
+    let (num_scenarios, num_buckets) = (dim("numScenarios")?, dim("numBuckets")?);
+    let data = j.get("data").and_then(serde_json::Value::as_str).ok_or("legacy value has no data")?;
+    let payload = base64::engine::general_purpose::STANDARD.decode(data).map_err(|e| format!("legacy base64: {e}"))?;
+    Ok(Entry {
+        payload: payload.into(),
+        codec: Codec::Zlib,
+        metadata: Metadata {
+            config_hash: key.to_string(),
+            num_scenarios,
+            num_buckets,
+            generated_at: String::new(),
+            duration_ms: 0.0,
+            recycling_multiples: Vec::new(),
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry() -> Entry {
+        Entry {
+            payload: Bytes::from_static(b"envelope bytes"),
+            codec: Codec::Zstd,
+            metadata: Metadata {
+                config_hash: "ab".repeat(32),
+                num_scenarios: 10,
+                num_buckets: 2,
+                generated_at: "2026-11-24T06:00:00.123Z".into(),
+                duration_ms: 3.25,
+                recycling_multiples: vec![1.5, 2.0],
+            },
+        }
+    }
+
+    #[test]
+    fn record_round_trips() {
+        let e = entry();
+        let rec = encode_record(&e).unwrap();
+        match decode_value(&e.metadata.config_hash, rec.clone()) {
+            Lookup::Hit(got) => assert_eq!(got, e),
+            other => panic!("{other:?}"),
+        }
+        // Under another key it is refused, and every truncation is undecodable.
+        assert!(matches!(decode_value(&"cd".repeat(32), rec.clone()), Lookup::Undecodable(_)));
+        for n in 0..(rec.len() - e.payload.len()) {
+            assert!(matches!(decode_value(&e.metadata.config_hash, rec.slice(..n)), Lookup::Undecodable(_)), "{n}");
+        }
+    }
+
+    #[test]
+    fn reads_legacy_json() {
+        let v = br#"{"data":"eJz7uSfDPj8mx6H8Rp39NbU/9puft9o7He62v/az0+5sspw9ABWJEGc=","numScenarios":4,"numBuckets":2,"version":1,"uncompressedSize":32,"compressedSize":41}"#;
+        match decode_value("k", Bytes::from_static(v)) {
+            Lookup::Legacy(e) => {
+                assert_eq!(e.codec, Codec::Zlib);
+                assert_eq!((e.metadata.num_scenarios, e.metadata.num_buckets), (4, 2));
+                assert_eq!(e.payload.len(), 41);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(decode_value("k", Bytes::from_static(b"{\"data\":1}")), Lookup::Undecodable(_)));
+        assert!(matches!(decode_value("k", Bytes::from_static(b"garbage")), Lookup::Undecodable(_)));
+    }
+}

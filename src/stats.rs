@@ -1,0 +1,188 @@
+//! Cache statistics: lock-free counters and per-source latency histograms,
+//! cheap to update on every call and cheap to read.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+use crate::tier::memory::MemoryStats;
+use crate::tier::Source;
+
+/// Hits, misses, errors and bytes served by one tier.
+#[derive(Default)]
+pub struct TierCounters {
+    pub hits: AtomicU64,
+    pub misses: AtomicU64,
+    pub errors: AtomicU64,
+    /// Payload bytes returned by this tier's hits.
+    pub bytes: AtomicU64,
+}
+
+impl TierCounters {
+    pub fn hit(&self, bytes: usize) {
+        self.hits.fetch_add(1, Relaxed);
+        self.bytes.fetch_add(bytes as u64, Relaxed);
+    }
+    pub fn miss(&self) {
+        self.misses.fetch_add(1, Relaxed);
+    }
+    pub fn error(&self) {
+        self.errors.fetch_add(1, Relaxed);
+    }
+    fn snapshot(&self) -> TierSnapshot {
+        TierSnapshot {
+            hits: self.hits.load(Relaxed),
+            misses: self.misses.load(Relaxed),
+            errors: self.errors.load(Relaxed),
+            bytes: self.bytes.load(Relaxed),
+        }
+    }
+}
+
+/// Log-scale latency histogram: 20 buckets per decade from 1 µs to 1000 s.
+/// Quantiles are read as the upper edge of their bucket (within 12%).
+pub struct Histogram {
+    buckets: Vec<AtomicU64>,
+}
+
+const PER_DECADE: f64 = 20.0;
+const DECADES: usize = 9;
+
+impl Default for Histogram {
+    fn default() -> Self {
+        Histogram { buckets: (0..PER_DECADE as usize * DECADES + 1).map(|_| AtomicU64::new(0)).collect() }
+    }
+}
+
+impl Histogram {
+    pub fn record(&self, d: Duration) {
+        let micros = (d.as_nanos() as f64 / 1000.0).max(1.0);
+        let i = ((micros.log10() * PER_DECADE).ceil() as usize).min(self.buckets.len() - 1);
+        self.buckets[i].fetch_add(1, Relaxed);
+    }
+
+    /// Returns (count, p50, p95, p99) in milliseconds.
+    fn quantiles(&self) -> (u64, f64, f64, f64) {
+        let counts: Vec<u64> = self.buckets.iter().map(|b| b.load(Relaxed)).collect();
+        let total: u64 = counts.iter().sum();
+        let q = |p: f64| -> f64 {
+            if total == 0 {
+                return 0.0;
+            }
+            let rank = (p * total as f64).ceil().max(1.0) as u64;
+            let mut seen = 0;
+            for (i, c) in counts.iter().enumerate() {
+                seen += c;
+                if seen >= rank {
+                    return 10f64.powf(i as f64 / PER_DECADE) / 1000.0;
+                }
+            }
+            unreachable!("rank is at most the total")
+        };
+        (total, q(0.50), q(0.95), q(0.99))
+    }
+}
+
+#[derive(Default)]
+pub struct Stats {
+    pub memory: TierCounters,
+    pub redis: TierCounters,
+    pub durable: TierCounters,
+    pub generations: AtomicU64,
+    pub single_flight_joins: AtomicU64,
+    /// Stored payloads that failed verification (then treated as misses).
+    pub corrupt_entries: AtomicU64,
+    /// Legacy (TypeScript-era) values re-encoded and written back in the new format.
+    pub legacy_rewrites: AtomicU64,
+    latency: [Histogram; 5],
+}
+
+fn slot(s: Source) -> usize {
+    Source::ALL.iter().position(|x| *x == s).expect("every source is listed")
+}
+
+impl Stats {
+    pub fn record_call(&self, source: Source, took: Duration) {
+        self.latency[slot(source)].record(took);
+    }
+
+    pub fn snapshot(&self, memory: Option<MemoryStats>) -> StatsSnapshot {
+        let latency: Vec<LatencySnapshot> = Source::ALL
+            .iter()
+            .map(|s| {
+                let (count, p50_ms, p95_ms, p99_ms) = self.latency[slot(*s)].quantiles();
+                LatencySnapshot { source: *s, count, p50_ms, p95_ms, p99_ms }
+            })
+            .collect();
+        let calls: u64 = latency.iter().map(|l| l.count).sum();
+        let generated = latency.iter().find(|l| l.source == Source::Generated).map_or(0, |l| l.count);
+        StatsSnapshot {
+            memory: self.memory.snapshot(),
+            redis: self.redis.snapshot(),
+            durable: self.durable.snapshot(),
+            memory_tier: memory,
+            generations: self.generations.load(Relaxed),
+            single_flight_joins: self.single_flight_joins.load(Relaxed),
+            corrupt_entries: self.corrupt_entries.load(Relaxed),
+            legacy_rewrites: self.legacy_rewrites.load(Relaxed),
+            calls,
+            hit_rate: if calls == 0 { 0.0 } else { (calls - generated) as f64 / calls as f64 },
+            latency,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TierSnapshot {
+    pub hits: u64,
+    pub misses: u64,
+    pub errors: u64,
+    pub bytes: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LatencySnapshot {
+    pub source: Source,
+    pub count: u64,
+    pub p50_ms: f64,
+    pub p95_ms: f64,
+    pub p99_ms: f64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct StatsSnapshot {
+    pub memory: TierSnapshot,
+    pub redis: TierSnapshot,
+    pub durable: TierSnapshot,
+    /// Occupancy of the memory tier; None when it is off.
+    pub memory_tier: Option<MemoryStats>,
+    pub generations: u64,
+    pub single_flight_joins: u64,
+    pub corrupt_entries: u64,
+    pub legacy_rewrites: u64,
+    /// Completed lookups (getOrGenerate, getMatrix, get hits).
+    pub calls: u64,
+    /// Share of completed calls served without generating.
+    pub hit_rate: f64,
+    pub latency: Vec<LatencySnapshot>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_quantiles_land_in_the_right_bucket() {
+        let h = Histogram::default();
+        for _ in 0..90 {
+            h.record(Duration::from_micros(100));
+        }
+        for _ in 0..10 {
+            h.record(Duration::from_millis(50));
+        }
+        let (n, p50, p95, p99) = h.quantiles();
+        assert_eq!(n, 100);
+        assert!((0.1..0.113).contains(&p50), "{p50}");
+        assert!((50.0..56.3).contains(&p95), "{p95}");
+        assert!((50.0..56.3).contains(&p99), "{p99}");
+    }
+}
