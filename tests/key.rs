@@ -40,3 +40,57 @@ fn fixture_keys_match_the_typescript_implementation() {
         wrong.join("\n")
     );
 }
+
+/// Differential check against a file of `{config, json}` lines whose `json` is
+/// the canonical text computed by a JavaScript reference (Node, en-US). Run
+/// with `KEY_CROSSCHECK=/path/cases.jsonl cargo test --test key -- --ignored`.
+/// Configs our validator rejects are counted and skipped.
+#[test]
+#[ignore = "needs KEY_CROSSCHECK=<file> produced by a Node reference"]
+fn cross_check_against_javascript_reference() {
+    let path = std::env::var("KEY_CROSSCHECK").expect("set KEY_CROSSCHECK to a jsonl file");
+    let text = std::fs::read_to_string(&path).expect("cross-check file readable");
+    let (mut same, mut skipped, mut wrong) = (0, 0, Vec::new());
+    for (line_no, line) in text.lines().enumerate() {
+        let entry: serde_json::Value = serde_json::from_str(line).expect("line is JSON");
+        let want = entry["json"].as_str().expect("line has json");
+        let cfg = match ScenarioConfig::from_json_str(&entry["config"].to_string()) {
+            Ok(c) => c,
+            Err(_) => {
+                skipped += 1;
+                continue;
+            }
+        };
+        let got = scenario_matrix_cache::key::canonical_json(&cfg);
+        if got == want {
+            same += 1;
+        } else {
+            // Show only the neighbourhood of the first difference.
+            let at = got
+                .char_indices()
+                .zip(want.chars())
+                .find(|((_, g), w)| g != w)
+                .map_or(got.len().min(want.len()), |((i, _), _)| i);
+            let from = got[..at].char_indices().rev().nth(60).map_or(0, |(i, _)| i);
+            let tail = |s: &str| {
+                s.get(from..)
+                    .unwrap_or("")
+                    .chars()
+                    .take(140)
+                    .collect::<String>()
+            };
+            wrong.push(format!(
+                "line {}:\n  got  ...{:?}\n  want ...{:?}",
+                line_no + 1,
+                tail(&got),
+                tail(want)
+            ));
+        }
+    }
+    eprintln!(
+        "cross-check: {same} equal, {} differ, {skipped} rejected",
+        wrong.len()
+    );
+    let shown: Vec<&String> = wrong.iter().take(10).collect();
+    assert!(wrong.is_empty(), "{shown:#?}");
+}
