@@ -49,6 +49,68 @@ export type ErrorCode = 'E_CONFIG' | 'E_INVALID_ARGUMENT' | 'E_CORRUPT' | 'E_INT
  */
 export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-wasip1'
 
+/** The tiered cache: memory -> Redis -> PostgreSQL or SQLite -> generator. */
+export declare class ScenarioMatrixCache {
+  /** Connects the tiers (and runs migrations unless `runMigrations: false`). */
+  static open(options?: CacheOptions | undefined | null): Promise<ScenarioMatrixCache>
+  /** The matrix for `config`: from the fastest tier that has it, else generated and stored. */
+  getOrGenerate(config: ScenarioConfig): Promise<ScenarioResult>
+  /** Like `getOrGenerate`, decompressed (and verified) into a `Float32Array`, row-major. */
+  getMatrix(config: ScenarioConfig): Promise<MatrixResult>
+  /** Lookup only, by canonical key: never generates. Resolves to null when no tier has it. */
+  get(key: string): Promise<ScenarioResult | null>
+  /** Removes a key from every tier; resolves to whether any tier had it. */
+  invalidate(key: string): Promise<boolean>
+  /** Removes every matrix of a fund (optionally one taxonomy version); resolves to the count. */
+  invalidateFund(fundId: string, taxonomyVersion?: string | undefined | null): Promise<number>
+  /** Counters and latency quantiles; cheap. */
+  stats(): CacheStats
+  /** Waits for background writes and closes the connections; later calls reject with `E_CLOSED`. */
+  close(): Promise<void>
+}
+
+export interface CacheOptions {
+  /**
+   * `postgres://` / `postgresql://` (PostgreSQL), `sqlite://path` or a file path (SQLite).
+   * Default: env `DATABASE_URL`, else SQLite at `./.scenario-matrix-cache/cache.db`.
+   */
+  databaseUrl?: string
+  /** `redis://` / `rediss://`. Default: env `REDIS_URL`, else no Redis tier. `''` turns Redis off. */
+  redisUrl?: string
+  /** Bytes of compressed payload the memory tier may hold. Default 134217728 (128 MiB); 0 = off. */
+  memoryMaxBytes?: number
+  /** Default 86400. */
+  redisTtlSeconds?: number
+  /** Default `scenario-matrix:`. */
+  redisKeyPrefix?: string
+  /** Apply the embedded migrations on open. Default true. */
+  runMigrations?: boolean
+  /** Bound on each Redis command and on connecting. Default 500. */
+  redisTimeoutMs?: number
+  /** Bound on connecting to / acquiring a connection of the database. Default 10000. */
+  databaseTimeoutMs?: number
+  /** Database pool size. Default 8. */
+  databaseMaxConnections?: number
+}
+
+export interface CacheStats {
+  memory: TierStats
+  redis: TierStats
+  /** The durable store (PostgreSQL or SQLite). */
+  durable: TierStats
+  /** Occupancy of the memory tier; absent when it is off. */
+  memoryTier?: MemoryTierStats
+  generations: number
+  singleFlightJoins: number
+  corruptEntries: number
+  legacyRewrites: number
+  calls: number
+  /** Share of completed calls served without generating. */
+  hitRate: number
+  /** Latency per source: memory, redis, postgres, sqlite, generated. */
+  latency: Record<string, LatencyStats>
+}
+
 /**
  * The canonical cache key (v1.2, plus `seed` when given) of a config.
  * Throws `E_CONFIG` when the config is invalid.
@@ -101,10 +163,38 @@ export declare function decompressMatrix(compressed: CompressedMatrixInput): Pro
 /** Generates and compresses the matrix for a config, off the JS thread. No cache. */
 export declare function generateScenarios(config: ScenarioConfig): Promise<ScenarioResult>
 
+export interface LatencyStats {
+  count: number
+  p50Ms: number
+  p95Ms: number
+  p99Ms: number
+}
+
 /** How `CompressedMatrix.data` is encoded. */
 export type MatrixCodec = 'zstd' | 'zlib' | 'none'
 
 export type MatrixLayout = 'row-major'
+
+export interface MatrixResult {
+  matrix: Float32Array
+  numScenarios: number
+  numBuckets: number
+  metadata: ScenarioMetadata
+}
+
+/** Where a result came from. */
+export type MatrixSource = 'memory' | 'redis' | 'postgres' | 'sqlite' | 'generated'
+
+export interface MemoryTierStats {
+  entries: number
+  /** Payload bytes held now. */
+  bytes: number
+  maxBytes: number
+  /** Entries pushed out by the byte bound after admission. */
+  evictions: number
+  /** Entries refused because they alone exceed the bound. */
+  rejectedTooLarge: number
+}
 
 export interface ScenarioMetadata {
   /** The canonical key of the config. */
@@ -117,11 +207,21 @@ export interface ScenarioMetadata {
   durationMs: number
   /** Per bucket, in the config's bucket order. */
   recyclingMultiples: Array<number>
+  /** The tier that served this call ('generated' on a miss). */
+  source: MatrixSource
 }
 
 export interface ScenarioResult {
   compressed: CompressedMatrix
   metadata: ScenarioMetadata
+}
+
+export interface TierStats {
+  hits: number
+  misses: number
+  errors: number
+  /** Payload bytes served by this tier's hits. */
+  bytes: number
 }
 
 /** Throws `E_CONFIG` listing every problem (also in `err.issues`) when the config is invalid. */

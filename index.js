@@ -835,10 +835,12 @@ function __napiStampBindingTarget(exportsObject, target) {
 // linked import resolves to `undefined`.
 module.exports.__napiBindingTarget = __napiStampBindingTarget(nativeBinding, __napiLoadedBindingTarget)
 module.exports = nativeBinding
+module.exports.ScenarioMatrixCache = nativeBinding.ScenarioMatrixCache
 module.exports.canonicalKey = nativeBinding.canonicalKey
 module.exports.compressMatrix = nativeBinding.compressMatrix
 module.exports.decompressMatrix = nativeBinding.decompressMatrix
 module.exports.generateScenarios = nativeBinding.generateScenarios
 module.exports.MatrixCodec = nativeBinding.MatrixCodec
 module.exports.MatrixLayout = nativeBinding.MatrixLayout
+module.exports.MatrixSource = nativeBinding.MatrixSource
 module.exports.validateScenarioConfig = nativeBinding.validateScenarioConfig

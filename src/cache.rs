@@ -100,11 +100,16 @@ impl Cache {
             timeout: Duration::from_millis(opts.database_timeout_ms.unwrap_or(10_000)),
             max_connections: opts.database_max_connections.unwrap_or(8).max(1),
         };
-        let redis_url = opts.redis_url.or_else(|| env_nonempty("REDIS_URL")).filter(|s| !s.trim().is_empty());
+        let redis_url = opts
+            .redis_url
+            .or_else(|| env_nonempty("REDIS_URL"))
+            .filter(|s| !s.trim().is_empty());
         let redis = match redis_url {
             Some(u) => Some(RedisTier::new(
                 &u,
-                opts.redis_key_prefix.as_deref().unwrap_or(DEFAULT_REDIS_KEY_PREFIX),
+                opts.redis_key_prefix
+                    .as_deref()
+                    .unwrap_or(DEFAULT_REDIS_KEY_PREFIX),
                 opts.redis_ttl_seconds.unwrap_or(DEFAULT_REDIS_TTL_SECONDS),
                 Duration::from_millis(opts.redis_timeout_ms.unwrap_or(500)),
             )?),
@@ -164,7 +169,11 @@ impl Cache {
                     r
                 });
                 let f = task
-                    .map(|joined| joined.unwrap_or_else(|e| Err(Error::Internal(format!("cache task failed: {e}")))))
+                    .map(|joined| {
+                        joined.unwrap_or_else(|e| {
+                            Err(Error::Internal(format!("cache task failed: {e}")))
+                        })
+                    })
                     .boxed()
                     .shared();
                 inflight.insert(key.clone(), f.clone());
@@ -195,7 +204,13 @@ impl Cache {
         let inner = &self.inner;
         let in_durable = inner.durable.delete(key).await?;
         let in_redis = match &inner.redis {
-            Some(r) => r.delete(&[key.to_string()]).await.map_err(|_| inner.stats.redis.error()).unwrap_or(0) > 0,
+            Some(r) => {
+                r.delete(&[key.to_string()])
+                    .await
+                    .map_err(|_| inner.stats.redis.error())
+                    .unwrap_or(0)
+                    > 0
+            }
             None => false,
         };
         let in_memory = inner.memory.as_ref().is_some_and(|m| m.remove(key));
@@ -204,7 +219,11 @@ impl Cache {
 
     /// Removes every matrix of a fund (optionally one taxonomy version) from
     /// every tier; returns how many the durable store held.
-    pub async fn invalidate_fund(&self, fund_id: &str, taxonomy_version: Option<&str>) -> Result<u64> {
+    pub async fn invalidate_fund(
+        &self,
+        fund_id: &str,
+        taxonomy_version: Option<&str>,
+    ) -> Result<u64> {
         self.check_open()?;
         let inner = &self.inner;
         let keys = inner.durable.delete_fund(fund_id, taxonomy_version).await?;
@@ -254,10 +273,16 @@ impl Cache {
 }
 
 fn check_key(key: &str) -> Result<()> {
-    if key.len() == 64 && key.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+    if key.len() == 64
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
         Ok(())
     } else {
-        Err(Error::InvalidArgument(format!("a cache key is 64 lowercase hex digits, got {key:?}")))
+        Err(Error::InvalidArgument(format!(
+            "a cache key is 64 lowercase hex digits, got {key:?}"
+        )))
     }
 }
 
@@ -297,15 +322,27 @@ impl Inner {
             m.insert(entry.clone());
         }
         let matrix = generated.lock().expect("slot lock").take();
-        Ok(Hit { entry, source, matrix })
+        Ok(Hit {
+            entry,
+            source,
+            matrix,
+        })
     }
 
     /// memory -> Redis -> durable. Fills the faster tiers on the way back.
-    async fn lookup(self: &Arc<Self>, key: &str, cfg: Option<&ScenarioConfig>) -> Result<Option<Hit>> {
+    async fn lookup(
+        self: &Arc<Self>,
+        key: &str,
+        cfg: Option<&ScenarioConfig>,
+    ) -> Result<Option<Hit>> {
         if let Some(m) = &self.memory {
             if let Some(entry) = m.get(key) {
                 self.stats.memory.hit(entry.payload.len());
-                return Ok(Some(Hit { entry, source: Source::Memory, matrix: None }));
+                return Ok(Some(Hit {
+                    entry,
+                    source: Source::Memory,
+                    matrix: None,
+                }));
             }
             self.stats.memory.miss();
         }
@@ -315,7 +352,11 @@ impl Inner {
                 Ok(Lookup::Hit(entry)) if self.check(&entry) => {
                     self.stats.redis.hit(entry.payload.len());
                     self.fill_memory(&entry);
-                    return Ok(Some(Hit { entry, source: Source::Redis, matrix: None }));
+                    return Ok(Some(Hit {
+                        entry,
+                        source: Source::Redis,
+                        matrix: None,
+                    }));
                 }
                 Ok(Lookup::Hit(_)) | Ok(Lookup::Undecodable(_)) => {
                     // Counted as corrupt; the durable copy (or a new one) overwrites it.
@@ -328,7 +369,11 @@ impl Inner {
                         self.stats.legacy_rewrites.fetch_add(1, Relaxed);
                         self.write_redis_in_background(&entry);
                         self.fill_memory(&entry);
-                        return Ok(Some(Hit { entry, source: Source::Redis, matrix: None }));
+                        return Ok(Some(Hit {
+                            entry,
+                            source: Source::Redis,
+                            matrix: None,
+                        }));
                     }
                     Err(_) => {
                         self.stats.corrupt_entries.fetch_add(1, Relaxed);
@@ -340,7 +385,11 @@ impl Inner {
             }
         }
 
-        let found = self.durable.get(key).await.inspect_err(|_| self.stats.durable.error())?;
+        let found = self
+            .durable
+            .get(key)
+            .await
+            .inspect_err(|_| self.stats.durable.error())?;
         let Some(entry) = found else {
             self.stats.durable.miss();
             return Ok(None);
@@ -354,7 +403,11 @@ impl Inner {
                 }
                 self.write_redis_in_background(&entry);
                 self.fill_memory(&entry);
-                Ok(Some(Hit { entry, source: self.durable.source(), matrix: None }))
+                Ok(Some(Hit {
+                    entry,
+                    source: self.durable.source(),
+                    matrix: None,
+                }))
             }
             // The source of truth is damaged: say so rather than serve or overwrite it.
             Ok(_) => Err(self.corrupt(key, "envelope header check failed")),
@@ -364,7 +417,9 @@ impl Inner {
 
     fn corrupt(&self, key: &str, why: &str) -> Error {
         self.stats.corrupt_entries.fetch_add(1, Relaxed);
-        Error::Corrupt(format!("stored matrix {key} is unreadable ({why}); invalidate it to regenerate"))
+        Error::Corrupt(format!(
+            "stored matrix {key} is unreadable ({why}); invalidate it to regenerate"
+        ))
     }
 
     /// Cheap integrity check before serving a stored envelope: header checksum
@@ -393,7 +448,9 @@ impl Inner {
                 }
             }
             if e.codec != Codec::Zstd {
-                e.payload = codec::encode(&matrix, e.metadata.num_scenarios, e.metadata.num_buckets)?.into();
+                e.payload =
+                    codec::encode(&matrix, e.metadata.num_scenarios, e.metadata.num_buckets)?
+                        .into();
                 e.codec = Codec::Zstd;
             }
             if e.metadata.generated_at.is_empty() {
@@ -436,7 +493,14 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
 async fn generate(cfg: ScenarioConfig) -> Result<(Entry, Arc<Vec<f32>>)> {
     blocking(move || {
         let (s, matrix) = scenario::run_with_matrix(&cfg)?;
-        Ok((Entry { payload: s.envelope.into(), codec: Codec::Zstd, metadata: s.metadata }, Arc::new(matrix)))
+        Ok((
+            Entry {
+                payload: s.envelope.into(),
+                codec: Codec::Zstd,
+                metadata: s.metadata,
+            },
+            Arc::new(matrix),
+        ))
     })
     .await
 }

@@ -49,7 +49,11 @@ const DECADES: usize = 9;
 
 impl Default for Histogram {
     fn default() -> Self {
-        Histogram { buckets: (0..PER_DECADE as usize * DECADES + 1).map(|_| AtomicU64::new(0)).collect() }
+        Histogram {
+            buckets: (0..PER_DECADE as usize * DECADES + 1)
+                .map(|_| AtomicU64::new(0))
+                .collect(),
+        }
     }
 }
 
@@ -97,7 +101,10 @@ pub struct Stats {
 }
 
 fn slot(s: Source) -> usize {
-    Source::ALL.iter().position(|x| *x == s).expect("every source is listed")
+    Source::ALL
+        .iter()
+        .position(|x| *x == s)
+        .expect("every source is listed")
 }
 
 impl Stats {
@@ -110,11 +117,20 @@ impl Stats {
             .iter()
             .map(|s| {
                 let (count, p50_ms, p95_ms, p99_ms) = self.latency[slot(*s)].quantiles();
-                LatencySnapshot { source: *s, count, p50_ms, p95_ms, p99_ms }
+                LatencySnapshot {
+                    source: *s,
+                    count,
+                    p50_ms,
+                    p95_ms,
+                    p99_ms,
+                }
             })
             .collect();
         let calls: u64 = latency.iter().map(|l| l.count).sum();
-        let generated = latency.iter().find(|l| l.source == Source::Generated).map_or(0, |l| l.count);
+        let generated = latency
+            .iter()
+            .find(|l| l.source == Source::Generated)
+            .map_or(0, |l| l.count);
         StatsSnapshot {
             memory: self.memory.snapshot(),
             redis: self.redis.snapshot(),
@@ -125,7 +141,11 @@ impl Stats {
             corrupt_entries: self.corrupt_entries.load(Relaxed),
             legacy_rewrites: self.legacy_rewrites.load(Relaxed),
             calls,
-            hit_rate: if calls == 0 { 0.0 } else { (calls - generated) as f64 / calls as f64 },
+            hit_rate: if calls == 0 {
+                0.0
+            } else {
+                (calls - generated) as f64 / calls as f64
+            },
             latency,
         }
     }

@@ -3,6 +3,7 @@
 //! turns results into `Buffer` / `Float32Array` and crate errors into JS errors
 //! carrying the crate's stable `code`.
 
+mod cache;
 mod walk;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -15,6 +16,7 @@ use napi_derive::napi;
 
 use crate::config::ScenarioConfig;
 use crate::scenario::{self, Metadata, Scenario};
+use crate::tier::Source;
 use crate::{codec, Error};
 
 // ---------- errors ----------
@@ -43,14 +45,15 @@ fn js_error(env: &Env, e: &Error) -> napi::Error {
 
 /// Runs `f`, turning a panic into `E_INTERNAL` so no panic reaches Node.
 fn guarded<T>(f: impl FnOnce() -> crate::Result<T>) -> crate::Result<T> {
-    catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|p| {
-        let msg = p
-            .downcast_ref::<&str>()
-            .map(|s| s.to_string())
-            .or_else(|| p.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "unknown panic".into());
-        Err(Error::Internal(msg))
-    })
+    catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|p| Err(Error::Internal(panic_message(&*p))))
+}
+
+fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    let msg = p
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned());
+    format!("panic: {}", msg.unwrap_or_else(|| "unknown".into()))
 }
 
 fn sync_call<T>(env: &Env, f: impl FnOnce() -> crate::Result<T>) -> napi::Result<T> {
@@ -158,6 +161,33 @@ pub struct CompressedMatrixInput {
     pub layout: Option<MatrixLayout>,
 }
 
+/// Where a result came from.
+#[napi(string_enum)]
+pub enum MatrixSource {
+    #[napi(value = "memory")]
+    Memory,
+    #[napi(value = "redis")]
+    Redis,
+    #[napi(value = "postgres")]
+    Postgres,
+    #[napi(value = "sqlite")]
+    Sqlite,
+    #[napi(value = "generated")]
+    Generated,
+}
+
+impl From<Source> for MatrixSource {
+    fn from(s: Source) -> Self {
+        match s {
+            Source::Memory => MatrixSource::Memory,
+            Source::Redis => MatrixSource::Redis,
+            Source::Postgres => MatrixSource::Postgres,
+            Source::Sqlite => MatrixSource::Sqlite,
+            Source::Generated => MatrixSource::Generated,
+        }
+    }
+}
+
 #[napi(object)]
 pub struct ScenarioMetadata {
     /// The canonical key of the config.
@@ -170,6 +200,8 @@ pub struct ScenarioMetadata {
     pub duration_ms: f64,
     /// Per bucket, in the config's bucket order.
     pub recycling_multiples: Vec<f64>,
+    /// The tier that served this call ('generated' on a miss).
+    pub source: MatrixSource,
 }
 
 #[napi(object)]
@@ -192,7 +224,7 @@ fn compressed_matrix(envelope: Vec<u8>, num_scenarios: u32, num_buckets: u32) ->
     }
 }
 
-fn metadata_js(m: Metadata) -> ScenarioMetadata {
+fn metadata_js(m: Metadata, source: Source) -> ScenarioMetadata {
     ScenarioMetadata {
         config_hash: m.config_hash,
         num_scenarios: m.num_scenarios,
@@ -200,13 +232,14 @@ fn metadata_js(m: Metadata) -> ScenarioMetadata {
         generated_at: m.generated_at,
         duration_ms: m.duration_ms,
         recycling_multiples: m.recycling_multiples,
+        source: source.into(),
     }
 }
 
 fn scenario_js(s: Scenario) -> ScenarioResult {
     ScenarioResult {
         compressed: compressed_matrix(s.envelope, s.metadata.num_scenarios, s.metadata.num_buckets),
-        metadata: metadata_js(s.metadata),
+        metadata: metadata_js(s.metadata, Source::Generated),
     }
 }
 

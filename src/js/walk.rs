@@ -3,7 +3,7 @@
 //! object can neither overflow the stack nor make us copy megabytes.
 
 use napi::bindgen_prelude::{Array, JsObjectValue, JsValue, Object, Unknown};
-use napi::{Result, ValueType};
+use napi::{JsString, Result, ValueType};
 
 use crate::config::{Value, MAX_DEPTH};
 
@@ -26,7 +26,16 @@ fn walk(v: &Unknown, depth: usize) -> Result<Value> {
         ValueType::Null => Value::Null,
         ValueType::Boolean => Value::Bool(unsafe { v.cast::<bool>()? }),
         ValueType::Number => Value::Number(unsafe { v.cast::<f64>()? }),
-        ValueType::String => Value::String(unsafe { v.cast::<String>()? }),
+        ValueType::String => {
+            // Read as UTF-16: a lone surrogate (valid in JS, which writes it as
+            // `\udxxx` in JSON) has no Rust form, and silently replacing it
+            // would change the key, so it is refused instead.
+            let utf16 = unsafe { v.cast::<JsString>()? }.into_utf16()?;
+            match utf16.as_str() {
+                Ok(s) => Value::String(s),
+                Err(_) => Value::Unsupported("string with an unpaired UTF-16 surrogate"),
+            }
+        }
         ValueType::Object => {
             let obj: Object = unsafe { v.cast()? };
             if obj.is_array()? {

@@ -42,7 +42,11 @@ impl MemoryTier {
                 }
             })
             .build();
-        MemoryTier { cache, max_bytes, counters }
+        MemoryTier {
+            cache,
+            max_bytes,
+            counters,
+        }
     }
 
     pub fn get(&self, key: &str) -> Option<Entry> {
@@ -52,7 +56,9 @@ impl MemoryTier {
     /// Stores `entry` unless it alone exceeds the bound (returns false then).
     pub fn insert(&self, entry: Entry) -> bool {
         if u64::from(weight(&entry)) > self.max_bytes {
-            self.counters.rejected_too_large.fetch_add(1, Ordering::Relaxed);
+            self.counters
+                .rejected_too_large
+                .fetch_add(1, Ordering::Relaxed);
             return false;
         }
         self.cache.insert(entry.metadata.config_hash.clone(), entry);

@@ -71,7 +71,13 @@ impl RedisTier {
                 crate::tier::durable::redact_password(url)
             ))
         })?;
-        Ok(RedisTier { client, conn: Mutex::new(Conn::default()), prefix: prefix.to_string(), ttl_seconds, timeout })
+        Ok(RedisTier {
+            client,
+            conn: Mutex::new(Conn::default()),
+            prefix: prefix.to_string(),
+            ttl_seconds,
+            timeout,
+        })
     }
 
     pub fn redis_key(&self, key: &str) -> String {
@@ -83,14 +89,23 @@ impl RedisTier {
         if let Some(m) = &c.manager {
             return Ok(m.clone());
         }
-        if c.last_failed_attempt.is_some_and(|t| t.elapsed() < RETRY_INTERVAL) {
-            return Err(Error::Redis("unavailable (retrying at most once per second)".into()));
+        if c.last_failed_attempt
+            .is_some_and(|t| t.elapsed() < RETRY_INTERVAL)
+        {
+            return Err(Error::Redis(
+                "unavailable (retrying at most once per second)".into(),
+            ));
         }
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(self.timeout))
             .set_response_timeout(Some(self.timeout))
             .set_number_of_retries(1);
-        match tokio::time::timeout(self.timeout, self.client.get_connection_manager_with_config(config)).await {
+        match tokio::time::timeout(
+            self.timeout,
+            self.client.get_connection_manager_with_config(config),
+        )
+        .await
+        {
             Ok(Ok(m)) => {
                 c.manager = Some(m.clone());
                 Ok(m)
@@ -101,7 +116,10 @@ impl RedisTier {
             }
             Err(_) => {
                 c.last_failed_attempt = Some(Instant::now());
-                Err(Error::Redis(format!("connect timed out after {:?}", self.timeout)))
+                Err(Error::Redis(format!(
+                    "connect timed out after {:?}",
+                    self.timeout
+                )))
             }
         }
     }
@@ -110,7 +128,10 @@ impl RedisTier {
         let mut conn = self.connection().await?;
         match tokio::time::timeout(self.timeout, cmd.query_async::<T>(&mut conn)).await {
             Ok(r) => r.map_err(redis_err),
-            Err(_) => Err(Error::Redis(format!("command timed out after {:?}", self.timeout))),
+            Err(_) => Err(Error::Redis(format!(
+                "command timed out after {:?}",
+                self.timeout
+            ))),
         }
     }
 
@@ -125,7 +146,10 @@ impl RedisTier {
     pub async fn put(&self, entry: &Entry) -> Result<()> {
         let record = encode_record(entry)?;
         let mut cmd = redis::cmd("SET");
-        cmd.arg(self.redis_key(&entry.metadata.config_hash)).arg(record.as_ref()).arg("EX").arg(self.ttl_seconds);
+        cmd.arg(self.redis_key(&entry.metadata.config_hash))
+            .arg(record.as_ref())
+            .arg("EX")
+            .arg(self.ttl_seconds);
         self.run::<()>(cmd).await
     }
 
@@ -151,11 +175,18 @@ impl RedisTier {
 /// the cache before they reach Redis, so anything else is a bug.
 pub fn encode_record(e: &Entry) -> Result<Bytes> {
     if e.codec != Codec::Zstd {
-        return Err(Error::Internal("only envelope payloads are written to Redis".into()));
+        return Err(Error::Internal(
+            "only envelope payloads are written to Redis".into(),
+        ));
     }
     let m = &e.metadata;
-    if m.config_hash.len() != 64 || m.generated_at.len() > 255 || m.recycling_multiples.len() > u16::MAX as usize {
-        return Err(Error::Internal("metadata does not fit the Redis record".into()));
+    if m.config_hash.len() != 64
+        || m.generated_at.len() > 255
+        || m.recycling_multiples.len() > u16::MAX as usize
+    {
+        return Err(Error::Internal(
+            "metadata does not fit the Redis record".into(),
+        ));
     }
     let meta_len = 64 + 4 + 4 + 1 + m.generated_at.len() + 8 + 2 + 8 * m.recycling_multiples.len();
     let mut b = BytesMut::with_capacity(4 + 1 + 4 + meta_len + e.payload.len());
@@ -201,7 +232,11 @@ struct Reader<'a> {
 
 impl<'a> Reader<'a> {
     fn take(&mut self, n: usize) -> std::result::Result<&'a [u8], String> {
-        let end = self.pos.checked_add(n).filter(|&e| e <= self.buf.len()).ok_or("record truncated")?;
+        let end = self
+            .pos
+            .checked_add(n)
+            .filter(|&e| e <= self.buf.len())
+            .ok_or("record truncated")?;
         let s = &self.buf[self.pos..end];
         self.pos = end;
         Ok(s)
@@ -227,30 +262,48 @@ fn decode_record(key: &str, v: &Bytes) -> std::result::Result<Entry, String> {
         return Err(format!("unknown record version {version}"));
     }
     let meta_len = r.u32()? as usize;
-    let meta_end = r.pos.checked_add(meta_len).filter(|&e| e <= v.len()).ok_or("record truncated")?;
-    let config_hash = std::str::from_utf8(r.take(64)?).map_err(|_| "key is not ASCII")?.to_string();
+    let meta_end = r
+        .pos
+        .checked_add(meta_len)
+        .filter(|&e| e <= v.len())
+        .ok_or("record truncated")?;
+    let config_hash = std::str::from_utf8(r.take(64)?)
+        .map_err(|_| "key is not ASCII")?
+        .to_string();
     if config_hash != key {
         return Err("record belongs to another key".into());
     }
     let num_scenarios = r.u32()?;
     let num_buckets = r.u32()?;
     let ts_len = r.u8()? as usize;
-    let generated_at = std::str::from_utf8(r.take(ts_len)?).map_err(|_| "generatedAt is not UTF-8")?.to_string();
+    let generated_at = std::str::from_utf8(r.take(ts_len)?)
+        .map_err(|_| "generatedAt is not UTF-8")?
+        .to_string();
     let duration_ms = r.f64()?;
     let n = r.u16()? as usize;
-    let recycling_multiples = (0..n).map(|_| r.f64()).collect::<std::result::Result<Vec<_>, _>>()?;
+    let recycling_multiples = (0..n)
+        .map(|_| r.f64())
+        .collect::<std::result::Result<Vec<_>, _>>()?;
     if r.pos != meta_end {
         return Err("metadata length mismatch".into());
     }
     Ok(Entry {
         payload: v.slice(meta_end..),
         codec: Codec::Zstd,
-        metadata: Metadata { config_hash, num_scenarios, num_buckets, generated_at, duration_ms, recycling_multiples },
+        metadata: Metadata {
+            config_hash,
+            num_scenarios,
+            num_buckets,
+            generated_at,
+            duration_ms,
+            recycling_multiples,
+        },
     })
 }
 
 fn decode_legacy(key: &str, v: &[u8]) -> std::result::Result<Entry, String> {
-    let j: serde_json::Value = serde_json::from_slice(v).map_err(|e| format!("legacy JSON unreadable: {e}"))?;
+    let j: serde_json::Value =
+        serde_json::from_slice(v).map_err(|e| format!("legacy JSON unreadable: {e}"))?;
     let dim = |name: &str| {
         j.get(name)
             .and_then(serde_json::Value::as_u64)
@@ -258,8 +311,13 @@ fn decode_legacy(key: &str, v: &[u8]) -> std::result::Result<Entry, String> {
             .ok_or_else(|| format!("legacy value has no valid {name}"))
     };
     let (num_scenarios, num_buckets) = (dim("numScenarios")?, dim("numBuckets")?);
-    let data = j.get("data").and_then(serde_json::Value::as_str).ok_or("legacy value has no data")?;
-    let payload = base64::engine::general_purpose::STANDARD.decode(data).map_err(|e| format!("legacy base64: {e}"))?;
+    let data = j
+        .get("data")
+        .and_then(serde_json::Value::as_str)
+        .ok_or("legacy value has no data")?;
+    let payload = base64::engine::general_purpose::STANDARD
+        .decode(data)
+        .map_err(|e| format!("legacy base64: {e}"))?;
     Ok(Entry {
         payload: payload.into(),
         codec: Codec::Zlib,
@@ -302,9 +360,18 @@ mod tests {
             other => panic!("{other:?}"),
         }
         // Under another key it is refused, and every truncation is undecodable.
-        assert!(matches!(decode_value(&"cd".repeat(32), rec.clone()), Lookup::Undecodable(_)));
+        assert!(matches!(
+            decode_value(&"cd".repeat(32), rec.clone()),
+            Lookup::Undecodable(_)
+        ));
         for n in 0..(rec.len() - e.payload.len()) {
-            assert!(matches!(decode_value(&e.metadata.config_hash, rec.slice(..n)), Lookup::Undecodable(_)), "{n}");
+            assert!(
+                matches!(
+                    decode_value(&e.metadata.config_hash, rec.slice(..n)),
+                    Lookup::Undecodable(_)
+                ),
+                "{n}"
+            );
         }
     }
 
@@ -319,7 +386,13 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        assert!(matches!(decode_value("k", Bytes::from_static(b"{\"data\":1}")), Lookup::Undecodable(_)));
-        assert!(matches!(decode_value("k", Bytes::from_static(b"garbage")), Lookup::Undecodable(_)));
+        assert!(matches!(
+            decode_value("k", Bytes::from_static(b"{\"data\":1}")),
+            Lookup::Undecodable(_)
+        ));
+        assert!(matches!(
+            decode_value("k", Bytes::from_static(b"garbage")),
+            Lookup::Undecodable(_)
+        ));
     }
 }

@@ -1,0 +1,330 @@
+//! The `ScenarioMatrixCache` class: a thin shell over [`crate::cache::Cache`].
+//! Configs are read on the JS thread; everything else runs on napi's tokio
+//! runtime and settles a promise, rejecting with a coded error.
+
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+
+use futures::FutureExt;
+use napi::bindgen_prelude::{Float32Array, PromiseRaw, ToNapiValue, Unknown};
+use napi::Env;
+use napi_derive::napi;
+
+use super::{
+    compressed_matrix, js_error, metadata_js, panic_message, parse_config, ScenarioMetadata,
+    ScenarioResult,
+};
+use crate::cache::{self, Cache, Hit};
+use crate::stats::{StatsSnapshot, TierSnapshot};
+use crate::Error;
+
+#[napi(object)]
+#[derive(Default)]
+pub struct CacheOptions {
+    /// `postgres://` / `postgresql://` (PostgreSQL), `sqlite://path` or a file path (SQLite).
+    /// Default: env `DATABASE_URL`, else SQLite at `./.scenario-matrix-cache/cache.db`.
+    pub database_url: Option<String>,
+    /// `redis://` / `rediss://`. Default: env `REDIS_URL`, else no Redis tier. `''` turns Redis off.
+    pub redis_url: Option<String>,
+    /// Bytes of compressed payload the memory tier may hold. Default 134217728 (128 MiB); 0 = off.
+    pub memory_max_bytes: Option<f64>,
+    /// Default 86400.
+    pub redis_ttl_seconds: Option<u32>,
+    /// Default `scenario-matrix:`.
+    pub redis_key_prefix: Option<String>,
+    /// Apply the embedded migrations on open. Default true.
+    pub run_migrations: Option<bool>,
+    /// Bound on each Redis command and on connecting. Default 500.
+    pub redis_timeout_ms: Option<u32>,
+    /// Bound on connecting to / acquiring a connection of the database. Default 10000.
+    pub database_timeout_ms: Option<u32>,
+    /// Database pool size. Default 8.
+    pub database_max_connections: Option<u32>,
+}
+
+fn rust_options(o: CacheOptions) -> crate::Result<cache::CacheOptions> {
+    let memory_max_bytes = match o.memory_max_bytes {
+        Some(n) if !(n.is_finite() && n >= 0.0 && n.fract() == 0.0) => {
+            return Err(Error::InvalidArgument(format!(
+                "memoryMaxBytes must be a non-negative integer, got {n}"
+            )))
+        }
+        other => other.map(|n| n as u64),
+    };
+    Ok(cache::CacheOptions {
+        database_url: o.database_url,
+        redis_url: o.redis_url,
+        memory_max_bytes,
+        redis_ttl_seconds: o.redis_ttl_seconds.map(u64::from),
+        redis_key_prefix: o.redis_key_prefix,
+        run_migrations: o.run_migrations,
+        redis_timeout_ms: o.redis_timeout_ms.map(u64::from),
+        database_timeout_ms: o.database_timeout_ms.map(u64::from),
+        database_max_connections: o.database_max_connections,
+    })
+}
+
+/// Runs `fut` on the runtime (a panic becomes `E_INTERNAL`) and converts its
+/// value with `to_js` on the JS thread; errors reject with a coded JS error.
+fn promise<'e, T, J, F, C>(env: &'e Env, fut: F, to_js: C) -> napi::Result<PromiseRaw<'e, J>>
+where
+    T: Send + 'static,
+    J: ToNapiValue,
+    F: Future<Output = crate::Result<T>> + Send + 'static,
+    C: FnOnce(T) -> J + 'static,
+{
+    let guarded = async move {
+        Ok(AssertUnwindSafe(fut)
+            .catch_unwind()
+            .await
+            .unwrap_or_else(|p| Err(Error::Internal(panic_message(&*p)))))
+    };
+    env.spawn_future_with_callback(guarded, move |env, r: crate::Result<T>| {
+        r.map(to_js).map_err(|e| js_error(env, &e))
+    })
+}
+
+fn result_js(hit: Hit) -> ScenarioResult {
+    let Hit { entry, source, .. } = hit;
+    let (rows, cols) = (entry.metadata.num_scenarios, entry.metadata.num_buckets);
+    ScenarioResult {
+        // A copy: the caller may mutate its Buffer without touching the cache.
+        compressed: compressed_matrix(entry.payload.to_vec(), rows, cols),
+        metadata: metadata_js(entry.metadata, source),
+    }
+}
+
+#[napi(object)]
+pub struct MatrixResult {
+    pub matrix: Float32Array,
+    pub num_scenarios: u32,
+    pub num_buckets: u32,
+    pub metadata: ScenarioMetadata,
+}
+
+#[napi(object)]
+pub struct TierStats {
+    pub hits: f64,
+    pub misses: f64,
+    pub errors: f64,
+    /// Payload bytes served by this tier's hits.
+    pub bytes: f64,
+}
+
+impl From<TierSnapshot> for TierStats {
+    fn from(t: TierSnapshot) -> Self {
+        TierStats {
+            hits: t.hits as f64,
+            misses: t.misses as f64,
+            errors: t.errors as f64,
+            bytes: t.bytes as f64,
+        }
+    }
+}
+
+#[napi(object)]
+pub struct MemoryTierStats {
+    pub entries: f64,
+    /// Payload bytes held now.
+    pub bytes: f64,
+    pub max_bytes: f64,
+    /// Entries pushed out by the byte bound after admission.
+    pub evictions: f64,
+    /// Entries refused because they alone exceed the bound.
+    pub rejected_too_large: f64,
+}
+
+#[napi(object)]
+pub struct LatencyStats {
+    pub count: f64,
+    pub p50_ms: f64,
+    pub p95_ms: f64,
+    pub p99_ms: f64,
+}
+
+#[napi(object)]
+pub struct CacheStats {
+    pub memory: TierStats,
+    pub redis: TierStats,
+    /// The durable store (PostgreSQL or SQLite).
+    pub durable: TierStats,
+    /// Occupancy of the memory tier; absent when it is off.
+    pub memory_tier: Option<MemoryTierStats>,
+    pub generations: f64,
+    pub single_flight_joins: f64,
+    pub corrupt_entries: f64,
+    pub legacy_rewrites: f64,
+    pub calls: f64,
+    /// Share of completed calls served without generating.
+    pub hit_rate: f64,
+    /// Latency per source: memory, redis, postgres, sqlite, generated.
+    pub latency: std::collections::HashMap<String, LatencyStats>,
+}
+
+fn stats_js(s: StatsSnapshot) -> CacheStats {
+    CacheStats {
+        memory: s.memory.into(),
+        redis: s.redis.into(),
+        durable: s.durable.into(),
+        memory_tier: s.memory_tier.map(|m| MemoryTierStats {
+            entries: m.entries as f64,
+            bytes: m.bytes as f64,
+            max_bytes: m.max_bytes as f64,
+            evictions: m.evictions as f64,
+            rejected_too_large: m.rejected_too_large as f64,
+        }),
+        generations: s.generations as f64,
+        single_flight_joins: s.single_flight_joins as f64,
+        corrupt_entries: s.corrupt_entries as f64,
+        legacy_rewrites: s.legacy_rewrites as f64,
+        calls: s.calls as f64,
+        hit_rate: s.hit_rate,
+        latency: s
+            .latency
+            .into_iter()
+            .map(|l| {
+                let v = LatencyStats {
+                    count: l.count as f64,
+                    p50_ms: l.p50_ms,
+                    p95_ms: l.p95_ms,
+                    p99_ms: l.p99_ms,
+                };
+                (l.source.as_str().to_string(), v)
+            })
+            .collect(),
+    }
+}
+
+/// The tiered cache: memory -> Redis -> PostgreSQL or SQLite -> generator.
+#[napi]
+pub struct ScenarioMatrixCache {
+    inner: Arc<Cache>,
+}
+
+#[napi]
+impl ScenarioMatrixCache {
+    /// Connects the tiers (and runs migrations unless `runMigrations: false`).
+    #[napi(ts_return_type = "Promise<ScenarioMatrixCache>")]
+    pub fn open(
+        env: &Env,
+        options: Option<CacheOptions>,
+    ) -> napi::Result<PromiseRaw<'_, ScenarioMatrixCache>> {
+        let opts = rust_options(options.unwrap_or_default());
+        promise(env, async move { Cache::open(opts?).await }, |c| {
+            ScenarioMatrixCache { inner: Arc::new(c) }
+        })
+    }
+
+    /// The matrix for `config`: from the fastest tier that has it, else generated and stored.
+    #[napi(
+        ts_args_type = "config: ScenarioConfig",
+        ts_return_type = "Promise<ScenarioResult>"
+    )]
+    pub fn get_or_generate<'e>(
+        &self,
+        env: &'e Env,
+        config: Unknown,
+    ) -> napi::Result<PromiseRaw<'e, ScenarioResult>> {
+        let cfg = parse_config(&config);
+        let cache = self.inner.clone();
+        promise(
+            env,
+            async move { cache.get_or_generate(&cfg?).await },
+            result_js,
+        )
+    }
+
+    /// Like `getOrGenerate`, decompressed (and verified) into a `Float32Array`, row-major.
+    #[napi(
+        ts_args_type = "config: ScenarioConfig",
+        ts_return_type = "Promise<MatrixResult>"
+    )]
+    pub fn get_matrix<'e>(
+        &self,
+        env: &'e Env,
+        config: Unknown,
+    ) -> napi::Result<PromiseRaw<'e, MatrixResult>> {
+        let cfg = parse_config(&config);
+        let cache = self.inner.clone();
+        let work = async move {
+            let hit = cache.get_or_generate(&cfg?).await?;
+            let matrix = match &hit.matrix {
+                Some(m) => m.as_ref().clone(),
+                None => {
+                    let entry = hit.entry.clone();
+                    tokio::task::spawn_blocking(move || entry.decode())
+                        .await
+                        .map_err(|e| Error::Internal(format!("decode task failed: {e}")))??
+                }
+            };
+            Ok((hit, matrix))
+        };
+        promise(env, work, |(hit, matrix): (Hit, Vec<f32>)| MatrixResult {
+            matrix: Float32Array::new(matrix),
+            num_scenarios: hit.entry.metadata.num_scenarios,
+            num_buckets: hit.entry.metadata.num_buckets,
+            metadata: metadata_js(hit.entry.metadata, hit.source),
+        })
+    }
+
+    /// Lookup only, by canonical key: never generates. Resolves to null when no tier has it.
+    #[napi(ts_return_type = "Promise<ScenarioResult | null>")]
+    pub fn get<'e>(
+        &self,
+        env: &'e Env,
+        key: String,
+    ) -> napi::Result<PromiseRaw<'e, Option<ScenarioResult>>> {
+        let cache = self.inner.clone();
+        promise(env, async move { cache.get(&key).await }, |hit| {
+            hit.map(result_js)
+        })
+    }
+
+    /// Removes a key from every tier; resolves to whether any tier had it.
+    #[napi(ts_return_type = "Promise<boolean>")]
+    pub fn invalidate<'e>(&self, env: &'e Env, key: String) -> napi::Result<PromiseRaw<'e, bool>> {
+        let cache = self.inner.clone();
+        promise(env, async move { cache.invalidate(&key).await }, |b| b)
+    }
+
+    /// Removes every matrix of a fund (optionally one taxonomy version); resolves to the count.
+    #[napi(ts_return_type = "Promise<number>")]
+    pub fn invalidate_fund<'e>(
+        &self,
+        env: &'e Env,
+        fund_id: String,
+        taxonomy_version: Option<String>,
+    ) -> napi::Result<PromiseRaw<'e, f64>> {
+        let cache = self.inner.clone();
+        promise(
+            env,
+            async move {
+                cache
+                    .invalidate_fund(&fund_id, taxonomy_version.as_deref())
+                    .await
+            },
+            |n| n as f64,
+        )
+    }
+
+    /// Counters and latency quantiles; cheap.
+    #[napi]
+    pub fn stats(&self) -> CacheStats {
+        stats_js(self.inner.stats())
+    }
+
+    /// Waits for background writes and closes the connections; later calls reject with `E_CLOSED`.
+    #[napi(ts_return_type = "Promise<void>")]
+    pub fn close<'e>(&self, env: &'e Env) -> napi::Result<PromiseRaw<'e, ()>> {
+        let cache = self.inner.clone();
+        promise(
+            env,
+            async move {
+                cache.close().await;
+                Ok(())
+            },
+            |()| (),
+        )
+    }
+}
