@@ -1,0 +1,129 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+
+import { canonicalKey, ScenarioMatrixCache } from '../index.js'
+import { config, createDatabase, query, redisClient, REDIS_URL, uniqueName } from './helpers/services'
+
+let db: Awaited<ReturnType<typeof createDatabase>>
+let prefix: string
+let cache: ScenarioMatrixCache
+let redis: Awaited<ReturnType<typeof redisClient>>
+
+const open = () => ScenarioMatrixCache.open({ databaseUrl: db.url, redisUrl: REDIS_URL, redisKeyPrefix: prefix })
+
+beforeAll(async () => {
+  db = await createDatabase()
+  prefix = `${uniqueName('smc_vitest')}:`
+  cache = await open()
+  redis = await redisClient()
+})
+
+afterAll(async () => {
+  await cache?.close()
+  await redis?.quit()
+  await db?.drop()
+})
+
+describe('ScenarioMatrixCache', () => {
+  it('generates on a miss, stores both tiers, then serves memory, Redis and PostgreSQL with the same metadata', async () => {
+    const c = config('vitest-tiers', 5_000)
+    const key = canonicalKey(c)
+    const miss = await cache.getOrGenerate(c)
+    expect(miss.metadata.source).toBe('generated')
+    expect(miss.metadata.configHash).toBe(key)
+
+    const [row] = await query<{ status: string; compression_codec: string }>(
+      db.url,
+      'SELECT status, compression_codec FROM scenario_matrices WHERE matrix_key = $1',
+      [key],
+    )
+    expect(row).toEqual({ status: 'complete', compression_codec: 'zstd' })
+    expect(key).toMatch(/^[0-9a-f]{64}$/)
+    const ttl = await redis.ttl(`${prefix}${key}`)
+    expect(ttl).toBeGreaterThan(86_000)
+
+    const mem = await cache.getOrGenerate(c)
+    expect(mem.metadata.source).toBe('memory')
+    const { source: _a, ...missMeta } = miss.metadata
+    const { source: _b, ...memMeta } = mem.metadata
+    expect(memMeta).toEqual(missMeta)
+
+    const other = await open()
+    const fromRedis = await other.getOrGenerate(c)
+    expect(fromRedis.metadata.source).toBe('redis')
+    expect(other.stats().durable).toEqual({ hits: 0, misses: 0, errors: 0, bytes: 0 })
+    await redis.del(`${prefix}${key}`)
+    const third = await open()
+    const fromPg = await third.getOrGenerate(c)
+    expect(fromPg.metadata.source).toBe('postgres')
+    expect(Buffer.compare(fromPg.compressed.data, miss.compressed.data)).toBe(0)
+    const { source: _c, ...pgMeta } = fromPg.metadata
+    expect(pgMeta).toEqual(missMeta)
+    await third.close() // waits for the background Redis rewrite
+    expect(await redis.exists(`${prefix}${key}`)).toBe(1)
+    await other.close()
+  })
+
+  it('hands each caller its own buffers', async () => {
+    const c = config('vitest-ownership', 1_000)
+    const a = await cache.getOrGenerate(c)
+    const copy = Buffer.from(a.compressed.data)
+    a.compressed.data.fill(0)
+    const b = await cache.getOrGenerate(c)
+    expect(b.metadata.source).toBe('memory')
+    expect(Buffer.compare(b.compressed.data, copy)).toBe(0)
+
+    const m1 = await cache.getMatrix(c)
+    m1.matrix.fill(-1)
+    const m2 = await cache.getMatrix(c)
+    expect(m2.matrix.length).toBe(3_000)
+    expect(m2.matrix.every((x) => x >= 0)).toBe(true)
+  })
+
+  it('getMatrix returns the floats; get never generates; invalidate clears every tier', async () => {
+    const c = config('vitest-matrix', 2_000)
+    const key = canonicalKey(c)
+    expect(await cache.get(key)).toBeNull()
+    const r = await cache.getMatrix(c)
+    expect(r).toMatchObject({ numScenarios: 2_000, numBuckets: 3 })
+    expect(r.matrix).toBeInstanceOf(Float32Array)
+    expect(r.metadata.source).toBe('generated')
+    expect((await cache.get(key))?.metadata.source).toBe('memory')
+    expect(await cache.invalidate(key)).toBe(true)
+    expect(await cache.get(key)).toBeNull()
+    expect(await cache.invalidateFund('vitest-matrix')).toBe(0)
+    await expect(cache.get('nope')).rejects.toMatchObject({ code: 'E_INVALID_ARGUMENT' })
+  })
+
+  it('reports stats', async () => {
+    const s = cache.stats()
+    expect(s.generations).toBeGreaterThanOrEqual(3)
+    expect(s.memory.hits).toBeGreaterThanOrEqual(1)
+    expect(s.hitRate).toBeGreaterThan(0)
+    expect(s.latency.memory.count).toBeGreaterThanOrEqual(1)
+    expect(s.latency.memory.p99Ms).toBeGreaterThan(0)
+    expect(s.memoryTier?.maxBytes).toBe(128 * 1024 * 1024)
+  })
+
+  it('rejects bad input and calls after close with coded errors', async () => {
+    await expect(cache.getOrGenerate({ ...config('x', 10), numScenarios: 1e9 })).rejects.toMatchObject({ code: 'E_CONFIG' })
+    await expect(ScenarioMatrixCache.open({ databaseUrl: 'mysql://nope' })).rejects.toMatchObject({
+      code: 'E_INVALID_ARGUMENT',
+    })
+    await expect(
+      ScenarioMatrixCache.open({ databaseUrl: 'postgres://u:hunter2@127.0.0.1:1/x', databaseTimeoutMs: 500 }),
+    ).rejects.toSatisfy((e: any) => e.code === 'E_DURABLE_UNAVAILABLE' && !e.message.includes('hunter2'))
+    const c = await open()
+    await c.close()
+    await expect(c.getOrGenerate(config('closed', 10))).rejects.toMatchObject({ code: 'E_CLOSED' })
+    await expect(c.get(canonicalKey(config('closed', 10)))).rejects.toMatchObject({ code: 'E_CLOSED' })
+  })
+
+  it('keeps serving when Redis is down', async () => {
+    const c = await ScenarioMatrixCache.open({ databaseUrl: db.url, redisUrl: 'redis://127.0.0.1:1', redisTimeoutMs: 200 })
+    const cfg = config('vitest-redis-down', 500)
+    expect((await c.getOrGenerate(cfg)).metadata.source).toBe('generated')
+    expect((await c.getOrGenerate(cfg)).metadata.source).toBe('memory')
+    expect(c.stats().redis.errors).toBeGreaterThanOrEqual(1)
+    await c.close()
+  })
+})

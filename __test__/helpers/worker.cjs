@@ -1,0 +1,26 @@
+// A separate server process: opens the cache from SMC_OPTIONS, runs SMC_CALLS
+// concurrent getOrGenerate calls for SMC_CONFIG, prints what it saw, closes and
+// exits on its own (a hang here means something keeps Node alive after close()).
+const { ScenarioMatrixCache } = require('../../index.js')
+
+async function main() {
+  const options = JSON.parse(process.env.SMC_OPTIONS || '{}')
+  const config = JSON.parse(process.env.SMC_CONFIG)
+  const calls = Number(process.env.SMC_CALLS || 1)
+  const cache = await ScenarioMatrixCache.open(options)
+  const results = await Promise.all(Array.from({ length: calls }, () => cache.getOrGenerate(config)))
+  const stats = cache.stats()
+  await cache.close()
+  process.stdout.write(
+    JSON.stringify({
+      sources: results.map((r) => r.metadata.source),
+      keys: [...new Set(results.map((r) => r.metadata.configHash))],
+      generations: stats.generations,
+    }),
+  )
+}
+
+main().catch((e) => {
+  process.stderr.write(`${e.code}: ${e.message}\n`)
+  process.exit(1)
+})

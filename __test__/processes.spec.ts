@@ -1,0 +1,47 @@
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+
+import { canonicalKey } from '../index.js'
+import { config, createDatabase, query, REDIS_URL, uniqueName } from './helpers/services'
+import { runWorker } from './helpers/spawn'
+
+let db: Awaited<ReturnType<typeof createDatabase>>
+
+beforeAll(async () => {
+  db = await createDatabase()
+})
+afterAll(async () => {
+  await db?.drop()
+})
+
+describe('several server processes', () => {
+  it('4 processes x 8 concurrent calls for a new key: exactly one generation and one row', async () => {
+    const c = config('vitest-processes', 20_000)
+    const env = {
+      SMC_OPTIONS: JSON.stringify({ databaseUrl: db.url, redisUrl: REDIS_URL, redisKeyPrefix: `${uniqueName('smc_vitest')}:` }),
+      SMC_CONFIG: JSON.stringify(c),
+      SMC_CALLS: '8',
+    }
+    const reports = await Promise.all([1, 2, 3, 4].map(() => runWorker(env)))
+    expect(reports.reduce((n, r) => n + r.generations, 0)).toBe(1)
+    expect(reports.flatMap((r) => r.keys)).toEqual(Array(4).fill(canonicalKey(c)))
+    const rows = await query(db.url, 'SELECT 1 FROM scenario_matrices WHERE matrix_key = $1', [canonicalKey(c)])
+    expect(rows).toHaveLength(1)
+  })
+
+  it('the embedded SQLite default is shared by a second process', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'smc-vitest-'))
+    try {
+      // No DATABASE_URL / REDIS_URL: the zero-setup default in the working directory.
+      const env = { DATABASE_URL: '', REDIS_URL: '', SMC_OPTIONS: '{}', SMC_CONFIG: JSON.stringify(config('vitest-sqlite', 3_000)) }
+      const first = await runWorker(env, dir)
+      expect(first.sources).toEqual(['generated'])
+      const second = await runWorker(env, dir)
+      expect(second.sources).toEqual(['sqlite'])
+    } finally {
+      rmSync(dir, { recursive: true, force: true })
+    }
+  })
+})

@@ -1,0 +1,335 @@
+//! The tiered cache against the real PostgreSQL and Redis of the machine.
+//! Each test has its own database and Redis prefix.
+
+mod common;
+
+use std::sync::Arc;
+
+use base64::Engine;
+use common::{config, redis_conn, unique, TestDb, REDIS_URL};
+use redis::AsyncCommands;
+use scenario_matrix_cache::cache::{Cache, CacheOptions};
+use scenario_matrix_cache::tier::Source;
+use scenario_matrix_cache::{codec, key};
+
+fn options(db: &TestDb, prefix: &str) -> CacheOptions {
+    CacheOptions {
+        database_url: Some(db.url.clone()),
+        redis_url: Some(REDIS_URL.into()),
+        redis_key_prefix: Some(prefix.into()),
+        ..Default::default()
+    }
+}
+
+async fn count_rows(db: &TestDb, key: &str) -> i64 {
+    let mut c = db.connect().await;
+    sqlx::query_scalar("SELECT count(*) FROM scenario_matrices WHERE matrix_key = $1")
+        .bind(key)
+        .fetch_one(&mut c)
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn miss_then_memory_then_redis_then_postgres() {
+    let db = TestDb::create().await;
+    let prefix = format!("{}:", unique("smc"));
+    let cfg = config("tiers-fund", 2_000);
+    let k = key::canonical_key(&cfg);
+
+    let cache = Cache::open(options(&db, &prefix)).await.unwrap();
+    let miss = cache.get_or_generate(&cfg).await.unwrap();
+    assert_eq!(miss.source, Source::Generated);
+    assert_eq!(miss.entry.metadata.config_hash, k);
+    assert_eq!(miss.entry.metadata.recycling_multiples.len(), 3);
+
+    // Stored in PostgreSQL as a complete, truthfully labelled row ...
+    let mut c = db.connect().await;
+    let (status, codec_label, states): (String, String, serde_json::Value) = sqlx::query_as(
+        "SELECT status, compression_codec, scenario_states FROM scenario_matrices WHERE matrix_key = $1",
+    )
+    .bind(&k)
+    .fetch_one(&mut c)
+    .await
+    .unwrap();
+    assert_eq!((status.as_str(), codec_label.as_str()), ("complete", "zstd"));
+    assert!(states.to_string().len() < 100, "scenario_states should be compact: {states}");
+    // ... and in Redis as a binary record under <prefix><key> with a ~24 h TTL.
+    let mut r = redis_conn().await;
+    let raw: Vec<u8> = r.get(format!("{prefix}{k}")).await.unwrap();
+    assert_eq!(&raw[..4], b"SMCR");
+    let ttl: i64 = r.ttl(format!("{prefix}{k}")).await.unwrap();
+    assert!((86_000..=86_400).contains(&ttl), "ttl {ttl}");
+
+    // Same process again: memory, with the miss's metadata and bytes.
+    let mem = cache.get_or_generate(&cfg).await.unwrap();
+    assert_eq!(mem.source, Source::Memory);
+    assert_eq!(mem.entry, miss.entry);
+
+    // A fresh process-like instance (empty memory): Redis, PostgreSQL untouched.
+    let second = Cache::open(options(&db, &prefix)).await.unwrap();
+    let from_redis = second.get_or_generate(&cfg).await.unwrap();
+    assert_eq!(from_redis.source, Source::Redis);
+    assert_eq!(from_redis.entry, miss.entry);
+    let s = second.stats();
+    assert_eq!((s.durable.hits, s.durable.misses, s.durable.errors), (0, 0, 0));
+
+    // Redis flushed: PostgreSQL serves it and Redis is warmed again in the background.
+    let _: () = r.del(format!("{prefix}{k}")).await.unwrap();
+    let third = Cache::open(options(&db, &prefix)).await.unwrap();
+    let from_pg = third.get_or_generate(&cfg).await.unwrap();
+    assert_eq!(from_pg.source, Source::Postgres);
+    assert_eq!(from_pg.entry, miss.entry);
+    third.flush().await;
+    let exists: bool = r.exists(format!("{prefix}{k}")).await.unwrap();
+    assert!(exists, "a PostgreSQL hit should rewrite Redis");
+
+    // Lookup by key never generates.
+    assert_eq!(third.get(&k).await.unwrap().unwrap().entry, miss.entry);
+    let other = key::canonical_key(&config("nobody", 10));
+    assert!(third.get(&other).await.unwrap().is_none());
+    assert_eq!(third.get("not-a-key").await.unwrap_err().code(), "E_INVALID_ARGUMENT");
+
+    // The decoded matrix is what the generator produced.
+    let direct = scenario_matrix_cache::generator::generate(&cfg, &k);
+    assert_eq!(from_pg.entry.decode().unwrap(), direct.matrix);
+
+    for c in [cache, second, third] {
+        c.close().await;
+    }
+    db.drop_db().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_misses_share_one_generation() {
+    let db = TestDb::create().await;
+    let prefix = format!("{}:", unique("smc"));
+    let cache = Arc::new(Cache::open(options(&db, &prefix)).await.unwrap());
+    let cfg = config("single-flight", 50_000);
+    let calls: Vec<_> = (0..16)
+        .map(|_| {
+            let (c, cfg) = (cache.clone(), cfg.clone());
+            tokio::spawn(async move { c.get_or_generate(&cfg).await.unwrap() })
+        })
+        .collect();
+    let mut payloads = Vec::new();
+    for c in calls {
+        payloads.push(c.await.unwrap().entry.payload);
+    }
+    assert!(payloads.windows(2).all(|w| w[0] == w[1]));
+    let s = cache.stats();
+    assert_eq!(s.generations, 1, "{s:?}");
+    assert_eq!(s.single_flight_joins + 1, 16, "{s:?}");
+
+    // Several instances (separate pools, as separate processes have) racing on a
+    // new key: PostgreSQL's per-key lock lets exactly one generate.
+    let cfg = config("cross-instance", 20_000);
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let c = Arc::new(Cache::open(options(&db, &prefix)).await.unwrap());
+        for _ in 0..8 {
+            let (c, cfg) = (c.clone(), cfg.clone());
+            tasks.push(tokio::spawn(async move {
+                c.get_or_generate(&cfg).await.unwrap();
+                c.stats().generations
+            }));
+        }
+    }
+    let mut gens = std::collections::HashSet::new();
+    for t in tasks {
+        gens.insert(t.await.unwrap());
+    }
+    assert_eq!(count_rows(&db, &key::canonical_key(&cfg)).await, 1);
+    // Each instance reports 0 or 1 generations; only one reports 1. Count via rows + stats:
+    assert!(gens.contains(&1) && gens.iter().all(|g| *g <= 1));
+    db.drop_db().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn legacy_rows_and_legacy_redis_values_are_read_and_rewritten() {
+    let db = TestDb::create().await;
+    let prefix = format!("{}:", unique("smc"));
+    let fixture: serde_json::Value = serde_json::from_str(include_str!("fixtures/legacy-rows.json")).unwrap();
+    let b64 = base64::engine::general_purpose::STANDARD;
+
+    // The TypeScript app created the table and wrote its rows before we arrived.
+    let mut c = db.connect().await;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(include_str!("fixtures/typescript-schema.sql"))).execute(&mut c).await.unwrap();
+    for row in fixture.as_array().unwrap() {
+        let cfg = &row["config"];
+        let n = row["numScenarios"].as_u64().unwrap();
+        let states = serde_json::json!({"scenarios": (0..n).map(|i| serde_json::json!({"id": i, "params": {}})).collect::<Vec<_>>()});
+        sqlx::query(
+            "INSERT INTO scenario_matrices (matrix_key, fund_id, taxonomy_version, matrix_type, moic_matrix, scenario_states, bucket_params, compression_codec, matrix_layout, bucket_count, s_opt, status)
+             VALUES ($1, $2, $3, 'moic', $4, $5, $6, 'zstd', 'row-major', $7, $8, 'complete')",
+        )
+        .bind(row["matrixKey"].as_str().unwrap())
+        .bind(cfg["fundId"].as_str().unwrap())
+        .bind(cfg["taxonomyVersion"].as_str().unwrap())
+        .bind(b64.decode(row["payloadBase64"].as_str().unwrap()).unwrap())
+        .bind(states)
+        .bind(cfg["buckets"].clone())
+        .bind(row["numBuckets"].as_i64().unwrap() as i32)
+        .bind(serde_json::json!({"correlationWeights": cfg["correlationWeights"]}))
+        .execute(&mut c)
+        .await
+        .unwrap();
+    }
+
+    let cache = Cache::open(options(&db, &prefix)).await.unwrap();
+    for row in fixture.as_array().unwrap() {
+        let cfg = scenario_matrix_cache::ScenarioConfig::from_json_str(&row["config"].to_string()).unwrap();
+        let k = row["matrixKey"].as_str().unwrap();
+        assert_eq!(key::canonical_key(&cfg), k);
+        let hit = cache.get_or_generate(&cfg).await.unwrap();
+        assert_eq!(hit.source, Source::Postgres, "legacy row {k} should be served, not regenerated");
+        let want: Vec<f32> = b64
+            .decode(row["float32LeBase64"].as_str().unwrap())
+            .unwrap()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+            .collect();
+        assert_eq!(hit.entry.decode().unwrap(), want);
+        // Recycling multiples recomputed from the matrix agree with what TypeScript computed.
+        let ts: Vec<f64> = row["recyclingMultiples"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+        for (got, want) in hit.entry.metadata.recycling_multiples.iter().zip(&ts) {
+            assert!((got - want).abs() < 1e-6 * want, "{got} vs {want}");
+        }
+    }
+    assert_eq!(cache.stats().generations, 0);
+
+    // A legacy Redis value (JSON + base64 zlib) is read, then rewritten as a record.
+    let row = &fixture[1];
+    let cfg = scenario_matrix_cache::ScenarioConfig::from_json_str(&row["config"].to_string()).unwrap();
+    let k = row["matrixKey"].as_str().unwrap();
+    let payload = b64.decode(row["payloadBase64"].as_str().unwrap()).unwrap();
+    let legacy = serde_json::json!({"data": row["payloadBase64"], "numScenarios": row["numScenarios"], "numBuckets": row["numBuckets"], "version": 1, "uncompressedSize": row["numScenarios"].as_u64().unwrap() * row["numBuckets"].as_u64().unwrap() * 4, "compressedSize": payload.len()});
+    let mut r = redis_conn().await;
+    let _: () = r.set(format!("{prefix}{k}"), legacy.to_string()).await.unwrap();
+    let fresh = Cache::open(options(&db, &prefix)).await.unwrap();
+    let hit = fresh.get_or_generate(&cfg).await.unwrap();
+    assert_eq!(hit.source, Source::Redis);
+    assert_eq!(hit.entry.decode().unwrap(), codec::decode_legacy_zlib(&payload, 100, 3).unwrap());
+    fresh.flush().await;
+    let raw: Vec<u8> = r.get(format!("{prefix}{k}")).await.unwrap();
+    assert_eq!(&raw[..4], b"SMCR", "legacy value should be rewritten in the new format");
+    assert_eq!(fresh.stats().legacy_rewrites, 1);
+
+    // Garbage in Redis is a counted miss, served from PostgreSQL and overwritten.
+    let _: () = r.set(format!("{prefix}{k}"), b"\x00garbage".as_slice()).await.unwrap();
+    let third = Cache::open(options(&db, &prefix)).await.unwrap();
+    assert_eq!(third.get_or_generate(&cfg).await.unwrap().source, Source::Postgres);
+    third.flush().await;
+    assert_eq!(third.stats().corrupt_entries, 1);
+    let raw: Vec<u8> = r.get(format!("{prefix}{k}")).await.unwrap();
+    assert_eq!(&raw[..4], b"SMCR");
+    db.drop_db().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn durable_write_failure_caches_nothing() {
+    let db = TestDb::create().await;
+    let prefix = format!("{}:", unique("smc"));
+    let cache = Cache::open(options(&db, &prefix)).await.unwrap();
+    let mut c = db.connect().await;
+    sqlx::raw_sql(
+        "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'disk full (test)'; END $$;
+         CREATE TRIGGER refuse_insert BEFORE INSERT ON scenario_matrices FOR EACH ROW EXECUTE FUNCTION refuse();",
+    )
+    .execute(&mut c)
+    .await
+    .unwrap();
+    let cfg = config("write-fails", 1_000);
+    let k = key::canonical_key(&cfg);
+    let err = cache.get_or_generate(&cfg).await.unwrap_err();
+    assert_eq!(err.code(), "E_DURABLE_WRITE", "{err}");
+    // Nothing anywhere: the next call fails the same way instead of hitting memory or Redis.
+    let mut r = redis_conn().await;
+    let exists: bool = r.exists(format!("{prefix}{k}")).await.unwrap();
+    assert!(!exists);
+    assert_eq!(cache.get_or_generate(&cfg).await.unwrap_err().code(), "E_DURABLE_WRITE");
+    assert_eq!(cache.stats().memory_tier.unwrap().entries, 0);
+    db.drop_db().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn redis_down_never_fails_a_call() {
+    let db = TestDb::create().await;
+    // Nothing listens on port 1.
+    let opts = CacheOptions { redis_url: Some("redis://127.0.0.1:1/".into()), ..options(&db, "unused:") };
+    let cache = Cache::open(opts).await.unwrap();
+    let cfg = config("redis-down", 1_000);
+    assert_eq!(cache.get_or_generate(&cfg).await.unwrap().source, Source::Generated);
+    assert_eq!(cache.get_or_generate(&cfg).await.unwrap().source, Source::Memory);
+    assert!(cache.stats().redis.errors >= 1);
+    cache.close().await;
+    db.drop_db().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn invalidate_removes_from_every_tier_and_allows_regeneration() {
+    let db = TestDb::create().await;
+    let prefix = format!("{}:", unique("smc"));
+    let cache = Cache::open(options(&db, &prefix)).await.unwrap();
+    let a = config("fund-a", 500);
+    let a2 = scenario_matrix_cache::ScenarioConfig { num_scenarios: 600, ..a.clone() };
+    let b = config("fund-b", 500);
+    for c in [&a, &a2, &b] {
+        cache.get_or_generate(c).await.unwrap();
+    }
+    let ka = key::canonical_key(&a);
+    assert!(cache.invalidate(&ka).await.unwrap());
+    assert!(!cache.invalidate(&ka).await.unwrap());
+    assert_eq!(count_rows(&db, &ka).await, 0);
+    let mut r = redis_conn().await;
+    let exists: bool = r.exists(format!("{prefix}{ka}")).await.unwrap();
+    assert!(!exists);
+    assert_eq!(cache.get_or_generate(&a).await.unwrap().source, Source::Generated);
+    assert_eq!(count_rows(&db, &ka).await, 1);
+
+    assert_eq!(cache.invalidate_fund("fund-a", Some("other-version")).await.unwrap(), 0);
+    assert_eq!(cache.invalidate_fund("fund-a", None).await.unwrap(), 2);
+    assert_eq!(cache.get_or_generate(&a2).await.unwrap().source, Source::Generated);
+    assert_eq!(cache.get_or_generate(&b).await.unwrap().source, Source::Memory);
+
+    cache.close().await;
+    assert_eq!(cache.get_or_generate(&b).await.unwrap_err().code(), "E_CLOSED");
+    assert_eq!(cache.invalidate(&ka).await.unwrap_err().code(), "E_CLOSED");
+    db.drop_db().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sqlite_default_serves_a_second_instance() {
+    let dir = std::env::temp_dir().join(unique("smc-sqlite"));
+    let db = dir.join("nested/cache.db");
+    let opts = || CacheOptions {
+        database_url: Some(format!("sqlite://{}", db.display())),
+        redis_url: Some(String::new()),
+        ..Default::default()
+    };
+    let cfg = config("sqlite-fund", 3_000);
+    let first = Cache::open(opts()).await.unwrap();
+    let miss = first.get_or_generate(&cfg).await.unwrap();
+    assert_eq!(miss.source, Source::Generated);
+    let second = Cache::open(opts()).await.unwrap();
+    let hit = second.get_or_generate(&cfg).await.unwrap();
+    assert_eq!(hit.source, Source::Sqlite);
+    assert_eq!(hit.entry, miss.entry);
+    first.close().await;
+    second.close().await;
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn memory_tier_refuses_entries_larger_than_its_bound() {
+    let db = TestDb::create().await;
+    let opts = CacheOptions { memory_max_bytes: Some(1_000), redis_url: Some(String::new()), ..options(&db, "unused:") };
+    let cache = Cache::open(opts).await.unwrap();
+    let cfg = config("tiny-memory", 2_000);
+    cache.get_or_generate(&cfg).await.unwrap();
+    assert_eq!(cache.get_or_generate(&cfg).await.unwrap().source, Source::Postgres);
+    let m = cache.stats().memory_tier.unwrap();
+    assert_eq!((m.entries, m.rejected_too_large), (0, 2));
+    cache.close().await;
+    db.drop_db().await;
+}
