@@ -42,7 +42,11 @@ pub fn ln_f32(x: f32) -> f32 {
     let s = f / (2.0 + f);
     let z = s * s;
     let two_s = s + s;
-    let tail = two_s * z * (1.0 / 3.0 + z * (1.0 / 5.0 + z * (1.0 / 7.0 + z * (1.0 / 9.0))));
+    // Estrin's scheme (pairs of terms, then z^2) rather than Horner: a
+    // shorter dependency chain, which is what bounds this loop's speed.
+    let z2 = z * z;
+    let poly = (1.0 / 3.0 + z * (1.0 / 5.0)) + z2 * (1.0 / 7.0 + z * (1.0 / 9.0));
+    let tail = two_s * z * poly;
     let ef = e as f32;
     ef * LN2_HI_F32 + ((two_s + tail) + ef * LN2_LO_F32)
 }
@@ -77,16 +81,25 @@ pub fn exp_f32(x: f32) -> f32 {
     } else {
         x
     };
-    let n = (xc * core::f32::consts::LOG2_E + ROUND) - ROUND;
+    let t = xc * core::f32::consts::LOG2_E + ROUND;
+    let n = t - ROUND;
+    // t's ulp is 1, so its low bits hold n: read the integer from the bits
+    // (an `as i32` would add a saturating, NaN-checking scalar conversion
+    // per lane).
+    let ni = (t.to_bits() as i32).wrapping_sub(ROUND.to_bits() as i32);
     let r = (xc - n * LN2_HI_F32) - n * LN2_LO_F32;
-    let p = 1.0
-        + r * (1.0
-            + r * (0.5
-                + r * (1.0 / 6.0
-                    + r * (1.0 / 24.0
-                        + r * (1.0 / 120.0 + r * (1.0 / 720.0 + r * (1.0 / 5040.0)))))));
+    // Estrin's scheme: four independent pairs combined with r^2 and r^4
+    // (dependency depth 8 instead of Horner's 14).
+    let r2 = r * r;
+    let r4 = r2 * r2;
+    let p23 = 0.5 + r * (1.0 / 6.0);
+    let p45 = 1.0 / 24.0 + r * (1.0 / 120.0);
+    let p67 = 1.0 / 720.0 + r * (1.0 / 5040.0);
+    // The small terms are summed first and 1 is added last, which keeps the
+    // error near 1 ulp.
+    let p = 1.0 + (r + (r2 * p23 + r4 * (p45 + r2 * p67)));
     // n is in [-125, 127] after the clamp, so the biased exponent is in [2, 254].
-    let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
+    let scale = f32::from_bits(((ni + 127) as u32) << 23);
     let y = p * scale;
     if under {
         0.0
