@@ -172,7 +172,7 @@ fn model_reference(cfg: &ScenarioConfig, samples: usize) -> (Vec<Stats>, Vec<Vec
         s ^= s >> 27;
         (s.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 11) as f64 / (1u64 << 53) as f64
     };
-    let mut normal = move |u: &mut dyn FnMut() -> f64| {
+    let normal = |u: &mut dyn FnMut() -> f64| {
         let (a, b) = (1.0 - u(), u());
         (-2.0 * a.ln()).sqrt() * (2.0 * std::f64::consts::PI * b).cos()
     };

@@ -17,7 +17,7 @@
 //! and they are short, branch-free, and auto-vectorise.
 
 /// Natural log of 2, split so that `n * LN2_HI_F32` is exact for |n| <= 2^15.
-const LN2_HI_F32: f32 = 0.693_359_375; // 355 / 512
+const LN2_HI_F32: f32 = 355.0 / 512.0; // 0.693359375, exact
 const LN2_LO_F32: f32 = -2.121_944_4e-4; // ln 2 - LN2_HI_F32
 
 /// Bits of sqrt(1/2) in f32 and f64: range reduction puts mantissas in
@@ -125,8 +125,9 @@ pub fn cos_sin_small_f32(a: f32) -> (f32, f32) {
     (c, s)
 }
 
-/// (cos t, sin t) for t = 2 pi w / 2^32 (up to the angle's 24-bit resolution),
-/// w a uniformly random 32-bit word: the angle for Box-Muller.
+/// (cos t, sin t) for an angle t that is uniform over the circle (in 2^26
+/// equal steps) when w is a uniformly random 32-bit word: the angle for
+/// Box-Muller.
 ///
 /// The top two bits pick a quadrant q, the next 24 an angle
 /// a in (-pi/4, pi/4) at the middle of one of 2^24 equal steps, and
@@ -183,8 +184,10 @@ pub fn box_muller_f32(w_radius: u32, w_angle: u32) -> (f32, f32) {
 /// and R = 2 s^2/3 + 2 s^4/5 + ... + 2 s^22/23 (the 2 atanh series, using
 /// 2s = f - s f); the first omitted term is below 1e-18 relative.
 pub fn ln_f64(x: f64) -> f64 {
-    const LN2_HI: f64 = 6.931_471_803_691_238_164_90e-1; // 31 significant bits
-    const LN2_LO: f64 = 1.908_214_929_270_587_700_02e-10;
+    // ln 2 = LN2_HI + LN2_LO, LN2_HI with 32 significant bits (so e * LN2_HI is
+    // exact for any exponent), LN2_LO the rest rounded to f64.
+    const LN2_HI: f64 = f64::from_bits(0x3fe6_2e42_fee0_0000); // 6.93147180369123816490e-01
+    const LN2_LO: f64 = f64::from_bits(0x3dea_39ef_3579_3c76); // 1.90821492927058770002e-10
     debug_assert!(x > 0.0 && x.is_finite());
     let (x, e_adjust) = if x < f64::MIN_POSITIVE {
         (x * 18_014_398_509_481_984.0, -54i64) // * 2^54: subnormal -> normal

@@ -33,7 +33,7 @@ pub fn multiple(recycling: &Recycling, capital: f64, m: f64) -> f64 {
     else {
         return 1.0;
     };
-    if !(capital > 0.0) || !m.is_finite() {
+    if capital <= 0.0 || !capital.is_finite() || !m.is_finite() {
         // No capital: nothing to recycle (and 0 / 0 must not become NaN).
         return 1.0;
     }
