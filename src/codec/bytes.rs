@@ -47,6 +47,59 @@ fn split4_mut(planes: &mut [u8]) -> (&mut [u8], &mut [u8], &mut [u8], &mut [u8])
 /// sign/exponent bytes of all values gives zstd four streams, each with its
 /// own byte statistics, instead of one stream that mixes them every 4 bytes.
 pub(crate) fn shuffle4(raw: &[u8], planes: &mut [u8]) {
+    shuffle4_map(raw, planes, |x| x);
+}
+
+/// Inverse of [`shuffle4`].
+pub(crate) fn unshuffle4(planes: &[u8], raw: &mut [u8]) {
+    unshuffle4_map(planes, raw, |x| x);
+}
+
+/// Added to the biased exponent (mod 256) by [`exp_forward`]: it maps the
+/// exponents of |v| in [2^-32, 2^32) to 0..64, so their top two bits are 0.
+const EXP_OFFSET: u32 = (32u32.wrapping_sub(127) & 0xff) << 24;
+
+/// The bit permutation behind the exponent shuffle: a bijection on u32 that
+/// moves the bits with low entropy into byte 0 and the exponent into byte 3
+/// next to the top mantissa bits.
+///
+/// f32 bits `s e7..e0 m22..m0` become `e'5..e'0 m22 m21 | m20..m13 | m12..m5 |
+/// m4..m0 s e'7 e'6`, where `e' = e - 127 + 32 (mod 256)`.
+///
+/// Why: with a plain byte shuffle, the top byte (sign + 7 exponent bits) of a
+/// positive MOIC has about 1.4 bits of entropy, and zstd's literal Huffman
+/// coding cannot spend less than 1 bit per byte, so that plane compresses to
+/// 25 % instead of 17 %; the exponent's last bit is wasted in a plane that is
+/// otherwise random. Here the top byte carries ~4 bits (6 exponent bits and 2
+/// mantissa bits) and byte 0 has 3 bits that are constant for every value
+/// in range (sign and the top of e'), both of which Huffman codes almost
+/// exactly, and the two middle planes are plain random mantissa bits that zstd
+/// stores raw at no cost. Values outside the range (and negatives, NaN) still
+/// round-trip exactly; they only compress less well.
+#[inline(always)]
+fn exp_forward(bits: u32) -> u32 {
+    bits.rotate_left(1).wrapping_add(EXP_OFFSET).rotate_left(2)
+}
+
+#[inline(always)]
+fn exp_inverse(x: u32) -> u32 {
+    x.rotate_right(2).wrapping_sub(EXP_OFFSET).rotate_right(1)
+}
+
+/// Byte shuffle of the f32 bit patterns after [`exp_forward`].
+pub(crate) fn exp_shuffle4(raw: &[u8], planes: &mut [u8]) {
+    shuffle4_map(raw, planes, exp_forward);
+}
+
+/// Inverse of [`exp_shuffle4`].
+pub(crate) fn exp_unshuffle4(planes: &[u8], raw: &mut [u8]) {
+    unshuffle4_map(planes, raw, exp_inverse);
+}
+
+/// Reads each 4-byte little-endian word of `raw`, maps it with `f`, and
+/// writes its byte k to plane k.
+#[inline(always)]
+fn shuffle4_map(raw: &[u8], planes: &mut [u8], f: impl Fn(u32) -> u32) {
     debug_assert_eq!(raw.len() % 4, 0);
     debug_assert_eq!(raw.len(), planes.len());
     let n = raw.len() / 4;
@@ -62,22 +115,38 @@ pub(crate) fn shuffle4(raw: &[u8], planes: &mut [u8]) {
         let d2: &mut [u8; BLOCK] = (&mut p2[o..o + BLOCK]).try_into().expect("block");
         let d3: &mut [u8; BLOCK] = (&mut p3[o..o + BLOCK]).try_into().expect("block");
         for i in 0..BLOCK {
-            d0[i] = src[4 * i];
-            d1[i] = src[4 * i + 1];
-            d2[i] = src[4 * i + 2];
-            d3[i] = src[4 * i + 3];
+            let w = f(u32::from_le_bytes([
+                src[4 * i],
+                src[4 * i + 1],
+                src[4 * i + 2],
+                src[4 * i + 3],
+            ]))
+            .to_le_bytes();
+            d0[i] = w[0];
+            d1[i] = w[1];
+            d2[i] = w[2];
+            d3[i] = w[3];
         }
     }
     for i in blocks * BLOCK..n {
-        p0[i] = raw[4 * i];
-        p1[i] = raw[4 * i + 1];
-        p2[i] = raw[4 * i + 2];
-        p3[i] = raw[4 * i + 3];
+        let w = f(u32::from_le_bytes([
+            raw[4 * i],
+            raw[4 * i + 1],
+            raw[4 * i + 2],
+            raw[4 * i + 3],
+        ]))
+        .to_le_bytes();
+        p0[i] = w[0];
+        p1[i] = w[1];
+        p2[i] = w[2];
+        p3[i] = w[3];
     }
 }
 
-/// Inverse of [`shuffle4`].
-pub(crate) fn unshuffle4(planes: &[u8], raw: &mut [u8]) {
+/// Gathers byte k of each word from plane k, maps the word with `f`, and
+/// writes it little-endian to `raw`.
+#[inline(always)]
+fn unshuffle4_map(planes: &[u8], raw: &mut [u8], f: impl Fn(u32) -> u32) {
     debug_assert_eq!(raw.len() % 4, 0);
     debug_assert_eq!(raw.len(), planes.len());
     let n = raw.len() / 4;
@@ -93,17 +162,13 @@ pub(crate) fn unshuffle4(planes: &[u8], raw: &mut [u8]) {
         let s2: &[u8; BLOCK] = p2[o..o + BLOCK].try_into().expect("block");
         let s3: &[u8; BLOCK] = p3[o..o + BLOCK].try_into().expect("block");
         for i in 0..BLOCK {
-            dst[4 * i] = s0[i];
-            dst[4 * i + 1] = s1[i];
-            dst[4 * i + 2] = s2[i];
-            dst[4 * i + 3] = s3[i];
+            let w = f(u32::from_le_bytes([s0[i], s1[i], s2[i], s3[i]])).to_le_bytes();
+            dst[4 * i..4 * i + 4].copy_from_slice(&w);
         }
     }
     for i in blocks * BLOCK..n {
-        raw[4 * i] = p0[i];
-        raw[4 * i + 1] = p1[i];
-        raw[4 * i + 2] = p2[i];
-        raw[4 * i + 3] = p3[i];
+        let w = f(u32::from_le_bytes([p0[i], p1[i], p2[i], p3[i]])).to_le_bytes();
+        raw[4 * i..4 * i + 4].copy_from_slice(&w);
     }
 }
 
@@ -125,6 +190,29 @@ mod tests {
             let mut back = vec![0u8; raw.len()];
             unshuffle4(&planes, &mut back);
             assert_eq!(back, raw);
+            exp_shuffle4(&raw, &mut planes);
+            exp_unshuffle4(&planes, &mut back);
+            assert_eq!(back, raw);
+        }
+    }
+
+    #[test]
+    fn exponent_permutation_is_a_bijection_with_the_documented_layout() {
+        let mut s = 1u64;
+        for _ in 0..100_000 {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let b = (s >> 32) as u32;
+            assert_eq!(exp_inverse(exp_forward(b)), b);
+        }
+        // 1.5 = 0 01111111 100...: e' = 32 = 0b0010_0000, m22 = 1, m21 = 0.
+        let x = exp_forward(1.5f32.to_bits());
+        assert_eq!(x >> 24, 0b1000_0010);
+        assert_eq!(x & 0xff, 0, "sign and top of e' are 0 for 1.5");
+        // Every positive value in [2^-32, 2^32) has byte 0's low 3 bits clear.
+        for v in [2f32.powi(-32), 1e-9, 0.3, 7.0, 1e9, 4.29e9] {
+            assert_eq!(exp_forward(v.to_bits()) & 0b111, 0, "{v}");
         }
     }
 

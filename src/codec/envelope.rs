@@ -6,7 +6,7 @@ use xxhash_rust::xxh3::{xxh3_64, Xxh3};
 use zstd::bulk::{Compressor, Decompressor};
 use zstd::zstd_safe;
 
-use super::bytes::{f32_to_le, le_to_f32, shuffle4, unshuffle4};
+use super::bytes::{exp_shuffle4, exp_unshuffle4, f32_to_le, le_to_f32, shuffle4, unshuffle4};
 use super::{cell_count, FORMAT_VERSION, MAX_COLS, MAX_ROWS};
 use crate::error::{Error, Result};
 
@@ -18,8 +18,9 @@ pub const MAGIC: [u8; 8] = *b"\x89SMC\r\n\x1a\n";
 
 /// Length of the fixed part of the header, up to the chunk table.
 pub const FIXED_HEADER_LEN: usize = 48;
-/// One chunk-table entry: compressed length u32 + xxh3-64 of the raw bytes.
-pub const CHUNK_ENTRY_LEN: usize = 12;
+/// One chunk-table entry: stored length u32, xxh3-64 of the stored bytes,
+/// xxh3-64 of the raw bytes.
+pub const CHUNK_ENTRY_LEN: usize = 20;
 
 /// zstd level used by [`encode`](super::encode). Measured on the 100,000 x 50
 /// stand-in matrix (see the report in `benches/codec.rs`): level 1 is the
@@ -53,6 +54,13 @@ pub enum Filter {
     /// Byte k (0 = least significant) of every f32 of the chunk goes to plane
     /// k; the chunk is stored as plane 0, 1, 2, 3.
     Shuffle4 = 1,
+    /// Each f32's bits are first permuted so that the exponent shares the top
+    /// byte with the top mantissa bits and the sign and the exponent's top two
+    /// bits (offset so that they are 0 for magnitudes in [2^-32, 2^32)) sit
+    /// in the bottom byte, then byte-shuffled as `Shuffle4`. Exactly:
+    /// `w = rotl(rotl(bits, 1) + (0xA1 << 24), 2)` (wrapping), byte k of `w`
+    /// to plane k. What `encode` uses: see `bytes::exp_forward` for why.
+    ExponentShuffle4 = 2,
 }
 
 impl ChunkCodec {
@@ -70,6 +78,7 @@ impl Filter {
         match b {
             0 => Some(Self::None),
             1 => Some(Self::Shuffle4),
+            2 => Some(Self::ExponentShuffle4),
             _ => None,
         }
     }
@@ -90,7 +99,7 @@ impl Default for EncodeOptions {
     fn default() -> Self {
         Self {
             chunk_codec: ChunkCodec::Zstd,
-            filter: Filter::Shuffle4,
+            filter: Filter::ExponentShuffle4,
             level: DEFAULT_LEVEL,
             chunk_bytes: DEFAULT_CHUNK_BYTES,
         }
@@ -122,6 +131,7 @@ struct ChunkRef {
     /// Offset of its frame within the envelope.
     start: usize,
     len: usize,
+    stored_hash: u64,
     raw_hash: u64,
 }
 
@@ -250,7 +260,8 @@ fn parse(bytes: &[u8]) -> Result<(Header, Vec<ChunkRef>)> {
     let mut at = header_len;
     for (i, entry) in table.chunks_exact(CHUNK_ENTRY_LEN).enumerate() {
         let len = u32_at(entry, 0) as usize;
-        let raw_hash = u64_at(entry, 4);
+        let stored_hash = u64_at(entry, 4);
+        let raw_hash = u64_at(entry, 12);
         let first_row = i as u32 * rows_per_chunk;
         let chunk_raw = (rows_per_chunk.min(num_scenarios - first_row)) as usize * row_bytes;
         if chunk_codec == ChunkCodec::None && len != chunk_raw {
@@ -267,6 +278,7 @@ fn parse(bytes: &[u8]) -> Result<(Header, Vec<ChunkRef>)> {
         chunks.push(ChunkRef {
             start: at,
             len,
+            stored_hash,
             raw_hash,
         });
         at += len;
@@ -321,30 +333,93 @@ impl ChunkEncoder {
         })
     }
 
-    /// Returns the chunk's stored bytes and the xxh3 of its raw bytes.
-    fn encode(&mut self, cells: &[f32], opts: &EncodeOptions) -> Result<(Vec<u8>, u64)> {
+    /// Returns the chunk's stored bytes and its table entry.
+    fn encode(&mut self, cells: &[f32], opts: &EncodeOptions) -> Result<EncodedChunk> {
         self.raw.resize(cells.len() * 4, 0);
         f32_to_le(cells, &mut self.raw);
         let hash = xxh3_64(&self.raw);
         let filtered: &[u8] = match opts.filter {
             Filter::None => &self.raw,
-            Filter::Shuffle4 => {
+            Filter::Shuffle4 | Filter::ExponentShuffle4 => {
                 self.planes.resize(self.raw.len(), 0);
-                shuffle4(&self.raw, &mut self.planes);
+                if opts.filter == Filter::Shuffle4 {
+                    shuffle4(&self.raw, &mut self.planes);
+                } else {
+                    exp_shuffle4(&self.raw, &mut self.planes);
+                }
                 &self.planes
             }
         };
         let stored = match &mut self.zstd {
             None => filtered.to_vec(),
             Some(c) => {
-                let mut out = Vec::with_capacity(zstd_safe::compress_bound(filtered.len()));
-                c.compress_to_buffer(filtered, &mut out)
-                    .map_err(|e| Error::Internal(format!("zstd compression failed: {e}")))?;
-                out
+                let parts: Vec<&[u8]> = match opts.filter {
+                    Filter::None => vec![filtered],
+                    _ => filtered.chunks(filtered.len() / 4).collect(),
+                };
+                compress_parts(c, &parts, filtered.len())?
             }
         };
-        Ok((stored, hash))
+        Ok(EncodedChunk {
+            stored_hash: xxh3_64(&stored),
+            stored,
+            raw_hash: hash,
+        })
     }
+}
+
+struct EncodedChunk {
+    stored: Vec<u8>,
+    stored_hash: u64,
+    raw_hash: u64,
+}
+
+/// Compresses `parts` (of `total` bytes together) as one zstd frame that
+/// records its content size, ending a zstd block at the end of each part.
+///
+/// Why the flushes: zstd builds one literal Huffman table per block (up to
+/// 128 KiB). A block that straddles two planes codes the mixture of their
+/// byte statistics, which for a 5-bit plane next to a random one is nearly
+/// incompressible: a 10,000 x 5 matrix (planes of 50 KB) compressed to 0.87
+/// of raw in one shot and to 0.79 with a block boundary at each plane.
+fn compress_parts(c: &mut Compressor<'static>, parts: &[&[u8]], total: usize) -> Result<Vec<u8>> {
+    use zstd_safe::zstd_sys::ZSTD_EndDirective::{ZSTD_e_end, ZSTD_e_flush};
+    use zstd_safe::{InBuffer, OutBuffer, ResetDirective};
+    let fail = |e: zstd_safe::ErrorCode| {
+        Error::Internal(format!(
+            "zstd compression failed: {}",
+            zstd_safe::get_error_name(e)
+        ))
+    };
+    let cctx = c.context_mut();
+    cctx.reset(ResetDirective::SessionOnly).map_err(fail)?;
+    cctx.set_pledged_src_size(Some(total as u64))
+        .map_err(fail)?;
+    // Each flush may close a partial block: a few header bytes per part on
+    // top of zstd's one-shot bound. Grown below if ever exceeded.
+    let mut out: Vec<u8> = Vec::with_capacity(zstd_safe::compress_bound(total) + 16 * parts.len());
+    for (k, part) in parts.iter().enumerate() {
+        let directive = if k + 1 == parts.len() {
+            ZSTD_e_end
+        } else {
+            ZSTD_e_flush
+        };
+        let mut input = InBuffer::around(part);
+        loop {
+            let pos = out.len();
+            if pos == out.capacity() {
+                out.reserve(64 << 10);
+            }
+            let mut output = OutBuffer::around_pos(&mut out, pos);
+            let pending = cctx
+                .compress_stream2(&mut output, &mut input, directive)
+                .map_err(fail)?;
+            if pending == 0 && input.pos() == part.len() {
+                break;
+            }
+        }
+    }
+    Ok(out)
 }
 
 pub(crate) fn encode_with(
@@ -377,7 +452,7 @@ pub(crate) fn encode_with(
     let chunk_cells = rpc as usize * num_buckets as usize;
     let chunk_count = div_ceil(u64::from(num_scenarios), u64::from(rpc)) as u32;
 
-    let frames: Vec<(Vec<u8>, u64)> = if chunk_count == 1 {
+    let frames: Vec<EncodedChunk> = if chunk_count == 1 {
         vec![ChunkEncoder::new(opts)?.encode(matrix, opts)?]
     } else {
         matrix
@@ -393,7 +468,7 @@ pub(crate) fn encode_with(
     };
 
     let header_len = FIXED_HEADER_LEN + frames.len() * CHUNK_ENTRY_LEN;
-    let total = header_len + frames.iter().map(|(f, _)| f.len()).sum::<usize>();
+    let total = header_len + frames.iter().map(|f| f.stored.len()).sum::<usize>();
     let mut out = Vec::with_capacity(total);
     out.extend_from_slice(&MAGIC);
     out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
@@ -407,16 +482,17 @@ pub(crate) fn encode_with(
     out.extend_from_slice(&rpc.to_le_bytes());
     out.extend_from_slice(&chunk_count.to_le_bytes());
     out.extend_from_slice(&[0; 8]); // header checksum, filled in below
-    for (frame, hash) in &frames {
-        let len = u32::try_from(frame.len())
+    for f in &frames {
+        let len = u32::try_from(f.stored.len())
             .map_err(|_| Error::Internal("chunk larger than 4 GiB".into()))?;
         out.extend_from_slice(&len.to_le_bytes());
-        out.extend_from_slice(&hash.to_le_bytes());
+        out.extend_from_slice(&f.stored_hash.to_le_bytes());
+        out.extend_from_slice(&f.raw_hash.to_le_bytes());
     }
     let checksum = header_checksum(&out[..FIXED_HEADER_LEN], &out[FIXED_HEADER_LEN..]);
     out[40..48].copy_from_slice(&checksum.to_le_bytes());
-    for (frame, _) in &frames {
-        out.extend_from_slice(frame);
+    for f in &frames {
+        out.extend_from_slice(&f.stored);
     }
     debug_assert_eq!(out.len(), total);
     Ok(out)
@@ -445,16 +521,25 @@ impl ChunkDecoder {
     }
 
     /// Decodes chunk `index` (stored bytes `frame`) into `dst`, whose length
-    /// the header fixed, and verifies its checksum.
+    /// the header fixed, verifying both of its checksums.
     fn decode(
         &mut self,
         index: usize,
         frame: &[u8],
-        raw_hash: u64,
+        chunk: &ChunkRef,
         filter: Filter,
         dst: &mut [f32],
     ) -> Result<()> {
         let raw_len = dst.len() * 4;
+        // Checked first, so that zstd only ever sees the bytes the encoder
+        // wrote: a damaged frame is reported as such and never decompressed.
+        let computed = xxh3_64(frame);
+        if computed != chunk.stored_hash {
+            return Err(Error::Corrupt(format!(
+                "chunk {index}: stored bytes checksum mismatch (stored {:016x}, computed {computed:016x})",
+                chunk.stored_hash
+            )));
+        }
         let filtered: &[u8] = match &mut self.zstd {
             None => frame,
             Some(d) => {
@@ -501,11 +586,17 @@ impl ChunkDecoder {
                 unshuffle4(filtered, &mut self.raw);
                 &self.raw
             }
+            Filter::ExponentShuffle4 => {
+                self.raw.resize(raw_len, 0);
+                exp_unshuffle4(filtered, &mut self.raw);
+                &self.raw
+            }
         };
         let computed = xxh3_64(raw);
-        if computed != raw_hash {
+        if computed != chunk.raw_hash {
             return Err(Error::Corrupt(format!(
-                "chunk {index}: checksum mismatch (stored {raw_hash:016x}, computed {computed:016x})"
+                "chunk {index}: raw data checksum mismatch (stored {:016x}, computed {computed:016x})",
+                chunk.raw_hash
             )));
         }
         le_to_f32(raw, dst);
@@ -523,7 +614,7 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Vec<f32>> {
     let frame = |c: &ChunkRef| &bytes[c.start..c.start + c.len];
     if chunks.len() == 1 {
         let c = &chunks[0];
-        ChunkDecoder::new(h.chunk_codec)?.decode(0, frame(c), c.raw_hash, h.filter, &mut out)?;
+        ChunkDecoder::new(h.chunk_codec)?.decode(0, frame(c), c, h.filter, &mut out)?;
     } else {
         let results: Vec<Result<()>> = out
             .par_chunks_mut(chunk_cells)
@@ -532,7 +623,7 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Vec<f32>> {
             .map_init(
                 || ChunkDecoder::new(h.chunk_codec),
                 |dec, (i, (dst, c))| match dec {
-                    Ok(dec) => dec.decode(i, frame(c), c.raw_hash, h.filter, dst),
+                    Ok(dec) => dec.decode(i, frame(c), c, h.filter, dst),
                     Err(e) => Err(Error::Internal(e.to_string())),
                 },
             )

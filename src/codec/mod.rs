@@ -22,7 +22,7 @@
 //! | 0  | 8 | magic `89 53 4D 43 0D 0A 1A 0A` (`\x89SMC\r\n\x1a\n`) |
 //! | 8  | 4 | format version, u32 = 2 |
 //! | 12 | 1 | chunk codec: 0 none, 1 zstd |
-//! | 13 | 1 | filter: 0 none, 1 byte shuffle (4 planes) |
+//! | 13 | 1 | filter: 0 none, 1 byte shuffle (4 planes), 2 exponent-first byte shuffle ([`Filter::ExponentShuffle4`]) |
 //! | 14 | 1 | layout: 1 = row-major f32 little-endian |
 //! | 15 | 1 | flags, 0 (anything else is rejected) |
 //! | 16 | 4 | num_scenarios (rows), u32, 1..=100,000 |
@@ -31,16 +31,21 @@
 //! | 32 | 4 | rows per chunk, u32; the last chunk holds the remaining rows |
 //! | 36 | 4 | chunk count, u32 = ceil(rows / rows per chunk) |
 //! | 40 | 8 | header checksum: xxh3-64 of bytes 0..40 followed by the chunk table |
-//! | 48 | 12 x count | chunk table, per chunk: stored length u32, xxh3-64 of the chunk's raw f32 LE bytes u64 |
-//! | 48 + 12 x count | ... | the chunks' stored bytes, in order, back to back; nothing after the last |
+//! | 48 | 20 x count | chunk table, per chunk: stored length u32, xxh3-64 of the stored bytes u64, xxh3-64 of the chunk's raw f32 LE bytes u64 |
+//! | 48 + 20 x count | ... | the chunks' stored bytes, in order, back to back; nothing after the last |
 //!
 //! A chunk is a run of whole rows, taken as raw f32 LE bytes, passed through
 //! the filter, then the codec: with zstd, one frame that records its content
 //! size. Chunks are independent, so both directions run them in parallel, and
-//! a corrupt chunk is reported by index. The per-chunk checksums cover the raw
-//! bytes (not the stored ones) so they check the whole decode path, zstd and
-//! unshuffle included. The header checksum means a flipped bit in a dimension
-//! or a length is reported as such, not as a confusing later failure.
+//! a corrupt chunk is reported by index.
+//!
+//! Three kinds of checksum, each for its own reason: the header checksum, so a
+//! flipped bit in a dimension or a length is reported as such rather than as a
+//! confusing later failure; per chunk, the stored bytes' checksum, verified
+//! before decompressing, so zstd never decodes damaged bytes and even a flip
+//! that zstd would ignore (its frames have such bits) is caught; and the raw
+//! bytes' checksum, verified after unshuffling, which covers the whole decode
+//! path and is independent of codec and filter.
 
 #![forbid(unsafe_code)]
 
@@ -110,8 +115,9 @@ fn expected_cells(rows: u32, cols: u32) -> Result<usize> {
     })
 }
 
-/// Encodes a row-major f32 matrix into a version 2 envelope, with zstd and the
-/// byte shuffle. `InvalidArgument` when the dimensions are out of limits or
+/// Encodes a row-major f32 matrix into a version 2 envelope: zstd level
+/// [`DEFAULT_LEVEL`] over [`Filter::ExponentShuffle4`], in chunks of about
+/// [`DEFAULT_CHUNK_BYTES`]. `InvalidArgument` when the dimensions are out of limits or
 /// `matrix.len() != num_scenarios * num_buckets`.
 pub fn encode(matrix: &[f32], num_scenarios: u32, num_buckets: u32) -> Result<Vec<u8>> {
     encode_with(
@@ -234,7 +240,7 @@ mod tests {
     fn every_codec_filter_combination_round_trips() {
         let m = matrix(1001, 7);
         for chunk_codec in [ChunkCodec::None, ChunkCodec::Zstd] {
-            for filter in [Filter::None, Filter::Shuffle4] {
+            for filter in [Filter::None, Filter::Shuffle4, Filter::ExponentShuffle4] {
                 for chunk_bytes in [1, 1000, 4096, DEFAULT_CHUNK_BYTES] {
                     let opts = EncodeOptions {
                         chunk_codec,
