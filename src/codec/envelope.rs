@@ -22,18 +22,23 @@ pub const FIXED_HEADER_LEN: usize = 48;
 /// xxh3-64 of the raw bytes.
 pub const CHUNK_ENTRY_LEN: usize = 20;
 
-/// zstd level used by [`encode`](super::encode). Measured on the 100,000 x 50
-/// stand-in matrix (see the report in `benches/codec.rs`): level 1 is the
-/// fastest and compresses within 0.3 % of levels 2-3, because almost all the
-/// gain comes from the literal Huffman coding of the shuffled planes, which is
-/// the same at every level, not from matches.
+/// zstd level used by [`encode`](super::encode). Measured on a 100,000 x 50
+/// generator-like matrix with [`Filter::ExponentShuffle4`]
+/// (`SMC_CODEC_SWEEP=1 cargo bench --bench codec`): levels 1 and 2 give 0.787
+/// of raw, level 3 0.792, 4 0.792, 6 0.793, and level 3 already takes twice
+/// as long as level 1. Almost all the gain is the literal Huffman coding of
+/// the planes; higher levels find short matches in the 4- and 5-bit planes
+/// that cost more than the literals they replace. Negative levels turn
+/// literal compression off (ratio 1.0).
 pub const DEFAULT_LEVEL: i32 = 1;
 
-/// Raw bytes per chunk that `encode` aims for. 1 MiB: big enough that zstd's
-/// per-block Huffman tables are amortised and that 20 chunks of a 20 MB matrix
-/// keep 2 cores evenly busy; small enough that one chunk's scratch buffers
-/// stay in a core's L2. A matrix of at most this size is a single chunk and is
-/// encoded and decoded on the calling thread, with no rayon hand-off.
+/// Raw bytes per chunk that `encode` aims for. The ratio hardly depends on it
+/// (0.7874 at 256 KiB, 0.7871 from 1 MiB up, as zstd blocks follow the
+/// planes); 1 MiB gives a 20 MB matrix 20 chunks, which keep 2 cores evenly
+/// busy, and keeps one chunk's scratch buffers in cache: one 20 MB chunk
+/// takes 1.7 times as long to encode even on a single thread. A matrix of at
+/// most this size is one chunk, encoded and decoded on the calling thread with
+/// no rayon hand-off.
 pub const DEFAULT_CHUNK_BYTES: usize = 1 << 20;
 
 const LAYOUT_ROW_MAJOR_F32_LE: u8 = 1;
@@ -84,7 +89,7 @@ impl Filter {
     }
 }
 
-/// Knobs for [`encode_with`]. `EncodeOptions::default()` is what [`super::encode`] uses.
+/// Knobs for [`super::encode_with`]; `EncodeOptions::default()` is what [`super::encode`] uses.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EncodeOptions {
     pub chunk_codec: ChunkCodec,
@@ -152,17 +157,14 @@ fn header_checksum(fixed: &[u8], table: &[u8]) -> u64 {
     h.digest()
 }
 
-/// `ceil(a / b)` for `b > 0`.
-fn div_ceil(a: u64, b: u64) -> u64 {
-    a.div_ceil(b)
-}
-
 /// Rows per chunk for a matrix: as many chunks as `chunk_bytes` asks for, then
 /// the rows spread evenly over them so that no chunk is a small leftover.
 fn rows_per_chunk(rows: u32, cols: u32, chunk_bytes: usize) -> u32 {
     let raw_len = u64::from(rows) * u64::from(cols) * 4;
-    let chunks = div_ceil(raw_len, chunk_bytes.max(1) as u64).clamp(1, u64::from(rows));
-    div_ceil(u64::from(rows), chunks) as u32
+    let chunks = raw_len
+        .div_ceil(chunk_bytes.max(1) as u64)
+        .clamp(1, u64::from(rows));
+    u64::from(rows).div_ceil(chunks) as u32
 }
 
 pub(crate) fn is_envelope(bytes: &[u8]) -> bool {
@@ -248,7 +250,7 @@ fn parse(bytes: &[u8]) -> Result<(Header, Vec<ChunkRef>)> {
             "rows per chunk {rows_per_chunk} is outside 1..={num_scenarios}"
         ));
     }
-    let expected_chunks = div_ceil(u64::from(num_scenarios), u64::from(rows_per_chunk));
+    let expected_chunks = u64::from(num_scenarios).div_ceil(u64::from(rows_per_chunk));
     if expected_chunks != u64::from(chunk_count) {
         return corrupt(format!(
             "chunk count {chunk_count} does not match {num_scenarios} rows in chunks of {rows_per_chunk} ({expected_chunks} chunks)"
@@ -312,8 +314,9 @@ fn zstd_setup_error(e: std::io::Error) -> Error {
     Error::Internal(format!("zstd context: {e}"))
 }
 
-/// Per-thread state for encoding chunks: a zstd context and scratch buffers,
-/// reused across the chunks one rayon job handles.
+/// Per-thread state for encoding chunks: a zstd context (created on first
+/// use) and scratch buffers, reused across the chunks one rayon job handles.
+#[derive(Default)]
 struct ChunkEncoder {
     zstd: Option<Compressor<'static>>,
     raw: Vec<u8>,
@@ -321,18 +324,6 @@ struct ChunkEncoder {
 }
 
 impl ChunkEncoder {
-    fn new(opts: &EncodeOptions) -> Result<Self> {
-        let zstd = match opts.chunk_codec {
-            ChunkCodec::Zstd => Some(Compressor::new(opts.level).map_err(zstd_setup_error)?),
-            ChunkCodec::None => None,
-        };
-        Ok(Self {
-            zstd,
-            raw: Vec::new(),
-            planes: Vec::new(),
-        })
-    }
-
     /// Returns the chunk's stored bytes and its table entry.
     fn encode(&mut self, cells: &[f32], opts: &EncodeOptions) -> Result<EncodedChunk> {
         self.raw.resize(cells.len() * 4, 0);
@@ -350,9 +341,13 @@ impl ChunkEncoder {
                 &self.planes
             }
         };
-        let stored = match &mut self.zstd {
-            None => filtered.to_vec(),
-            Some(c) => {
+        let stored = match opts.chunk_codec {
+            ChunkCodec::None => filtered.to_vec(),
+            ChunkCodec::Zstd => {
+                let c = match &mut self.zstd {
+                    Some(c) => c,
+                    none => none.insert(Compressor::new(opts.level).map_err(zstd_setup_error)?),
+                };
                 let parts: Vec<&[u8]> = match opts.filter {
                     Filter::None => vec![filtered],
                     _ => filtered.chunks(filtered.len() / 4).collect(),
@@ -450,20 +445,14 @@ pub(crate) fn encode_with(
     }
     let rpc = rows_per_chunk(num_scenarios, num_buckets, opts.chunk_bytes);
     let chunk_cells = rpc as usize * num_buckets as usize;
-    let chunk_count = div_ceil(u64::from(num_scenarios), u64::from(rpc)) as u32;
+    let chunk_count = num_scenarios.div_ceil(rpc);
 
     let frames: Vec<EncodedChunk> = if chunk_count == 1 {
-        vec![ChunkEncoder::new(opts)?.encode(matrix, opts)?]
+        vec![ChunkEncoder::default().encode(matrix, opts)?]
     } else {
         matrix
             .par_chunks(chunk_cells)
-            .map_init(
-                || ChunkEncoder::new(opts),
-                |enc, cells| match enc {
-                    Ok(enc) => enc.encode(cells, opts),
-                    Err(e) => Err(Error::Internal(e.to_string())),
-                },
-            )
+            .map_init(ChunkEncoder::default, |enc, cells| enc.encode(cells, opts))
             .collect::<Result<_>>()?
     };
 
@@ -498,7 +487,8 @@ pub(crate) fn encode_with(
     Ok(out)
 }
 
-/// Per-thread state for decoding chunks.
+/// Per-thread state for decoding chunks, like [`ChunkEncoder`].
+#[derive(Default)]
 struct ChunkDecoder {
     zstd: Option<Decompressor<'static>>,
     /// zstd output: the filtered bytes.
@@ -508,18 +498,6 @@ struct ChunkDecoder {
 }
 
 impl ChunkDecoder {
-    fn new(codec: ChunkCodec) -> Result<Self> {
-        let zstd = match codec {
-            ChunkCodec::Zstd => Some(Decompressor::new().map_err(zstd_setup_error)?),
-            ChunkCodec::None => None,
-        };
-        Ok(Self {
-            zstd,
-            filtered: Vec::new(),
-            raw: Vec::new(),
-        })
-    }
-
     /// Decodes chunk `index` (stored bytes `frame`) into `dst`, whose length
     /// the header fixed, verifying both of its checksums.
     fn decode(
@@ -527,7 +505,7 @@ impl ChunkDecoder {
         index: usize,
         frame: &[u8],
         chunk: &ChunkRef,
-        filter: Filter,
+        header: &Header,
         dst: &mut [f32],
     ) -> Result<()> {
         let raw_len = dst.len() * 4;
@@ -540,9 +518,9 @@ impl ChunkDecoder {
                 chunk.stored_hash
             )));
         }
-        let filtered: &[u8] = match &mut self.zstd {
-            None => frame,
-            Some(d) => {
+        let filtered: &[u8] = match header.chunk_codec {
+            ChunkCodec::None => frame,
+            ChunkCodec::Zstd => {
                 match zstd_safe::get_frame_content_size(frame) {
                     Ok(Some(n)) if n == raw_len as u64 => {}
                     Ok(Some(n)) => {
@@ -568,6 +546,10 @@ impl ChunkDecoder {
                 // grown by zstd), so the frame cannot make us allocate more.
                 self.filtered.clear();
                 self.filtered.reserve_exact(raw_len);
+                let d = match &mut self.zstd {
+                    Some(d) => d,
+                    none => none.insert(Decompressor::new().map_err(zstd_setup_error)?),
+                };
                 let written = d
                     .decompress_to_buffer(frame, &mut self.filtered)
                     .map_err(|e| Error::Corrupt(format!("chunk {index}: zstd: {e}")))?;
@@ -579,7 +561,7 @@ impl ChunkDecoder {
                 &self.filtered
             }
         };
-        let raw: &[u8] = match filter {
+        let raw: &[u8] = match header.filter {
             Filter::None => filtered,
             Filter::Shuffle4 => {
                 self.raw.resize(raw_len, 0);
@@ -614,19 +596,15 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Vec<f32>> {
     let frame = |c: &ChunkRef| &bytes[c.start..c.start + c.len];
     if chunks.len() == 1 {
         let c = &chunks[0];
-        ChunkDecoder::new(h.chunk_codec)?.decode(0, frame(c), c, h.filter, &mut out)?;
+        ChunkDecoder::default().decode(0, frame(c), c, &h, &mut out)?;
     } else {
         let results: Vec<Result<()>> = out
             .par_chunks_mut(chunk_cells)
             .zip(chunks.par_iter())
             .enumerate()
-            .map_init(
-                || ChunkDecoder::new(h.chunk_codec),
-                |dec, (i, (dst, c))| match dec {
-                    Ok(dec) => dec.decode(i, frame(c), c, h.filter, dst),
-                    Err(e) => Err(Error::Internal(e.to_string())),
-                },
-            )
+            .map_init(ChunkDecoder::default, |dec, (i, (dst, c))| {
+                dec.decode(i, frame(c), c, &h, dst)
+            })
             .collect();
         // The first failing chunk, so the message does not depend on scheduling.
         results.into_iter().collect::<Result<()>>()?;

@@ -46,6 +46,12 @@
 //! that zstd would ignore (its frames have such bits) is caught; and the raw
 //! bytes' checksum, verified after unshuffling, which covers the whole decode
 //! path and is independent of codec and filter.
+//!
+//! What [`encode`] writes: zstd level 1, filter 2, chunks of about 1 MiB
+//! (see [`DEFAULT_LEVEL`], [`DEFAULT_CHUNK_BYTES`]); the zstd frame of a
+//! shuffled chunk ends a block at each plane boundary. Every value of every
+//! field above is part of the stored format: changing what one means, filter
+//! 2's bit permutation included, needs a new format version.
 
 #![forbid(unsafe_code)]
 
