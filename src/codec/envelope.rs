@@ -1,0 +1,613 @@
+//! Format version 2: the checksummed, chunked envelope (layout in the module
+//! doc of `codec`).
+
+use rayon::prelude::*;
+use xxhash_rust::xxh3::{xxh3_64, Xxh3};
+use zstd::bulk::{Compressor, Decompressor};
+use zstd::zstd_safe;
+
+use super::bytes::{exp_shuffle4, exp_unshuffle4, f32_to_le, le_to_f32, shuffle4, unshuffle4};
+use super::{cell_count, FORMAT_VERSION, MAX_COLS, MAX_ROWS};
+use crate::error::{Error, Result};
+
+/// The envelope's first 8 bytes. Same idea as PNG's signature: a high-bit
+/// byte (caught by 7-bit transports), CR LF and LF (caught by line-ending
+/// conversion), ^Z. `0x89` cannot start a zlib stream (its low nibble is not
+/// 8) nor a zstd frame, so an envelope is never mistaken for either.
+pub const MAGIC: [u8; 8] = *b"\x89SMC\r\n\x1a\n";
+
+/// Length of the fixed part of the header, up to the chunk table.
+pub const FIXED_HEADER_LEN: usize = 48;
+/// One chunk-table entry: stored length u32, xxh3-64 of the stored bytes,
+/// xxh3-64 of the raw bytes.
+pub const CHUNK_ENTRY_LEN: usize = 20;
+
+/// zstd level used by [`encode`](super::encode). Measured on a 100,000 x 50
+/// generator-like matrix with [`Filter::ExponentShuffle4`]
+/// (`SMC_CODEC_SWEEP=1 cargo bench --bench codec`): levels 1 and 2 give 0.787
+/// of raw, level 3 0.792, 4 0.792, 6 0.793, and level 3 already takes twice
+/// as long as level 1. Almost all the gain is the literal Huffman coding of
+/// the planes; higher levels find short matches in the 4- and 5-bit planes
+/// that cost more than the literals they replace. Negative levels turn
+/// literal compression off (ratio 1.0).
+pub const DEFAULT_LEVEL: i32 = 1;
+
+/// Raw bytes per chunk that `encode` aims for. The ratio hardly depends on it
+/// (0.7874 at 256 KiB, 0.7871 from 1 MiB up, as zstd blocks follow the
+/// planes); 1 MiB gives a 20 MB matrix 20 chunks, which keep 2 cores evenly
+/// busy, and keeps one chunk's scratch buffers in cache: one 20 MB chunk
+/// takes 1.7 times as long to encode even on a single thread. A matrix of at
+/// most this size is one chunk, encoded and decoded on the calling thread with
+/// no rayon hand-off.
+pub const DEFAULT_CHUNK_BYTES: usize = 1 << 20;
+
+const LAYOUT_ROW_MAJOR_F32_LE: u8 = 1;
+
+/// How each chunk's (filtered) bytes are stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChunkCodec {
+    /// Stored as they are.
+    None = 0,
+    /// One zstd frame per chunk, with its content size in the frame header.
+    Zstd = 1,
+}
+
+/// The reversible transform applied to each chunk's raw bytes before the codec.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Filter {
+    None = 0,
+    /// Byte k (0 = least significant) of every f32 of the chunk goes to plane
+    /// k; the chunk is stored as plane 0, 1, 2, 3.
+    Shuffle4 = 1,
+    /// Each f32's bits are first permuted so that the exponent shares the top
+    /// byte with the top mantissa bits and the sign and the exponent's top two
+    /// bits (offset so that they are 0 for magnitudes in [2^-32, 2^32)) sit
+    /// in the bottom byte, then byte-shuffled as `Shuffle4`. Exactly:
+    /// `w = rotl(rotl(bits, 1) + (0xA1 << 24), 2)` (wrapping), byte k of `w`
+    /// to plane k. What `encode` uses: see `bytes::exp_forward` for why.
+    ExponentShuffle4 = 2,
+}
+
+impl ChunkCodec {
+    fn from_byte(b: u8) -> Option<Self> {
+        match b {
+            0 => Some(Self::None),
+            1 => Some(Self::Zstd),
+            _ => None,
+        }
+    }
+}
+
+impl Filter {
+    fn from_byte(b: u8) -> Option<Self> {
+        match b {
+            0 => Some(Self::None),
+            1 => Some(Self::Shuffle4),
+            2 => Some(Self::ExponentShuffle4),
+            _ => None,
+        }
+    }
+}
+
+/// Knobs for [`super::encode_with`]; `EncodeOptions::default()` is what [`super::encode`] uses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EncodeOptions {
+    pub chunk_codec: ChunkCodec,
+    pub filter: Filter,
+    /// zstd level (ignored with `ChunkCodec::None`).
+    pub level: i32,
+    /// Target raw bytes per chunk; chunks hold whole rows, at least one.
+    pub chunk_bytes: usize,
+}
+
+impl Default for EncodeOptions {
+    fn default() -> Self {
+        Self {
+            chunk_codec: ChunkCodec::Zstd,
+            filter: Filter::ExponentShuffle4,
+            level: DEFAULT_LEVEL,
+            chunk_bytes: DEFAULT_CHUNK_BYTES,
+        }
+    }
+}
+
+/// What an envelope's header says, after every structural check has passed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Header {
+    pub version: u32,
+    pub num_scenarios: u32,
+    pub num_buckets: u32,
+    /// `num_scenarios * num_buckets * 4`.
+    pub raw_len: u64,
+    pub chunk_codec: ChunkCodec,
+    pub filter: Filter,
+    /// Rows in every chunk but the last, which holds the rest.
+    pub rows_per_chunk: u32,
+    pub chunk_count: u32,
+    /// Fixed header + chunk table; the frames start here.
+    pub header_len: usize,
+    /// The whole envelope, which is exactly the input's length.
+    pub total_len: usize,
+}
+
+/// One chunk as the table describes it.
+struct ChunkRef {
+    /// Offset of its frame within the envelope.
+    start: usize,
+    len: usize,
+    stored_hash: u64,
+    raw_hash: u64,
+}
+
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"))
+}
+
+fn u64_at(b: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
+}
+
+/// The header checksum covers the fixed header except the checksum field
+/// itself (bytes 0..40) and then the whole chunk table.
+fn header_checksum(fixed: &[u8], table: &[u8]) -> u64 {
+    let mut h = Xxh3::new();
+    h.update(&fixed[..40]);
+    h.update(table);
+    h.digest()
+}
+
+/// Rows per chunk for a matrix: as many chunks as `chunk_bytes` asks for, then
+/// the rows spread evenly over them so that no chunk is a small leftover.
+fn rows_per_chunk(rows: u32, cols: u32, chunk_bytes: usize) -> u32 {
+    let raw_len = u64::from(rows) * u64::from(cols) * 4;
+    let chunks = raw_len
+        .div_ceil(chunk_bytes.max(1) as u64)
+        .clamp(1, u64::from(rows));
+    u64::from(rows).div_ceil(chunks) as u32
+}
+
+pub(crate) fn is_envelope(bytes: &[u8]) -> bool {
+    bytes.starts_with(&MAGIC)
+}
+
+/// Checks everything but the frames' contents; allocates only the chunk
+/// table, whose size is bounded by the input's length.
+fn parse(bytes: &[u8]) -> Result<(Header, Vec<ChunkRef>)> {
+    let corrupt = |msg: String| Err(Error::Corrupt(msg));
+    let probe = &bytes[..bytes.len().min(MAGIC.len())];
+    if probe != &MAGIC[..probe.len()] {
+        return corrupt("not a matrix envelope (bad magic bytes)".into());
+    }
+    if bytes.len() < FIXED_HEADER_LEN {
+        return corrupt(format!(
+            "envelope truncated: {} bytes, the fixed header alone is {FIXED_HEADER_LEN}",
+            bytes.len()
+        ));
+    }
+    let version = u32_at(bytes, 8);
+    if version != FORMAT_VERSION {
+        return corrupt(format!(
+            "unsupported envelope format version {version} (this build reads {FORMAT_VERSION})"
+        ));
+    }
+    // The chunk count is needed to find the table before the checksum can be
+    // verified, so bound it first; nothing is allocated from it yet.
+    let chunk_count = u32_at(bytes, 36);
+    if chunk_count == 0 || chunk_count > MAX_ROWS {
+        return corrupt(format!(
+            "chunk count {chunk_count} is outside 1..={MAX_ROWS}"
+        ));
+    }
+    let header_len = FIXED_HEADER_LEN + chunk_count as usize * CHUNK_ENTRY_LEN;
+    if bytes.len() < header_len {
+        return corrupt(format!(
+            "envelope truncated: {} bytes, the header with its {chunk_count}-chunk table is {header_len}",
+            bytes.len()
+        ));
+    }
+    let (fixed, rest) = bytes.split_at(FIXED_HEADER_LEN);
+    let table = &rest[..header_len - FIXED_HEADER_LEN];
+    let stored = u64_at(fixed, 40);
+    let computed = header_checksum(fixed, table);
+    if stored != computed {
+        return corrupt(format!(
+            "header checksum mismatch (stored {stored:016x}, computed {computed:016x})"
+        ));
+    }
+
+    // From here on the header is what the encoder wrote; these checks reject
+    // a well-formed header whose values are impossible or hostile.
+    let Some(chunk_codec) = ChunkCodec::from_byte(fixed[12]) else {
+        return corrupt(format!("unknown chunk codec {}", fixed[12]));
+    };
+    let Some(filter) = Filter::from_byte(fixed[13]) else {
+        return corrupt(format!("unknown filter {}", fixed[13]));
+    };
+    if fixed[14] != LAYOUT_ROW_MAJOR_F32_LE {
+        return corrupt(format!("unknown matrix layout {}", fixed[14]));
+    }
+    if fixed[15] != 0 {
+        return corrupt(format!("unknown flags {:#04x}", fixed[15]));
+    }
+    let num_scenarios = u32_at(fixed, 16);
+    let num_buckets = u32_at(fixed, 20);
+    let Some(cells) = cell_count(num_scenarios, num_buckets) else {
+        return corrupt(format!(
+            "dimensions {num_scenarios} x {num_buckets} are outside 1..={MAX_ROWS} x 1..={MAX_COLS}"
+        ));
+    };
+    let raw_len = u64_at(fixed, 24);
+    if raw_len != cells as u64 * 4 {
+        return corrupt(format!(
+            "raw length {raw_len} does not match {num_scenarios} x {num_buckets} f32 ({} bytes)",
+            cells as u64 * 4
+        ));
+    }
+    let rows_per_chunk = u32_at(fixed, 32);
+    if rows_per_chunk == 0 || rows_per_chunk > num_scenarios {
+        return corrupt(format!(
+            "rows per chunk {rows_per_chunk} is outside 1..={num_scenarios}"
+        ));
+    }
+    let expected_chunks = u64::from(num_scenarios).div_ceil(u64::from(rows_per_chunk));
+    if expected_chunks != u64::from(chunk_count) {
+        return corrupt(format!(
+            "chunk count {chunk_count} does not match {num_scenarios} rows in chunks of {rows_per_chunk} ({expected_chunks} chunks)"
+        ));
+    }
+
+    let row_bytes = num_buckets as usize * 4;
+    let mut chunks = Vec::with_capacity(chunk_count as usize);
+    let mut at = header_len;
+    for (i, entry) in table.chunks_exact(CHUNK_ENTRY_LEN).enumerate() {
+        let len = u32_at(entry, 0) as usize;
+        let stored_hash = u64_at(entry, 4);
+        let raw_hash = u64_at(entry, 12);
+        let first_row = i as u32 * rows_per_chunk;
+        let chunk_raw = (rows_per_chunk.min(num_scenarios - first_row)) as usize * row_bytes;
+        if chunk_codec == ChunkCodec::None && len != chunk_raw {
+            return corrupt(format!(
+                "chunk {i} is stored uncompressed as {len} bytes, its rows are {chunk_raw} bytes"
+            ));
+        }
+        if len > bytes.len() - at {
+            return corrupt(format!(
+                "envelope truncated: chunk {i} needs {len} bytes at offset {at}, {} remain",
+                bytes.len() - at
+            ));
+        }
+        chunks.push(ChunkRef {
+            start: at,
+            len,
+            stored_hash,
+            raw_hash,
+        });
+        at += len;
+    }
+    if at != bytes.len() {
+        return corrupt(format!(
+            "{} trailing bytes after the last chunk",
+            bytes.len() - at
+        ));
+    }
+    let header = Header {
+        version,
+        num_scenarios,
+        num_buckets,
+        raw_len,
+        chunk_codec,
+        filter,
+        rows_per_chunk,
+        chunk_count,
+        header_len,
+        total_len: bytes.len(),
+    };
+    Ok((header, chunks))
+}
+
+pub(crate) fn read_header(bytes: &[u8]) -> Result<Header> {
+    parse(bytes).map(|(header, _)| header)
+}
+
+fn zstd_setup_error(e: std::io::Error) -> Error {
+    Error::Internal(format!("zstd context: {e}"))
+}
+
+/// Per-thread state for encoding chunks: a zstd context (created on first
+/// use) and scratch buffers, reused across the chunks one rayon job handles.
+#[derive(Default)]
+struct ChunkEncoder {
+    zstd: Option<Compressor<'static>>,
+    raw: Vec<u8>,
+    planes: Vec<u8>,
+}
+
+impl ChunkEncoder {
+    /// Returns the chunk's stored bytes and its table entry.
+    fn encode(&mut self, cells: &[f32], opts: &EncodeOptions) -> Result<EncodedChunk> {
+        self.raw.resize(cells.len() * 4, 0);
+        f32_to_le(cells, &mut self.raw);
+        let hash = xxh3_64(&self.raw);
+        let filtered: &[u8] = match opts.filter {
+            Filter::None => &self.raw,
+            Filter::Shuffle4 | Filter::ExponentShuffle4 => {
+                self.planes.resize(self.raw.len(), 0);
+                if opts.filter == Filter::Shuffle4 {
+                    shuffle4(&self.raw, &mut self.planes);
+                } else {
+                    exp_shuffle4(&self.raw, &mut self.planes);
+                }
+                &self.planes
+            }
+        };
+        let stored = match opts.chunk_codec {
+            ChunkCodec::None => filtered.to_vec(),
+            ChunkCodec::Zstd => {
+                let c = match &mut self.zstd {
+                    Some(c) => c,
+                    none => none.insert(Compressor::new(opts.level).map_err(zstd_setup_error)?),
+                };
+                let parts: Vec<&[u8]> = match opts.filter {
+                    Filter::None => vec![filtered],
+                    _ => filtered.chunks(filtered.len() / 4).collect(),
+                };
+                compress_parts(c, &parts, filtered.len())?
+            }
+        };
+        Ok(EncodedChunk {
+            stored_hash: xxh3_64(&stored),
+            stored,
+            raw_hash: hash,
+        })
+    }
+}
+
+struct EncodedChunk {
+    stored: Vec<u8>,
+    stored_hash: u64,
+    raw_hash: u64,
+}
+
+/// Compresses `parts` (of `total` bytes together) as one zstd frame that
+/// records its content size, ending a zstd block at the end of each part.
+///
+/// Why the flushes: zstd builds one literal Huffman table per block (up to
+/// 128 KiB). A block that straddles two planes codes the mixture of their
+/// byte statistics, which for a 5-bit plane next to a random one is nearly
+/// incompressible: a 10,000 x 5 matrix (planes of 50 KB) compressed to 0.87
+/// of raw in one shot and to 0.79 with a block boundary at each plane.
+fn compress_parts(c: &mut Compressor<'static>, parts: &[&[u8]], total: usize) -> Result<Vec<u8>> {
+    use zstd_safe::zstd_sys::ZSTD_EndDirective::{ZSTD_e_end, ZSTD_e_flush};
+    use zstd_safe::{InBuffer, OutBuffer, ResetDirective};
+    let fail = |e: zstd_safe::ErrorCode| {
+        Error::Internal(format!(
+            "zstd compression failed: {}",
+            zstd_safe::get_error_name(e)
+        ))
+    };
+    let cctx = c.context_mut();
+    cctx.reset(ResetDirective::SessionOnly).map_err(fail)?;
+    cctx.set_pledged_src_size(Some(total as u64))
+        .map_err(fail)?;
+    // Each flush may close a partial block: a few header bytes per part on
+    // top of zstd's one-shot bound. Grown below if ever exceeded.
+    let mut out: Vec<u8> = Vec::with_capacity(zstd_safe::compress_bound(total) + 16 * parts.len());
+    for (k, part) in parts.iter().enumerate() {
+        let directive = if k + 1 == parts.len() {
+            ZSTD_e_end
+        } else {
+            ZSTD_e_flush
+        };
+        let mut input = InBuffer::around(part);
+        loop {
+            let pos = out.len();
+            if pos == out.capacity() {
+                out.reserve(64 << 10);
+            }
+            let mut output = OutBuffer::around_pos(&mut out, pos);
+            let pending = cctx
+                .compress_stream2(&mut output, &mut input, directive)
+                .map_err(fail)?;
+            if pending == 0 && input.pos() == part.len() {
+                break;
+            }
+        }
+    }
+    Ok(out)
+}
+
+pub(crate) fn encode_with(
+    matrix: &[f32],
+    num_scenarios: u32,
+    num_buckets: u32,
+    opts: &EncodeOptions,
+) -> Result<Vec<u8>> {
+    let Some(cells) = cell_count(num_scenarios, num_buckets) else {
+        return Err(Error::InvalidArgument(format!(
+            "matrix dimensions {num_scenarios} x {num_buckets} are outside 1..={MAX_ROWS} x 1..={MAX_COLS}"
+        )));
+    };
+    if matrix.len() != cells {
+        return Err(Error::InvalidArgument(format!(
+            "matrix has {} values, {num_scenarios} x {num_buckets} needs {cells}",
+            matrix.len()
+        )));
+    }
+    if opts.chunk_codec == ChunkCodec::Zstd
+        && !zstd::compression_level_range().contains(&opts.level)
+    {
+        return Err(Error::InvalidArgument(format!(
+            "zstd level {} is outside {:?}",
+            opts.level,
+            zstd::compression_level_range()
+        )));
+    }
+    let rpc = rows_per_chunk(num_scenarios, num_buckets, opts.chunk_bytes);
+    let chunk_cells = rpc as usize * num_buckets as usize;
+    let chunk_count = num_scenarios.div_ceil(rpc);
+
+    let frames: Vec<EncodedChunk> = if chunk_count == 1 {
+        vec![ChunkEncoder::default().encode(matrix, opts)?]
+    } else {
+        matrix
+            .par_chunks(chunk_cells)
+            .map_init(ChunkEncoder::default, |enc, cells| enc.encode(cells, opts))
+            .collect::<Result<_>>()?
+    };
+
+    let header_len = FIXED_HEADER_LEN + frames.len() * CHUNK_ENTRY_LEN;
+    let total = header_len + frames.iter().map(|f| f.stored.len()).sum::<usize>();
+    let mut out = Vec::with_capacity(total);
+    out.extend_from_slice(&MAGIC);
+    out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    out.push(opts.chunk_codec as u8);
+    out.push(opts.filter as u8);
+    out.push(LAYOUT_ROW_MAJOR_F32_LE);
+    out.push(0); // flags
+    out.extend_from_slice(&num_scenarios.to_le_bytes());
+    out.extend_from_slice(&num_buckets.to_le_bytes());
+    out.extend_from_slice(&(cells as u64 * 4).to_le_bytes());
+    out.extend_from_slice(&rpc.to_le_bytes());
+    out.extend_from_slice(&chunk_count.to_le_bytes());
+    out.extend_from_slice(&[0; 8]); // header checksum, filled in below
+    for f in &frames {
+        let len = u32::try_from(f.stored.len())
+            .map_err(|_| Error::Internal("chunk larger than 4 GiB".into()))?;
+        out.extend_from_slice(&len.to_le_bytes());
+        out.extend_from_slice(&f.stored_hash.to_le_bytes());
+        out.extend_from_slice(&f.raw_hash.to_le_bytes());
+    }
+    let checksum = header_checksum(&out[..FIXED_HEADER_LEN], &out[FIXED_HEADER_LEN..]);
+    out[40..48].copy_from_slice(&checksum.to_le_bytes());
+    for f in &frames {
+        out.extend_from_slice(&f.stored);
+    }
+    debug_assert_eq!(out.len(), total);
+    Ok(out)
+}
+
+/// Per-thread state for decoding chunks, like [`ChunkEncoder`].
+#[derive(Default)]
+struct ChunkDecoder {
+    zstd: Option<Decompressor<'static>>,
+    /// zstd output: the filtered bytes.
+    filtered: Vec<u8>,
+    /// Unshuffled raw bytes.
+    raw: Vec<u8>,
+}
+
+impl ChunkDecoder {
+    /// Decodes chunk `index` (stored bytes `frame`) into `dst`, whose length
+    /// the header fixed, verifying both of its checksums.
+    fn decode(
+        &mut self,
+        index: usize,
+        frame: &[u8],
+        chunk: &ChunkRef,
+        header: &Header,
+        dst: &mut [f32],
+    ) -> Result<()> {
+        let raw_len = dst.len() * 4;
+        // Checked first, so that zstd only ever sees the bytes the encoder
+        // wrote: a damaged frame is reported as such and never decompressed.
+        let computed = xxh3_64(frame);
+        if computed != chunk.stored_hash {
+            return Err(Error::Corrupt(format!(
+                "chunk {index}: stored bytes checksum mismatch (stored {:016x}, computed {computed:016x})",
+                chunk.stored_hash
+            )));
+        }
+        let filtered: &[u8] = match header.chunk_codec {
+            ChunkCodec::None => frame,
+            ChunkCodec::Zstd => {
+                match zstd_safe::get_frame_content_size(frame) {
+                    Ok(Some(n)) if n == raw_len as u64 => {}
+                    Ok(Some(n)) => {
+                        return Err(Error::Corrupt(format!(
+                            "chunk {index}: zstd frame declares {n} bytes, the chunk is {raw_len}"
+                        )))
+                    }
+                    _ => {
+                        return Err(Error::Corrupt(format!(
+                            "chunk {index}: not a zstd frame with a declared content size"
+                        )))
+                    }
+                }
+                match zstd_safe::find_frame_compressed_size(frame) {
+                    Ok(n) if n == frame.len() => {}
+                    _ => {
+                        return Err(Error::Corrupt(format!(
+                            "chunk {index}: stored bytes are not exactly one zstd frame"
+                        )))
+                    }
+                }
+                // Exactly raw_len bytes of room (the capacity is never
+                // grown by zstd), so the frame cannot make us allocate more.
+                self.filtered.clear();
+                self.filtered.reserve_exact(raw_len);
+                let d = match &mut self.zstd {
+                    Some(d) => d,
+                    none => none.insert(Decompressor::new().map_err(zstd_setup_error)?),
+                };
+                let written = d
+                    .decompress_to_buffer(frame, &mut self.filtered)
+                    .map_err(|e| Error::Corrupt(format!("chunk {index}: zstd: {e}")))?;
+                if written != raw_len {
+                    return Err(Error::Corrupt(format!(
+                        "chunk {index}: zstd frame inflates to {written} bytes, the chunk is {raw_len}"
+                    )));
+                }
+                &self.filtered
+            }
+        };
+        let raw: &[u8] = match header.filter {
+            Filter::None => filtered,
+            Filter::Shuffle4 => {
+                self.raw.resize(raw_len, 0);
+                unshuffle4(filtered, &mut self.raw);
+                &self.raw
+            }
+            Filter::ExponentShuffle4 => {
+                self.raw.resize(raw_len, 0);
+                exp_unshuffle4(filtered, &mut self.raw);
+                &self.raw
+            }
+        };
+        let computed = xxh3_64(raw);
+        if computed != chunk.raw_hash {
+            return Err(Error::Corrupt(format!(
+                "chunk {index}: raw data checksum mismatch (stored {:016x}, computed {computed:016x})",
+                chunk.raw_hash
+            )));
+        }
+        le_to_f32(raw, dst);
+        Ok(())
+    }
+}
+
+pub(crate) fn decode(bytes: &[u8]) -> Result<Vec<f32>> {
+    let (h, chunks) = parse(bytes)?;
+    // Every size below was checked against the limits in `parse`: this is at
+    // most MAX_ROWS * MAX_COLS values.
+    let cells = h.num_scenarios as usize * h.num_buckets as usize;
+    let chunk_cells = h.rows_per_chunk as usize * h.num_buckets as usize;
+    let mut out = vec![0f32; cells];
+    let frame = |c: &ChunkRef| &bytes[c.start..c.start + c.len];
+    if chunks.len() == 1 {
+        let c = &chunks[0];
+        ChunkDecoder::default().decode(0, frame(c), c, &h, &mut out)?;
+    } else {
+        let results: Vec<Result<()>> = out
+            .par_chunks_mut(chunk_cells)
+            .zip(chunks.par_iter())
+            .enumerate()
+            .map_init(ChunkDecoder::default, |dec, (i, (dst, c))| {
+                dec.decode(i, frame(c), c, &h, dst)
+            })
+            .collect();
+        // The first failing chunk, so the message does not depend on scheduling.
+        results.into_iter().collect::<Result<()>>()?;
+    }
+    Ok(out)
+}
