@@ -8,7 +8,6 @@
 //! schema requires of a 'complete' row. Cross-process single flight is a
 //! transaction-scoped advisory lock per key.
 
-use std::borrow::Cow;
 use std::fmt::Display;
 use std::future::Future;
 use std::str::FromStr;
@@ -49,11 +48,11 @@ const UNKNOWN_TIME: &str = "1970-01-01T00:00:00.000Z";
 const MIN_LOCK_WAIT: Duration = Duration::from_secs(60);
 
 pub(super) fn migrator(mut m: Migrator) -> Migrator {
-    m.table_name = Cow::Borrowed(MIGRATIONS_TABLE);
+    m.dangerous_set_table_name(MIGRATIONS_TABLE);
     // Migrations are additive only, so a process of an older version must keep
     // working against a database that a newer one already migrated further
     // (rolling deploys) instead of refusing to open.
-    m.ignore_missing = true;
+    m.set_ignore_missing(true);
     m
 }
 
@@ -116,7 +115,7 @@ impl StoredRow {
         // recomputes from the config when the list does not fit the buckets.
         let recycling_multiples = self
             .recycling_multiples
-            .and_then(|t| serde_json::from_str::<Vec<f64>>(&t).ok())
+            .and_then(|t| parse_number_array(&t))
             .unwrap_or_default();
         Ok(Entry {
             payload: Bytes::from(payload),
@@ -131,6 +130,32 @@ impl StoredRow {
             },
         })
     }
+}
+
+/// A JSON array of numbers, parsed with std's correctly rounded `f64` parser:
+/// serde_json's default parser (without its `float_roundtrip` feature) can be
+/// one ulp off, and a hit must return exactly the multiples the miss returned.
+/// Accepts PostgreSQL's jsonb rendering (`[1.5, 2]`) and ours.
+fn parse_number_array(text: &str) -> Option<Vec<f64>> {
+    let inner = text.trim().strip_prefix('[')?.strip_suffix(']')?.trim();
+    if inner.is_empty() {
+        return Some(Vec::new());
+    }
+    inner
+        .split(',')
+        .map(|t| {
+            let t = t.trim();
+            // JSON number characters only (Rust would also accept "inf", "NaN").
+            let numeric = !t.is_empty()
+                && t.bytes()
+                    .all(|b| b.is_ascii_digit() || matches!(b, b'-' | b'+' | b'.' | b'e' | b'E'));
+            if numeric {
+                t.parse::<f64>().ok()
+            } else {
+                None
+            }
+        })
+        .collect()
 }
 
 /// What a write stores, derived from the config and the generated entry.
@@ -423,6 +448,15 @@ impl PgStore {
         {
             connect = connect.options([("statement_timeout", millis(opts.timeout))]);
         }
+        // One plain connection first: an unreachable server then fails fast
+        // with its real cause ("connection refused", a TLS or auth error),
+        // where a pool would retry until acquire_timeout and report only
+        // "pool timed out".
+        let probe = tokio::time::timeout(opts.timeout, PgConnection::connect_with(&connect))
+            .await
+            .map_err(|_| redact.unavailable("connecting to PostgreSQL", &"timed out"))?
+            .map_err(|e| redact.unavailable("connecting to PostgreSQL", &e))?;
+        let _ = probe.close().await;
         if opts.run_migrations {
             migrate(&connect, opts.timeout, &redact).await?;
         }
@@ -589,29 +623,30 @@ fn millis(d: Duration) -> String {
     d.as_millis().max(1).to_string()
 }
 
-/// Runs the migrations on a connection of its own: sqlx's migrator holds a
-/// session-level advisory lock (so concurrent opens from several processes
-/// apply each migration once), and a failed run must not hand a connection
-/// still holding that lock back to a pool. Closing the connection releases it
-/// whatever happened. No statement timeout here: waiting for another process's
-/// migration, or building the index on a large table, is legitimate.
+/// Runs the migrations through a one-connection pool of its own: sqlx's
+/// migrator holds a session-level advisory lock (so concurrent opens from
+/// several processes apply each migration once), and closing that pool
+/// releases the lock whatever happened, so a failed run never leaves it in a
+/// connection the store keeps using. No statement timeout here: waiting for
+/// another process's migration, or building the index on a large table, is
+/// legitimate. (A pool rather than a bare connection because `Migrator::run`
+/// on `&mut PgConnection` makes the future not provably `Send`.)
 async fn migrate(connect: &PgConnectOptions, timeout: Duration, redact: &Redactor) -> Result<()> {
-    let mut conn = tokio::time::timeout(timeout, PgConnection::connect_with(connect))
+    let pool = tokio::time::timeout(
+        timeout + Duration::from_millis(500),
+        PgPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(timeout)
+            .connect_with(connect.clone().options([("statement_timeout", "0")])),
+    )
+    .await
+    .map_err(|_| redact.unavailable("connecting to PostgreSQL", &"timed out"))?
+    .map_err(|e| redact.unavailable("connecting to PostgreSQL", &e))?;
+    let result = migrator(sqlx::migrate!("./migrations/postgres"))
+        .run(&pool)
         .await
-        .map_err(|_| redact.unavailable("connecting to PostgreSQL", &"timed out"))?
-        .map_err(|e| redact.unavailable("connecting to PostgreSQL", &e))?;
-    let result = async {
-        sqlx::query("SET statement_timeout = 0")
-            .execute(&mut conn)
-            .await
-            .map_err(|e| redact.unavailable("preparing migrations", &e))?;
-        migrator(sqlx::migrate!("./migrations/postgres"))
-            .run(&mut conn)
-            .await
-            .map_err(|e| redact.unavailable("migrating scenario_matrices", &e))
-    }
-    .await;
-    let _ = conn.close().await;
+        .map_err(|e| redact.unavailable("migrating scenario_matrices", &e));
+    pool.close().await;
     result
 }
 
@@ -641,6 +676,22 @@ mod tests {
         assert!(m.contains("bob:***@db:5432"), "{m}");
         let plain = Redactor::new("postgres://bob@db/x");
         assert_eq!(plain.msg("x", &"bob"), "x (postgres://bob@db/x): bob");
+    }
+
+    #[test]
+    fn number_arrays_parse_exactly() {
+        assert_eq!(
+            parse_number_array("[1.6440483296822455, 2.474736686520292]"),
+            Some(vec![1.6440483296822455, 2.474736686520292])
+        );
+        assert_eq!(parse_number_array(" [] "), Some(vec![]));
+        assert_eq!(
+            parse_number_array("[1e-7,0.0000001,2]"),
+            Some(vec![1e-7, 1e-7, 2.0])
+        );
+        assert_eq!(parse_number_array("[1, null]"), None);
+        assert_eq!(parse_number_array("[inf]"), None);
+        assert_eq!(parse_number_array("{}"), None);
     }
 
     #[test]

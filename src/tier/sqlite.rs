@@ -12,13 +12,14 @@ use std::future::Future;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use sqlx::migrate::{Migrate, MigrateError, Migrator};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqlitePool, SqlitePoolOptions, SqliteRow,
 };
 use sqlx::{Connection, Row};
 
 use super::durable::DurableOptions;
-use super::postgres::{migrator, NewRow, StoredRow, PAYLOAD_FORMAT_ENVELOPE};
+use super::postgres::{migrator, NewRow, StoredRow, MIGRATIONS_TABLE, PAYLOAD_FORMAT_ENVELOPE};
 use super::Entry;
 use crate::config::ScenarioConfig;
 use crate::error::{Error, Result};
@@ -246,18 +247,16 @@ impl SqliteStore {
     /// One process at a time: the whole run happens inside a `BEGIN IMMEDIATE`
     /// transaction (sqlx's SQLite migrator takes no lock of its own, and two
     /// processes applying the same migration would collide on its bookkeeping
-    /// row). The migrator's own per-migration transactions become savepoints.
+    /// row). Each migration's own transaction becomes a savepoint.
     async fn migrate(&self) -> Result<()> {
         let fail = |e: &dyn Display| self.unavailable("migrating scenario_matrices", e);
+        let m = migrator(sqlx::migrate!("./migrations/sqlite"));
         let mut conn = self.pool.acquire().await.map_err(|e| fail(&e))?;
         let mut tx = conn
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(|e| fail(&e))?;
-        migrator(sqlx::migrate!("./migrations/sqlite"))
-            .run(&mut *tx)
-            .await
-            .map_err(|e| fail(&e))?;
+        apply_pending(&mut tx, &m).await.map_err(|e| fail(&e))?;
         tx.commit().await.map_err(|e| fail(&e))
     }
 
@@ -292,6 +291,30 @@ impl SqliteStore {
     fn write_failed(&self, what: &str, e: &dyn Display) -> Error {
         Error::DurableWrite(format!("{what} ({}): {e}", self.shown))
     }
+}
+
+/// What `Migrator::run` does, minus its lock (a no-op on SQLite; our caller
+/// holds the write lock instead). Spelled out because `Migrator::run` only
+/// accepts a connection through `Acquire`, and on `&mut SqliteConnection` that
+/// makes the enclosing future not provably `Send`.
+async fn apply_pending(conn: &mut SqliteConnection, m: &Migrator) -> Result<(), MigrateError> {
+    conn.ensure_migrations_table(MIGRATIONS_TABLE).await?;
+    if let Some(v) = conn.dirty_version(MIGRATIONS_TABLE).await? {
+        return Err(MigrateError::Dirty(v));
+    }
+    let applied = conn.list_applied_migrations(MIGRATIONS_TABLE).await?;
+    for mig in m.iter().filter(|x| !x.migration_type.is_down_migration()) {
+        match applied.iter().find(|a| a.version == mig.version) {
+            Some(a) if a.checksum != mig.checksum => {
+                return Err(MigrateError::VersionMismatch(mig.version))
+            }
+            Some(_) => {}
+            None => {
+                conn.apply(MIGRATIONS_TABLE, mig).await?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// SQLITE_BUSY / SQLITE_LOCKED, with any extended code.
