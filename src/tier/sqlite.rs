@@ -1,42 +1,326 @@
-//! SQLite durable store. STUB: to be implemented.
+//! SQLite durable store: the zero-setup embedded default, one file that several
+//! server processes on a machine share.
+//!
+//! Same logical row and semantics as the PostgreSQL store (the row format and
+//! its legacy/corruption rules live in `postgres.rs` and are shared). SQLite has
+//! no advisory locks, so cross-process single flight is the database write lock
+//! itself: `get_or_insert` runs in a `BEGIN IMMEDIATE` transaction, re-reads,
+//! generates, inserts and commits. WAL mode keeps plain reads going meanwhile.
 
+use std::fmt::Display;
 use std::future::Future;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use sqlx::migrate::{Migrate, MigrateError, Migrator};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteConnection, SqlitePool, SqlitePoolOptions, SqliteRow,
+};
+use sqlx::{Connection, Row};
 
 use super::durable::DurableOptions;
+use super::postgres::{migrator, NewRow, StoredRow, MIGRATIONS_TABLE, PAYLOAD_FORMAT_ENVELOPE};
 use super::Entry;
 use crate::config::ScenarioConfig;
-use crate::error::Result;
+use crate::error::{Error, Result};
 
-pub struct SqliteStore {}
+/// Complete rows only, with the legacy fallbacks of the PostgreSQL store. The
+/// nested CASE (SQLite evaluates CASE lazily) keeps malformed JSON from failing
+/// the whole query; such a row is reported as corrupt instead.
+const SELECT_ROW: &str = r#"
+SELECT matrix_key,
+       moic_matrix,
+       compression_codec,
+       payload_format,
+       bucket_count,
+       COALESCE(num_scenarios,
+                CASE WHEN json_valid(scenario_states) THEN
+                     CASE WHEN json_type(scenario_states, '$.scenarios') = 'array'
+                          THEN json_array_length(scenario_states, '$.scenarios') END
+                END) AS num_scenarios,
+       COALESCE(generated_at, created_at) AS generated_at,
+       duration_ms,
+       recycling_multiples
+  FROM scenario_matrices
+ WHERE matrix_key = ?1 AND status = 'complete'
+"#;
+
+/// Like the PostgreSQL upsert: takes over a non-complete row, never a complete one.
+const UPSERT_ROW: &str = r#"
+INSERT INTO scenario_matrices (
+    matrix_key, fund_id, taxonomy_version, matrix_type, moic_matrix,
+    scenario_states, bucket_params, compression_codec, matrix_layout, bucket_count,
+    s_opt, status, error_message,
+    num_scenarios, payload_format, generated_at, duration_ms, recycling_multiples)
+VALUES (?1, ?2, ?3, 'moic', ?4,
+        ?5, ?6, 'zstd', 'row-major', ?7,
+        ?8, 'complete', NULL,
+        ?9, ?10, ?11, ?12, ?13)
+ON CONFLICT (matrix_key) DO UPDATE SET
+    fund_id = excluded.fund_id,
+    taxonomy_version = excluded.taxonomy_version,
+    matrix_type = excluded.matrix_type,
+    moic_matrix = excluded.moic_matrix,
+    scenario_states = excluded.scenario_states,
+    bucket_params = excluded.bucket_params,
+    compression_codec = excluded.compression_codec,
+    matrix_layout = excluded.matrix_layout,
+    bucket_count = excluded.bucket_count,
+    s_opt = excluded.s_opt,
+    status = excluded.status,
+    error_message = NULL,
+    num_scenarios = excluded.num_scenarios,
+    payload_format = excluded.payload_format,
+    generated_at = excluded.generated_at,
+    duration_ms = excluded.duration_ms,
+    recycling_multiples = excluded.recycling_multiples,
+    created_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now'),
+    updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
+WHERE scenario_matrices.status IS NOT 'complete'
+"#;
+
+pub struct SqliteStore {
+    pool: SqlitePool,
+    /// `sqlite://path`, for messages.
+    shown: String,
+}
 
 impl SqliteStore {
-    pub async fn open(_path: &std::path::Path, _opts: &DurableOptions) -> Result<Self> {
-        todo!()
+    pub async fn open(path: &Path, opts: &DurableOptions) -> Result<Self> {
+        let shown = format!("sqlite://{}", path.display());
+        let fail = |what: &str, e: &dyn Display| {
+            Error::DurableUnavailable(format!("{what} ({shown}): {e}"))
+        };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| fail("creating the database directory", &e))?;
+        }
+        // journal_mode is deliberately not a connect option: switching a fresh
+        // file to WAL needs a lock that busy_timeout does not wait for, so a
+        // connection opened while another process switches would fail. It is
+        // switched once below, with retries; the mode then persists in the file.
+        let connect = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .busy_timeout(opts.timeout);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(opts.max_connections.max(1))
+            .acquire_timeout(opts.timeout)
+            .connect_with(connect)
+            .await
+            .map_err(|e| fail("opening the SQLite database", &e))?;
+        let store = SqliteStore { pool, shown };
+        let ready = async {
+            store.enable_wal(opts.timeout).await?;
+            if opts.run_migrations {
+                store.migrate().await?;
+            }
+            Ok(())
+        };
+        if let Err(e) = ready.await {
+            store.pool.close().await;
+            return Err(e);
+        }
+        Ok(store)
     }
-    pub async fn get(&self, _key: &str) -> Result<Option<Entry>> {
-        todo!()
+
+    pub async fn get(&self, key: &str) -> Result<Option<Entry>> {
+        let mut conn = self
+            .pool
+            .acquire()
+            .await
+            .map_err(|e| self.unavailable("reading scenario_matrices", &e))?;
+        self.read_in(&mut conn, key).await
     }
+
     pub async fn get_or_insert<F, Fut>(
         &self,
-        _cfg: &ScenarioConfig,
-        _key: &str,
-        _make: F,
+        cfg: &ScenarioConfig,
+        key: &str,
+        make: F,
     ) -> Result<(Entry, bool)>
     where
         F: FnOnce() -> Fut + Send,
         Fut: Future<Output = Result<Entry>> + Send,
     {
-        todo!()
+        // IMMEDIATE takes the database's write lock up front (waiting up to
+        // busy_timeout), which serialises generation of new keys across every
+        // process sharing the file. Dropping this future rolls back and frees it.
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(|e| self.unavailable("taking the write lock", &e))?;
+        if let Some(entry) = self.read_in(&mut tx, key).await? {
+            let _ = tx.commit().await;
+            return Ok((entry, false));
+        }
+        let entry = make().await?;
+        let row = NewRow::new(cfg, key, &entry)?;
+        let written = sqlx::query(UPSERT_ROW)
+            .bind(row.key)
+            .bind(row.fund_id)
+            .bind(row.taxonomy_version)
+            .bind(row.payload)
+            .bind(&row.scenario_states)
+            .bind(&row.bucket_params)
+            .bind(row.bucket_count)
+            .bind(&row.s_opt)
+            .bind(row.num_scenarios)
+            .bind(PAYLOAD_FORMAT_ENVELOPE)
+            .bind(row.generated_at)
+            .bind(row.duration_ms)
+            .bind(&row.recycling_multiples)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| self.write_failed("storing the matrix", &e))?;
+        if written.rows_affected() == 0 {
+            // Cannot happen under the write lock unless the file was edited by
+            // hand inside our transaction; report rather than guess.
+            return Err(Error::DurableWrite(format!(
+                "storing the matrix ({}): row {key} was neither inserted nor replaced",
+                self.shown
+            )));
+        }
+        tx.commit()
+            .await
+            .map_err(|e| self.write_failed("committing the matrix", &e))?;
+        Ok((entry, true))
     }
-    pub async fn delete(&self, _key: &str) -> Result<bool> {
-        todo!()
+
+    pub async fn delete(&self, key: &str) -> Result<bool> {
+        let done = sqlx::query("DELETE FROM scenario_matrices WHERE matrix_key = ?1")
+            .bind(key)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| self.write_failed("deleting a matrix", &e))?;
+        Ok(done.rows_affected() > 0)
     }
+
     pub async fn delete_fund(
         &self,
-        _fund_id: &str,
-        _taxonomy_version: Option<&str>,
+        fund_id: &str,
+        taxonomy_version: Option<&str>,
     ) -> Result<Vec<String>> {
-        todo!()
+        let q = match taxonomy_version {
+            Some(t) => sqlx::query_scalar(
+                "DELETE FROM scenario_matrices WHERE fund_id = ?1 AND taxonomy_version = ?2 \
+                 RETURNING matrix_key",
+            )
+            .bind(fund_id)
+            .bind(t),
+            None => sqlx::query_scalar(
+                "DELETE FROM scenario_matrices WHERE fund_id = ?1 RETURNING matrix_key",
+            )
+            .bind(fund_id),
+        };
+        q.fetch_all(&self.pool)
+            .await
+            .map_err(|e| self.write_failed("deleting a fund's matrices", &e))
     }
-    pub async fn close(&self) {}
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// WAL lets readers proceed while a generator holds the write lock. The
+    /// switch is retried while another process holds the file busy (it
+    /// happens only on a fresh file opened by several processes at once).
+    async fn enable_wal(&self, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            match sqlx::query_scalar::<_, String>("PRAGMA journal_mode = WAL")
+                .fetch_one(&self.pool)
+                .await
+            {
+                // Some filesystems refuse WAL; the store still works (with
+                // readers waiting on writers), so that is not an error.
+                Ok(_) => return Ok(()),
+                Err(e) if is_busy(&e) && Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(e) => return Err(self.unavailable("switching to WAL mode", &e)),
+            }
+        }
+    }
+
+    /// One process at a time: the whole run happens inside a `BEGIN IMMEDIATE`
+    /// transaction (sqlx's SQLite migrator takes no lock of its own, and two
+    /// processes applying the same migration would collide on its bookkeeping
+    /// row). Each migration's own transaction becomes a savepoint.
+    async fn migrate(&self) -> Result<()> {
+        let fail = |e: &dyn Display| self.unavailable("migrating scenario_matrices", e);
+        let m = migrator(sqlx::migrate!("./migrations/sqlite"));
+        let mut conn = self.pool.acquire().await.map_err(|e| fail(&e))?;
+        let mut tx = conn
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(|e| fail(&e))?;
+        apply_pending(&mut tx, &m).await.map_err(|e| fail(&e))?;
+        tx.commit().await.map_err(|e| fail(&e))
+    }
+
+    async fn read_in(&self, conn: &mut SqliteConnection, key: &str) -> Result<Option<Entry>> {
+        let row = sqlx::query(SELECT_ROW)
+            .bind(key)
+            .fetch_optional(conn)
+            .await
+            .map_err(|e| self.unavailable("reading scenario_matrices", &e))?;
+        row.map(|r| self.stored_row(&r)?.into_entry()).transpose()
+    }
+
+    fn stored_row(&self, r: &SqliteRow) -> Result<StoredRow> {
+        let get = |e: sqlx::Error| self.unavailable("decoding a scenario_matrices row", &e);
+        Ok(StoredRow {
+            key: r.try_get("matrix_key").map_err(get)?,
+            payload: r.try_get("moic_matrix").map_err(get)?,
+            codec_label: r.try_get("compression_codec").map_err(get)?,
+            payload_format: r.try_get("payload_format").map_err(get)?,
+            num_scenarios: r.try_get("num_scenarios").map_err(get)?,
+            bucket_count: r.try_get("bucket_count").map_err(get)?,
+            generated_at: r.try_get("generated_at").map_err(get)?,
+            duration_ms: r.try_get("duration_ms").map_err(get)?,
+            recycling_multiples: r.try_get("recycling_multiples").map_err(get)?,
+        })
+    }
+
+    fn unavailable(&self, what: &str, e: &dyn Display) -> Error {
+        Error::DurableUnavailable(format!("{what} ({}): {e}", self.shown))
+    }
+
+    fn write_failed(&self, what: &str, e: &dyn Display) -> Error {
+        Error::DurableWrite(format!("{what} ({}): {e}", self.shown))
+    }
+}
+
+/// What `Migrator::run` does, minus its lock (a no-op on SQLite; our caller
+/// holds the write lock instead). Spelled out because `Migrator::run` only
+/// accepts a connection through `Acquire`, and on `&mut SqliteConnection` that
+/// makes the enclosing future not provably `Send`.
+async fn apply_pending(conn: &mut SqliteConnection, m: &Migrator) -> Result<(), MigrateError> {
+    conn.ensure_migrations_table(MIGRATIONS_TABLE).await?;
+    if let Some(v) = conn.dirty_version(MIGRATIONS_TABLE).await? {
+        return Err(MigrateError::Dirty(v));
+    }
+    let applied = conn.list_applied_migrations(MIGRATIONS_TABLE).await?;
+    for mig in m.iter().filter(|x| !x.migration_type.is_down_migration()) {
+        match applied.iter().find(|a| a.version == mig.version) {
+            Some(a) if a.checksum != mig.checksum => {
+                return Err(MigrateError::VersionMismatch(mig.version))
+            }
+            Some(_) => {}
+            None => {
+                conn.apply(MIGRATIONS_TABLE, mig).await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// SQLITE_BUSY / SQLITE_LOCKED, with any extended code.
+fn is_busy(e: &sqlx::Error) -> bool {
+    e.as_database_error()
+        .and_then(|d| d.code())
+        .and_then(|c| c.parse::<i32>().ok())
+        .is_some_and(|c| matches!(c & 0xff, 5 | 6))
 }
