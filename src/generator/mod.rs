@@ -93,6 +93,21 @@ pub fn generate_with_threads(cfg: &ScenarioConfig, key: &str, threads: usize) ->
     }
 }
 
+/// Recycling multiples of an existing row-major matrix (legacy payloads are
+/// stored without them): column means in f64, then the same rule as `generate`.
+pub fn recycling_multiples(cfg: &ScenarioConfig, matrix: &[f32]) -> Vec<f64> {
+    let nb = cfg.buckets.len();
+    let mut sums = vec![0.0f64; nb];
+    for row in matrix.chunks_exact(nb) {
+        for (s, &x) in sums.iter_mut().zip(row) {
+            *s += f64::from(x);
+        }
+    }
+    let rows = (matrix.len() / nb).max(1) as f64;
+    let means: Vec<f64> = sums.iter().map(|s| s / rows).collect();
+    recycling::multiples(&cfg.recycling, &cfg.buckets, &means)
+}
+
 /// A pool of exactly `threads` threads, built on first use and kept: a
 /// caller that asks for n threads usually asks again (a CLI flag, a server
 /// setting, the benchmarks), and spawning threads per call would cost
@@ -133,8 +148,4 @@ mod tests {
         assert!((lx - 2f64.ln()).abs() < 1e-15);
         assert_eq!(kernel::bucket_constants(0.0, 0.0).0, f64::NEG_INFINITY);
     }
-}
-
-pub fn recycling_multiples(_cfg: &ScenarioConfig, _matrix: &[f32]) -> Vec<f64> {
-    todo!()
 }
