@@ -1135,3 +1135,85 @@ async fn sqlite_unopenable_path_is_unavailable() {
     };
     assert_eq!(err.code(), "E_DURABLE_UNAVAILABLE", "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sqlite_waits_out_long_generations_and_cancellation_frees_the_lock() {
+    let dir = TempDir::new();
+    let path = dir.0.join("long.db");
+    // A busy_timeout far shorter than the other process's generation.
+    let short = opts(Duration::from_millis(300));
+    let url = DurableUrl::Sqlite(path.clone());
+    let a = Durable::open(&url, &short).await.unwrap();
+    let b = Durable::open(&url, &short).await.unwrap();
+    let cfg = config("fund", "v1", 100);
+    let (k1, k2, k3) = (new_key(), new_key(), new_key());
+
+    let slow = {
+        let (cfg, k1) = (cfg.clone(), k1.clone());
+        let entry = entry_for(&cfg, &k1);
+        async move {
+            a.get_or_insert(
+                &cfg,
+                &k1,
+                counting_make(Arc::default(), entry, Duration::from_millis(1200)),
+            )
+            .await
+            .map(|(_, fresh)| fresh)
+        }
+    };
+    let waiting = async {
+        // Start once `a` holds the lock.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        // Reads are not blocked by the writer (WAL).
+        let started = Instant::now();
+        assert_eq!(b.get(&k2).await.unwrap(), None);
+        assert!(
+            started.elapsed() < Duration::from_millis(250),
+            "read waited for the writer"
+        );
+        // A process starting meanwhile opens (and checks migrations) fine.
+        let c = Durable::open(&url, &short)
+            .await
+            .expect("open during a generation");
+        c.close().await;
+        let entry = entry_for(&cfg, &k2);
+        b.get_or_insert(
+            &cfg,
+            &k2,
+            counting_make(Arc::default(), entry, Duration::ZERO),
+        )
+        .await
+        .map(|(_, fresh)| fresh)
+    };
+    let (slow, waiting) = tokio::join!(slow, waiting);
+    assert!(slow.unwrap());
+    assert!(waiting.expect("waited past busy_timeout for the other generation"));
+
+    // A caller that gives up while generating frees the write lock at once.
+    let abandoned = tokio::time::timeout(
+        Duration::from_millis(200),
+        b.get_or_insert(
+            &cfg,
+            &k3,
+            counting_make(
+                Arc::default(),
+                entry_for(&cfg, &k3),
+                Duration::from_secs(60),
+            ),
+        ),
+    )
+    .await;
+    assert!(abandoned.is_err());
+    let started = Instant::now();
+    let (_, fresh) = b
+        .get_or_insert(
+            &cfg,
+            &k3,
+            counting_make(Arc::default(), entry_for(&cfg, &k3), Duration::ZERO),
+        )
+        .await
+        .unwrap();
+    assert!(fresh);
+    assert!(started.elapsed() < Duration::from_secs(2));
+    b.close().await;
+}

@@ -42,10 +42,10 @@ pub(super) const PAYLOAD_FORMAT_ENVELOPE: i64 = 2;
 const UNKNOWN_TIME: &str = "1970-01-01T00:00:00.000Z";
 
 /// A `get_or_insert` waits this long at least for another process generating
-/// the same key, whatever the (short) statement timeout is: the holder is
-/// bounded by one generation plus one insert, and giving up early would only
-/// turn a slow generation into an error.
-const MIN_LOCK_WAIT: Duration = Duration::from_secs(60);
+/// the same key (in SQLite: any key), whatever the (short) statement timeout
+/// is: the holder is bounded by one generation plus one insert, and giving up
+/// early would only turn a slow generation into an error.
+pub(super) const MIN_LOCK_WAIT: Duration = Duration::from_secs(60);
 
 pub(super) fn migrator(mut m: Migrator) -> Migrator {
     m.dangerous_set_table_name(MIGRATIONS_TABLE);
@@ -561,7 +561,7 @@ impl PgStore {
             .bind(key)
             .execute(&self.pool)
             .await
-            .map_err(|e| self.redact.write_failed("deleting a matrix", &e))?;
+            .map_err(|e| self.delete_failed("deleting a matrix", e))?;
         Ok(done.rows_affected() > 0)
     }
 
@@ -584,11 +584,20 @@ impl PgStore {
         };
         q.fetch_all(&self.pool)
             .await
-            .map_err(|e| self.redact.write_failed("deleting a fund's matrices", &e))
+            .map_err(|e| self.delete_failed("deleting a fund's matrices", e))
     }
 
     pub async fn close(&self) {
         self.pool.close().await;
+    }
+
+    /// The database refusing a delete is a write failure; not reaching it is
+    /// unavailability, as for reads.
+    fn delete_failed(&self, what: &str, e: sqlx::Error) -> Error {
+        match e {
+            sqlx::Error::Database(_) => self.redact.write_failed(what, &e),
+            _ => self.redact.unavailable(what, &e),
+        }
     }
 
     async fn read_in(&self, conn: &mut PgConnection, key: &str) -> Result<Option<Entry>> {

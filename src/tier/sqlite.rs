@@ -16,10 +16,12 @@ use sqlx::migrate::{Migrate, MigrateError, Migrator};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqlitePool, SqlitePoolOptions, SqliteRow,
 };
-use sqlx::{Connection, Row};
+use sqlx::Row;
 
 use super::durable::DurableOptions;
-use super::postgres::{migrator, NewRow, StoredRow, MIGRATIONS_TABLE, PAYLOAD_FORMAT_ENVELOPE};
+use super::postgres::{
+    migrator, NewRow, StoredRow, MIGRATIONS_TABLE, MIN_LOCK_WAIT, PAYLOAD_FORMAT_ENVELOPE,
+};
 use super::Entry;
 use crate::config::ScenarioConfig;
 use crate::error::{Error, Result};
@@ -81,6 +83,8 @@ WHERE scenario_matrices.status IS NOT 'complete'
 
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// How long `get_or_insert` waits for the write lock in all.
+    lock_wait: Duration,
     /// `sqlite://path`, for messages.
     shown: String,
 }
@@ -109,7 +113,11 @@ impl SqliteStore {
             .connect_with(connect)
             .await
             .map_err(|e| fail("opening the SQLite database", &e))?;
-        let store = SqliteStore { pool, shown };
+        let store = SqliteStore {
+            pool,
+            shown,
+            lock_wait: opts.timeout.max(MIN_LOCK_WAIT),
+        };
         let ready = async {
             store.enable_wal(opts.timeout).await?;
             if opts.run_migrations {
@@ -143,14 +151,11 @@ impl SqliteStore {
         F: FnOnce() -> Fut + Send,
         Fut: Future<Output = Result<Entry>> + Send,
     {
-        // IMMEDIATE takes the database's write lock up front (waiting up to
-        // busy_timeout), which serialises generation of new keys across every
-        // process sharing the file. Dropping this future rolls back and frees it.
-        let mut tx = self
-            .pool
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(|e| self.unavailable("taking the write lock", &e))?;
+        // IMMEDIATE takes the database's write lock up front, which serialises
+        // generation of new keys across every process sharing the file (of
+        // all keys, not just this one: SQLite has only the one lock).
+        // Dropping this future rolls back and frees it.
+        let mut tx = self.begin_immediate().await?;
         if let Some(entry) = self.read_in(&mut tx, key).await? {
             let _ = tx.commit().await;
             return Ok((entry, false));
@@ -193,7 +198,7 @@ impl SqliteStore {
             .bind(key)
             .execute(&self.pool)
             .await
-            .map_err(|e| self.write_failed("deleting a matrix", &e))?;
+            .map_err(|e| self.delete_failed("deleting a matrix", e))?;
         Ok(done.rows_affected() > 0)
     }
 
@@ -216,7 +221,7 @@ impl SqliteStore {
         };
         q.fetch_all(&self.pool)
             .await
-            .map_err(|e| self.write_failed("deleting a fund's matrices", &e))
+            .map_err(|e| self.delete_failed("deleting a fund's matrices", e))
     }
 
     pub async fn close(&self) {
@@ -251,11 +256,9 @@ impl SqliteStore {
     async fn migrate(&self) -> Result<()> {
         let fail = |e: &dyn Display| self.unavailable("migrating scenario_matrices", e);
         let m = migrator(sqlx::migrate!("./migrations/sqlite"));
-        let mut conn = self.pool.acquire().await.map_err(|e| fail(&e))?;
-        let mut tx = conn
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(|e| fail(&e))?;
+        // Waits out a generation in another process like get_or_insert does,
+        // so a process starting meanwhile does not fail to open.
+        let mut tx = self.begin_immediate().await?;
         apply_pending(&mut tx, &m).await.map_err(|e| fail(&e))?;
         tx.commit().await.map_err(|e| fail(&e))
     }
@@ -290,6 +293,30 @@ impl SqliteStore {
 
     fn write_failed(&self, what: &str, e: &dyn Display) -> Error {
         Error::DurableWrite(format!("{what} ({}): {e}", self.shown))
+    }
+
+    /// The database refusing a delete is a write failure; a locked or
+    /// unreadable file is unavailability, as for reads.
+    fn delete_failed(&self, what: &str, e: sqlx::Error) -> Error {
+        if matches!(e, sqlx::Error::Database(_)) && !is_busy(&e) {
+            self.write_failed(what, &e)
+        } else {
+            self.unavailable(what, &e)
+        }
+    }
+
+    /// `BEGIN IMMEDIATE`, retried while the database stays busy for up to
+    /// `lock_wait`: another process may legitimately hold the write lock for a
+    /// whole generation (of any key), longer than one busy_timeout.
+    async fn begin_immediate(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>> {
+        let deadline = Instant::now() + self.lock_wait;
+        loop {
+            match self.pool.begin_with("BEGIN IMMEDIATE").await {
+                Ok(tx) => return Ok(tx),
+                Err(e) if is_busy(&e) && Instant::now() < deadline => {}
+                Err(e) => return Err(self.unavailable("taking the write lock", &e)),
+            }
+        }
     }
 }
 
