@@ -89,7 +89,10 @@ fn sweep() {
     let (rows, cols) = (100_000, 50);
     let m = matrix(rows, cols, 42);
     let raw = (m.len() * 4) as f64;
-    eprintln!("sweep on {rows}x{cols}: filter, level, chunk KiB -> ratio, encode ms, decode ms (best of 15)");
+    eprintln!(
+        "sweep on {rows}x{cols}: codec/filter, level, chunk -> ratio, encode ms, decode ms \
+         (all threads, best of 15; then one thread, best of 7)"
+    );
     let (zstd, none, shuffle) = (ChunkCodec::Zstd, ChunkCodec::None, Filter::ExponentShuffle4);
     let chunk = codec::DEFAULT_CHUNK_BYTES;
     let mut configs = vec![(none, Filter::None, 0, chunk), (none, shuffle, 0, chunk)];
@@ -132,6 +135,24 @@ fn sweep() {
             dec1.as_secs_f64() * 1e3
         );
     }
+    // The TypeScript format for reference: zlib (default level, as Node's
+    // deflateSync) of the raw bytes, and our capped legacy decoder.
+    let bytes: Vec<u8> = m.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let deflate = || {
+        use std::io::Write;
+        let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+        z.write_all(&bytes).unwrap();
+        z.finish().unwrap()
+    };
+    let z = deflate();
+    let enc = best_of(3, deflate);
+    let dec = best_of(3, || codec::decode_legacy_zlib(&z, rows, cols).unwrap());
+    eprintln!(
+        "  legacy zlib (one thread) -> {:.4}  {:>6.2}  {:>6.2}",
+        z.len() as f64 / raw,
+        enc.as_secs_f64() * 1e3,
+        dec.as_secs_f64() * 1e3
+    );
 }
 
 criterion_group!(benches, bench_codec);

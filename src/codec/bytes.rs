@@ -24,35 +24,52 @@ pub(crate) fn le_to_f32(src: &[u8], dst: &mut [f32]) {
     }
 }
 
-/// Splits `planes` (length `4 n`) into its four planes of length `n`.
-fn split4(planes: &[u8]) -> (&[u8], &[u8], &[u8], &[u8]) {
-    let n = planes.len() / 4;
-    let (p0, rest) = planes.split_at(n);
+/// Splits a buffer of `4 n` bytes into its four planes of `n` bytes.
+pub(crate) fn split4(buf: &[u8]) -> [&[u8]; 4] {
+    let n = buf.len() / 4;
+    let (p0, rest) = buf.split_at(n);
     let (p1, rest) = rest.split_at(n);
     let (p2, p3) = rest.split_at(n);
-    (p0, p1, p2, p3)
+    [p0, p1, p2, p3]
 }
 
-fn split4_mut(planes: &mut [u8]) -> (&mut [u8], &mut [u8], &mut [u8], &mut [u8]) {
-    let n = planes.len() / 4;
-    let (p0, rest) = planes.split_at_mut(n);
+pub(crate) fn split4_mut(buf: &mut [u8]) -> [&mut [u8]; 4] {
+    let n = buf.len() / 4;
+    let (p0, rest) = buf.split_at_mut(n);
     let (p1, rest) = rest.split_at_mut(n);
     let (p2, p3) = rest.split_at_mut(n);
-    (p0, p1, p2, p3)
+    [p0, p1, p2, p3]
 }
 
-/// Byte-shuffle: byte k of value i goes to `planes[k * n + i]`.
-///
-/// Grouping the low mantissa bytes, the high mantissa bytes and the
-/// sign/exponent bytes of all values gives zstd four streams, each with its
+/// The two byte shuffles: byte k of (a permutation of) each f32's bits goes
+/// to plane k. Grouping the low mantissa bytes, the high mantissa bytes and
+/// the exponent bytes of all values gives zstd streams that each have their
 /// own byte statistics, instead of one stream that mixes them every 4 bytes.
-pub(crate) fn shuffle4(raw: &[u8], planes: &mut [u8]) {
-    shuffle4_map(raw, planes, |x| x);
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Shuffle {
+    /// The f32 bytes as they are.
+    Plain,
+    /// The bits permuted by [`exp_forward`] first.
+    Exponent,
 }
 
-/// Inverse of [`shuffle4`].
-pub(crate) fn unshuffle4(planes: &[u8], raw: &mut [u8]) {
-    unshuffle4_map(planes, raw, |x| x);
+impl Shuffle {
+    /// Shuffles the little-endian words of `raw` into `planes`
+    /// (each `raw.len() / 4` bytes).
+    pub(crate) fn forward(self, raw: &[u8], planes: [&mut [u8]; 4]) {
+        match self {
+            Shuffle::Plain => shuffle4_map(raw, planes, |x| x),
+            Shuffle::Exponent => shuffle4_map(raw, planes, exp_forward),
+        }
+    }
+
+    /// Inverse of [`Shuffle::forward`].
+    pub(crate) fn inverse(self, planes: [&[u8]; 4], raw: &mut [u8]) {
+        match self {
+            Shuffle::Plain => unshuffle4_map(planes, raw, |x| x),
+            Shuffle::Exponent => unshuffle4_map(planes, raw, exp_inverse),
+        }
+    }
 }
 
 /// Added to the biased exponent (mod 256) by [`exp_forward`]: it maps the
@@ -86,24 +103,14 @@ fn exp_inverse(x: u32) -> u32 {
     x.rotate_right(2).wrapping_sub(EXP_OFFSET).rotate_right(1)
 }
 
-/// Byte shuffle of the f32 bit patterns after [`exp_forward`].
-pub(crate) fn exp_shuffle4(raw: &[u8], planes: &mut [u8]) {
-    shuffle4_map(raw, planes, exp_forward);
-}
-
-/// Inverse of [`exp_shuffle4`].
-pub(crate) fn exp_unshuffle4(planes: &[u8], raw: &mut [u8]) {
-    unshuffle4_map(planes, raw, exp_inverse);
-}
-
 /// Reads each 4-byte little-endian word of `raw`, maps it with `f`, and
 /// writes its byte k to plane k.
 #[inline(always)]
-fn shuffle4_map(raw: &[u8], planes: &mut [u8], f: impl Fn(u32) -> u32) {
-    debug_assert_eq!(raw.len() % 4, 0);
-    debug_assert_eq!(raw.len(), planes.len());
+fn shuffle4_map(raw: &[u8], planes: [&mut [u8]; 4], f: impl Fn(u32) -> u32) {
     let n = raw.len() / 4;
-    let (p0, p1, p2, p3) = split4_mut(planes);
+    debug_assert_eq!(raw.len() % 4, 0);
+    debug_assert!(planes.iter().all(|p| p.len() == n));
+    let [p0, p1, p2, p3] = planes;
     let blocks = n / BLOCK;
     for b in 0..blocks {
         let src: &[u8; 4 * BLOCK] = raw[b * 4 * BLOCK..(b + 1) * 4 * BLOCK]
@@ -146,11 +153,11 @@ fn shuffle4_map(raw: &[u8], planes: &mut [u8], f: impl Fn(u32) -> u32) {
 /// Gathers byte k of each word from plane k, maps the word with `f`, and
 /// writes it little-endian to `raw`.
 #[inline(always)]
-fn unshuffle4_map(planes: &[u8], raw: &mut [u8], f: impl Fn(u32) -> u32) {
-    debug_assert_eq!(raw.len() % 4, 0);
-    debug_assert_eq!(raw.len(), planes.len());
+fn unshuffle4_map(planes: [&[u8]; 4], raw: &mut [u8], f: impl Fn(u32) -> u32) {
     let n = raw.len() / 4;
-    let (p0, p1, p2, p3) = split4(planes);
+    debug_assert_eq!(raw.len() % 4, 0);
+    debug_assert!(planes.iter().all(|p| p.len() == n));
+    let [p0, p1, p2, p3] = planes;
     let blocks = n / BLOCK;
     for b in 0..blocks {
         let dst: &mut [u8; 4 * BLOCK] = (&mut raw[b * 4 * BLOCK..(b + 1) * 4 * BLOCK])
@@ -181,17 +188,17 @@ mod tests {
         for n in 0..100usize {
             let raw: Vec<u8> = (0..4 * n).map(|i| (i * 7 + 3) as u8).collect();
             let mut planes = vec![0u8; raw.len()];
-            shuffle4(&raw, &mut planes);
+            Shuffle::Plain.forward(&raw, split4_mut(&mut planes));
             for i in 0..n {
                 for k in 0..4 {
                     assert_eq!(planes[k * n + i], raw[4 * i + k]);
                 }
             }
             let mut back = vec![0u8; raw.len()];
-            unshuffle4(&planes, &mut back);
+            Shuffle::Plain.inverse(split4(&planes), &mut back);
             assert_eq!(back, raw);
-            exp_shuffle4(&raw, &mut planes);
-            exp_unshuffle4(&planes, &mut back);
+            Shuffle::Exponent.forward(&raw, split4_mut(&mut planes));
+            Shuffle::Exponent.inverse(split4(&planes), &mut back);
             assert_eq!(back, raw);
         }
     }
