@@ -150,9 +150,34 @@ impl Cache {
 
     /// The cached matrix for `cfg`, generating and storing it on a miss.
     pub async fn get_or_generate(&self, cfg: &ScenarioConfig) -> Result<Hit> {
+        self.get_or_generate_keyed(cfg, key::canonical_key(cfg))
+            .await
+    }
+
+    /// The memory tier alone, synchronously: lets the binding answer a hit on
+    /// the calling thread without a trip through the runtime. Counts hits only;
+    /// a miss is counted by the lookup that follows.
+    pub fn get_from_memory(&self, key: &str) -> Result<Option<Hit>> {
         self.check_open()?;
         let started = Instant::now();
-        let key = key::canonical_key(cfg);
+        let Some(entry) = self.inner.memory.as_ref().and_then(|m| m.get(key)) else {
+            return Ok(None);
+        };
+        self.inner.stats.memory.hit(entry.payload.len());
+        self.inner
+            .stats
+            .record_call(Source::Memory, started.elapsed());
+        Ok(Some(Hit {
+            entry,
+            source: Source::Memory,
+            matrix: None,
+        }))
+    }
+
+    /// [`Cache::get_or_generate`] when the caller already has the canonical key of `cfg`.
+    pub async fn get_or_generate_keyed(&self, cfg: &ScenarioConfig, key: String) -> Result<Hit> {
+        self.check_open()?;
+        let started = Instant::now();
         let flight = {
             let mut inflight = self.inner.inflight.lock().expect("inflight lock");
             if let Some(f) = inflight.get(&key) {

@@ -52,8 +52,14 @@ async fn miss_then_memory_then_redis_then_postgres() {
     .fetch_one(&mut c)
     .await
     .unwrap();
-    assert_eq!((status.as_str(), codec_label.as_str()), ("complete", "zstd"));
-    assert!(states.to_string().len() < 100, "scenario_states should be compact: {states}");
+    assert_eq!(
+        (status.as_str(), codec_label.as_str()),
+        ("complete", "zstd")
+    );
+    assert!(
+        states.to_string().len() < 100,
+        "scenario_states should be compact: {states}"
+    );
     // ... and in Redis as a binary record under <prefix><key> with a ~24 h TTL.
     let mut r = redis_conn().await;
     let raw: Vec<u8> = r.get(format!("{prefix}{k}")).await.unwrap();
@@ -72,7 +78,10 @@ async fn miss_then_memory_then_redis_then_postgres() {
     assert_eq!(from_redis.source, Source::Redis);
     assert_eq!(from_redis.entry, miss.entry);
     let s = second.stats();
-    assert_eq!((s.durable.hits, s.durable.misses, s.durable.errors), (0, 0, 0));
+    assert_eq!(
+        (s.durable.hits, s.durable.misses, s.durable.errors),
+        (0, 0, 0)
+    );
 
     // Redis flushed: PostgreSQL serves it and Redis is warmed again in the background.
     let _: () = r.del(format!("{prefix}{k}")).await.unwrap();
@@ -88,7 +97,10 @@ async fn miss_then_memory_then_redis_then_postgres() {
     assert_eq!(third.get(&k).await.unwrap().unwrap().entry, miss.entry);
     let other = key::canonical_key(&config("nobody", 10));
     assert!(third.get(&other).await.unwrap().is_none());
-    assert_eq!(third.get("not-a-key").await.unwrap_err().code(), "E_INVALID_ARGUMENT");
+    assert_eq!(
+        third.get("not-a-key").await.unwrap_err().code(),
+        "E_INVALID_ARGUMENT"
+    );
 
     // The decoded matrix is what the generator produced.
     let direct = scenario_matrix_cache::generator::generate(&cfg, &k);
@@ -149,12 +161,18 @@ async fn concurrent_misses_share_one_generation() {
 async fn legacy_rows_and_legacy_redis_values_are_read_and_rewritten() {
     let db = TestDb::create().await;
     let prefix = format!("{}:", unique("smc"));
-    let fixture: serde_json::Value = serde_json::from_str(include_str!("fixtures/legacy-rows.json")).unwrap();
+    let fixture: serde_json::Value =
+        serde_json::from_str(include_str!("fixtures/legacy-rows.json")).unwrap();
     let b64 = base64::engine::general_purpose::STANDARD;
 
     // The TypeScript app created the table and wrote its rows before we arrived.
     let mut c = db.connect().await;
-    sqlx::raw_sql(sqlx::AssertSqlSafe(include_str!("fixtures/typescript-schema.sql"))).execute(&mut c).await.unwrap();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(include_str!(
+        "fixtures/typescript-schema.sql"
+    )))
+    .execute(&mut c)
+    .await
+    .unwrap();
     for row in fixture.as_array().unwrap() {
         let cfg = &row["config"];
         let n = row["numScenarios"].as_u64().unwrap();
@@ -178,11 +196,16 @@ async fn legacy_rows_and_legacy_redis_values_are_read_and_rewritten() {
 
     let cache = Cache::open(options(&db, &prefix)).await.unwrap();
     for row in fixture.as_array().unwrap() {
-        let cfg = scenario_matrix_cache::ScenarioConfig::from_json_str(&row["config"].to_string()).unwrap();
+        let cfg = scenario_matrix_cache::ScenarioConfig::from_json_str(&row["config"].to_string())
+            .unwrap();
         let k = row["matrixKey"].as_str().unwrap();
         assert_eq!(key::canonical_key(&cfg), k);
         let hit = cache.get_or_generate(&cfg).await.unwrap();
-        assert_eq!(hit.source, Source::Postgres, "legacy row {k} should be served, not regenerated");
+        assert_eq!(
+            hit.source,
+            Source::Postgres,
+            "legacy row {k} should be served, not regenerated"
+        );
         let want: Vec<f32> = b64
             .decode(row["float32LeBase64"].as_str().unwrap())
             .unwrap()
@@ -191,7 +214,12 @@ async fn legacy_rows_and_legacy_redis_values_are_read_and_rewritten() {
             .collect();
         assert_eq!(hit.entry.decode().unwrap(), want);
         // Recycling multiples recomputed from the matrix agree with what TypeScript computed.
-        let ts: Vec<f64> = row["recyclingMultiples"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+        let ts: Vec<f64> = row["recyclingMultiples"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect();
         for (got, want) in hit.entry.metadata.recycling_multiples.iter().zip(&ts) {
             assert!((got - want).abs() < 1e-6 * want, "{got} vs {want}");
         }
@@ -200,25 +228,42 @@ async fn legacy_rows_and_legacy_redis_values_are_read_and_rewritten() {
 
     // A legacy Redis value (JSON + base64 zlib) is read, then rewritten as a record.
     let row = &fixture[1];
-    let cfg = scenario_matrix_cache::ScenarioConfig::from_json_str(&row["config"].to_string()).unwrap();
+    let cfg =
+        scenario_matrix_cache::ScenarioConfig::from_json_str(&row["config"].to_string()).unwrap();
     let k = row["matrixKey"].as_str().unwrap();
     let payload = b64.decode(row["payloadBase64"].as_str().unwrap()).unwrap();
     let legacy = serde_json::json!({"data": row["payloadBase64"], "numScenarios": row["numScenarios"], "numBuckets": row["numBuckets"], "version": 1, "uncompressedSize": row["numScenarios"].as_u64().unwrap() * row["numBuckets"].as_u64().unwrap() * 4, "compressedSize": payload.len()});
     let mut r = redis_conn().await;
-    let _: () = r.set(format!("{prefix}{k}"), legacy.to_string()).await.unwrap();
+    let _: () = r
+        .set(format!("{prefix}{k}"), legacy.to_string())
+        .await
+        .unwrap();
     let fresh = Cache::open(options(&db, &prefix)).await.unwrap();
     let hit = fresh.get_or_generate(&cfg).await.unwrap();
     assert_eq!(hit.source, Source::Redis);
-    assert_eq!(hit.entry.decode().unwrap(), codec::decode_legacy_zlib(&payload, 100, 3).unwrap());
+    assert_eq!(
+        hit.entry.decode().unwrap(),
+        codec::decode_legacy_zlib(&payload, 100, 3).unwrap()
+    );
     fresh.flush().await;
     let raw: Vec<u8> = r.get(format!("{prefix}{k}")).await.unwrap();
-    assert_eq!(&raw[..4], b"SMCR", "legacy value should be rewritten in the new format");
+    assert_eq!(
+        &raw[..4],
+        b"SMCR",
+        "legacy value should be rewritten in the new format"
+    );
     assert_eq!(fresh.stats().legacy_rewrites, 1);
 
     // Garbage in Redis is a counted miss, served from PostgreSQL and overwritten.
-    let _: () = r.set(format!("{prefix}{k}"), b"\x00garbage".as_slice()).await.unwrap();
+    let _: () = r
+        .set(format!("{prefix}{k}"), b"\x00garbage".as_slice())
+        .await
+        .unwrap();
     let third = Cache::open(options(&db, &prefix)).await.unwrap();
-    assert_eq!(third.get_or_generate(&cfg).await.unwrap().source, Source::Postgres);
+    assert_eq!(
+        third.get_or_generate(&cfg).await.unwrap().source,
+        Source::Postgres
+    );
     third.flush().await;
     assert_eq!(third.stats().corrupt_entries, 1);
     let raw: Vec<u8> = r.get(format!("{prefix}{k}")).await.unwrap();
@@ -247,7 +292,10 @@ async fn durable_write_failure_caches_nothing() {
     let mut r = redis_conn().await;
     let exists: bool = r.exists(format!("{prefix}{k}")).await.unwrap();
     assert!(!exists);
-    assert_eq!(cache.get_or_generate(&cfg).await.unwrap_err().code(), "E_DURABLE_WRITE");
+    assert_eq!(
+        cache.get_or_generate(&cfg).await.unwrap_err().code(),
+        "E_DURABLE_WRITE"
+    );
     assert_eq!(cache.stats().memory_tier.unwrap().entries, 0);
     db.drop_db().await;
 }
@@ -256,11 +304,20 @@ async fn durable_write_failure_caches_nothing() {
 async fn redis_down_never_fails_a_call() {
     let db = TestDb::create().await;
     // Nothing listens on port 1.
-    let opts = CacheOptions { redis_url: Some("redis://127.0.0.1:1/".into()), ..options(&db, "unused:") };
+    let opts = CacheOptions {
+        redis_url: Some("redis://127.0.0.1:1/".into()),
+        ..options(&db, "unused:")
+    };
     let cache = Cache::open(opts).await.unwrap();
     let cfg = config("redis-down", 1_000);
-    assert_eq!(cache.get_or_generate(&cfg).await.unwrap().source, Source::Generated);
-    assert_eq!(cache.get_or_generate(&cfg).await.unwrap().source, Source::Memory);
+    assert_eq!(
+        cache.get_or_generate(&cfg).await.unwrap().source,
+        Source::Generated
+    );
+    assert_eq!(
+        cache.get_or_generate(&cfg).await.unwrap().source,
+        Source::Memory
+    );
     assert!(cache.stats().redis.errors >= 1);
     cache.close().await;
     db.drop_db().await;
@@ -272,7 +329,10 @@ async fn invalidate_removes_from_every_tier_and_allows_regeneration() {
     let prefix = format!("{}:", unique("smc"));
     let cache = Cache::open(options(&db, &prefix)).await.unwrap();
     let a = config("fund-a", 500);
-    let a2 = scenario_matrix_cache::ScenarioConfig { num_scenarios: 600, ..a.clone() };
+    let a2 = scenario_matrix_cache::ScenarioConfig {
+        num_scenarios: 600,
+        ..a.clone()
+    };
     let b = config("fund-b", 500);
     for c in [&a, &a2, &b] {
         cache.get_or_generate(c).await.unwrap();
@@ -284,16 +344,34 @@ async fn invalidate_removes_from_every_tier_and_allows_regeneration() {
     let mut r = redis_conn().await;
     let exists: bool = r.exists(format!("{prefix}{ka}")).await.unwrap();
     assert!(!exists);
-    assert_eq!(cache.get_or_generate(&a).await.unwrap().source, Source::Generated);
+    assert_eq!(
+        cache.get_or_generate(&a).await.unwrap().source,
+        Source::Generated
+    );
     assert_eq!(count_rows(&db, &ka).await, 1);
 
-    assert_eq!(cache.invalidate_fund("fund-a", Some("other-version")).await.unwrap(), 0);
+    assert_eq!(
+        cache
+            .invalidate_fund("fund-a", Some("other-version"))
+            .await
+            .unwrap(),
+        0
+    );
     assert_eq!(cache.invalidate_fund("fund-a", None).await.unwrap(), 2);
-    assert_eq!(cache.get_or_generate(&a2).await.unwrap().source, Source::Generated);
-    assert_eq!(cache.get_or_generate(&b).await.unwrap().source, Source::Memory);
+    assert_eq!(
+        cache.get_or_generate(&a2).await.unwrap().source,
+        Source::Generated
+    );
+    assert_eq!(
+        cache.get_or_generate(&b).await.unwrap().source,
+        Source::Memory
+    );
 
     cache.close().await;
-    assert_eq!(cache.get_or_generate(&b).await.unwrap_err().code(), "E_CLOSED");
+    assert_eq!(
+        cache.get_or_generate(&b).await.unwrap_err().code(),
+        "E_CLOSED"
+    );
     assert_eq!(cache.invalidate(&ka).await.unwrap_err().code(), "E_CLOSED");
     db.drop_db().await;
 }
@@ -323,11 +401,18 @@ async fn sqlite_default_serves_a_second_instance() {
 #[tokio::test(flavor = "multi_thread")]
 async fn memory_tier_refuses_entries_larger_than_its_bound() {
     let db = TestDb::create().await;
-    let opts = CacheOptions { memory_max_bytes: Some(1_000), redis_url: Some(String::new()), ..options(&db, "unused:") };
+    let opts = CacheOptions {
+        memory_max_bytes: Some(1_000),
+        redis_url: Some(String::new()),
+        ..options(&db, "unused:")
+    };
     let cache = Cache::open(opts).await.unwrap();
     let cfg = config("tiny-memory", 2_000);
     cache.get_or_generate(&cfg).await.unwrap();
-    assert_eq!(cache.get_or_generate(&cfg).await.unwrap().source, Source::Postgres);
+    assert_eq!(
+        cache.get_or_generate(&cfg).await.unwrap().source,
+        Source::Postgres
+    );
     let m = cache.stats().memory_tier.unwrap();
     assert_eq!((m.entries, m.rejected_too_large), (0, 2));
     cache.close().await;

@@ -85,12 +85,23 @@ where
     })
 }
 
-fn result_js(hit: Hit) -> ScenarioResult {
+/// Payloads up to this size are copied on the JS thread when a memory hit is
+/// answered synchronously (about 0.1 ms); larger ones are copied off it.
+const SYNC_COPY_MAX: usize = 1 << 20;
+
+/// The caller's own copy of the payload (mutating it never touches the cache),
+/// made wherever the caller of this function runs: off the JS thread for
+/// anything large.
+fn owned(hit: Hit) -> (Hit, Vec<u8>) {
+    let bytes = hit.entry.payload.to_vec();
+    (hit, bytes)
+}
+
+fn result_js((hit, bytes): (Hit, Vec<u8>)) -> ScenarioResult {
     let Hit { entry, source, .. } = hit;
     let (rows, cols) = (entry.metadata.num_scenarios, entry.metadata.num_buckets);
     ScenarioResult {
-        // A copy: the caller may mutate its Buffer without touching the cache.
-        compressed: compressed_matrix(entry.payload.to_vec(), rows, cols),
+        compressed: compressed_matrix(bytes, rows, cols),
         metadata: metadata_js(entry.metadata, source),
     }
 }
@@ -227,12 +238,22 @@ impl ScenarioMatrixCache {
         config: Unknown,
     ) -> napi::Result<PromiseRaw<'e, ScenarioResult>> {
         let cfg = parse_config(&config);
+        let key = cfg.as_ref().ok().map(crate::key::canonical_key);
+        if let Some(Ok(Some(hit))) = key.as_deref().map(|k| self.inner.get_from_memory(k)) {
+            // A small memory hit is answered right here, without a thread hop.
+            if hit.entry.payload.len() <= SYNC_COPY_MAX {
+                return PromiseRaw::resolve(env, result_js(owned(hit)));
+            }
+            return promise(env, async move { Ok(owned(hit)) }, result_js);
+        }
         let cache = self.inner.clone();
-        promise(
-            env,
-            async move { cache.get_or_generate(&cfg?).await },
-            result_js,
-        )
+        let work = async move {
+            let hit = cache
+                .get_or_generate_keyed(&cfg?, key.unwrap_or_default())
+                .await?;
+            Ok(owned(hit))
+        };
+        promise(env, work, result_js)
     }
 
     /// Like `getOrGenerate`, decompressed (and verified) into a `Float32Array`, row-major.
@@ -250,6 +271,7 @@ impl ScenarioMatrixCache {
         let work = async move {
             let hit = cache.get_or_generate(&cfg?).await?;
             let matrix = match &hit.matrix {
+                // The caller's own copy, made here rather than on the JS thread.
                 Some(m) => m.as_ref().clone(),
                 None => {
                     let entry = hit.entry.clone();
@@ -276,9 +298,8 @@ impl ScenarioMatrixCache {
         key: String,
     ) -> napi::Result<PromiseRaw<'e, Option<ScenarioResult>>> {
         let cache = self.inner.clone();
-        promise(env, async move { cache.get(&key).await }, |hit| {
-            hit.map(result_js)
-        })
+        let work = async move { Ok(cache.get(&key).await?.map(owned)) };
+        promise(env, work, |hit| hit.map(result_js))
     }
 
     /// Removes a key from every tier; resolves to whether any tier had it.

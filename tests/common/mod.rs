@@ -14,8 +14,15 @@ static COUNTER: AtomicU32 = AtomicU32::new(0);
 
 /// A name no other test (or test run) uses.
 pub fn unique(prefix: &str) -> String {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
-    format!("{prefix}_{}_{}_{nanos}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed))
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!(
+        "{prefix}_{}_{}_{nanos}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// A database of its own, dropped by [`TestDb::drop_db`].
@@ -30,8 +37,14 @@ impl TestDb {
         let mut admin = PgConnection::connect(PG_ADMIN_URL).await.unwrap_or_else(|e| {
             panic!("PostgreSQL at {PG_ADMIN_URL} is not reachable ({e}); run scripts/ensure-services.sh")
         });
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut admin).await.unwrap();
-        TestDb { url: format!("postgres://postgres@127.0.0.1:5432/{name}"), name }
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut admin)
+            .await
+            .unwrap();
+        TestDb {
+            url: format!("postgres://postgres@127.0.0.1:5432/{name}"),
+            name,
+        }
     }
 
     pub async fn connect(&self) -> PgConnection {
@@ -40,10 +53,13 @@ impl TestDb {
 
     pub async fn drop_db(self) {
         let mut admin = PgConnection::connect(PG_ADMIN_URL).await.unwrap();
-        sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name)))
-            .execute(&mut admin)
-            .await
-            .unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            self.name
+        )))
+        .execute(&mut admin)
+        .await
+        .unwrap();
     }
 }
 
@@ -52,7 +68,9 @@ pub async fn redis_conn() -> redis::aio::MultiplexedConnection {
         .unwrap()
         .get_multiplexed_async_connection()
         .await
-        .unwrap_or_else(|e| panic!("Redis at {REDIS_URL} is not reachable ({e}); run scripts/ensure-services.sh"))
+        .unwrap_or_else(|e| {
+            panic!("Redis at {REDIS_URL} is not reachable ({e}); run scripts/ensure-services.sh")
+        })
 }
 
 /// A small valid config as JSON text; `fund` and `scenarios` vary it.

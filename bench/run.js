@@ -1,0 +1,216 @@
+// npm run bench: the cache against the plain-JS way (bench/baseline.js), side
+// by side in one run, on the real PostgreSQL and Redis (PG_ADMIN_URL /
+// REDIS_URL, default the local ones). Each side and size runs in a child
+// process of its own, so peak RSS is that run's. Prints a table with ratios and
+// writes bench/results.json.
+const { execFileSync } = require('node:child_process')
+const { writeFileSync } = require('node:fs')
+const os = require('node:os')
+const path = require('node:path')
+const { monitorEventLoopDelay } = require('node:perf_hooks')
+
+const PG_ADMIN = process.env.PG_ADMIN_URL || 'postgres://postgres@127.0.0.1:5432/postgres'
+const REDIS = process.env.REDIS_URL || 'redis://127.0.0.1:6379'
+const QUICK = process.argv.includes('--quick')
+
+// Iterations per path: [small, large].
+const N = {
+  cold: QUICK ? [5, 2] : [30, 6],
+  memory: QUICK ? [200, 10] : [3000, 100],
+  redis: QUICK ? [50, 5] : [500, 40],
+  postgres: QUICK ? [50, 5] : [500, 30],
+  baselineCold: QUICK ? [3, 1] : [10, 3],
+}
+
+const quantile = (xs, q) => {
+  const s = [...xs].sort((a, b) => a - b)
+  return s[Math.min(s.length - 1, Math.ceil(q * s.length) - 1)]
+}
+const summary = (xs) => ({ n: xs.length, p50: quantile(xs, 0.5), p99: quantile(xs, 0.99) })
+
+async function timeIt(n, fn) {
+  const out = []
+  for (let i = 0; i < n; i++) {
+    const t = process.hrtime.bigint()
+    await fn(i)
+    out.push(Number(process.hrtime.bigint() - t) / 1e6)
+  }
+  return out
+}
+
+/** Runs `fn` while sampling the event loop every millisecond; returns its longest delay (ms). */
+async function withLoopDelay(fn) {
+  const h = monitorEventLoopDelay({ resolution: 1 })
+  h.enable()
+  await fn()
+  h.disable()
+  return h.max / 1e6
+}
+
+async function scratchDatabase() {
+  const pg = require('pg')
+  const name = `smc_bench_${process.pid}_${Date.now()}`
+  const admin = new pg.Client({ connectionString: PG_ADMIN })
+  await admin.connect()
+  await admin.query(`CREATE DATABASE ${name}`)
+  await admin.end()
+  const url = new URL(PG_ADMIN)
+  url.pathname = `/${name}`
+  return {
+    url: url.toString(),
+    drop: async () => {
+      const a = new pg.Client({ connectionString: PG_ADMIN })
+      await a.connect()
+      await a.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`)
+      await a.end()
+    },
+  }
+}
+
+async function childOurs(size) {
+  const { ScenarioMatrixCache } = require('../index.js')
+  const configs = require('./configs')
+  const i = size === 'small' ? 0 : 1
+  const db = await scratchDatabase()
+  const prefix = `smc-bench-${process.pid}:`
+  const base = { databaseUrl: db.url, redisUrl: REDIS, redisKeyPrefix: prefix }
+  const cache = await ScenarioMatrixCache.open(base)
+  const r = {}
+  let loopDelay = 0
+  r.cold = await timeIt(N.cold[i], async (k) => {
+    loopDelay = Math.max(loopDelay, await withLoopDelay(() => cache.getOrGenerate(configs[size](`cold-${k}`))))
+  })
+  const cfg = configs[size]('hot')
+  await cache.getOrGenerate(cfg)
+  r.memory = await timeIt(N.memory[i], () => cache.getOrGenerate(cfg))
+  const viaRedis = await ScenarioMatrixCache.open({ ...base, memoryMaxBytes: 0 })
+  r.redis = await timeIt(N.redis[i], () => viaRedis.getOrGenerate(cfg))
+  const viaPg = await ScenarioMatrixCache.open({ ...base, memoryMaxBytes: 0, redisUrl: '' })
+  r.postgres = await timeIt(N.postgres[i], () => viaPg.getOrGenerate(cfg))
+  const sources = [cache, viaRedis, viaPg].map((c) => c.stats())
+  for (const c of [cache, viaRedis, viaPg]) await c.close()
+  await db.drop()
+  return { ...r, loopDelayMs: loopDelay, maxRssMb: process.resourceUsage().maxRSS / 1024, generations: sources[0].generations }
+}
+
+async function childBaseline(size) {
+  const pg = require('pg')
+  const { createClient } = require('redis')
+  const configs = require('./configs')
+  const { generate, compress, BaselineStore } = require('./baseline')
+  const i = size === 'small' ? 0 : 1
+  const db = await scratchDatabase()
+  const pgc = new pg.Client({ connectionString: db.url })
+  await pgc.connect()
+  const redis = createClient({ url: REDIS })
+  await redis.connect()
+  const prefix = `smc-bench-baseline-${process.pid}:`
+  const store = new BaselineStore(pgc, redis, prefix)
+  await store.init()
+  const r = {}
+  let loopDelay = 0
+  const miss = async (cfg, key) => {
+    const m = generate(cfg, 42)
+    await store.writeBoth(key, cfg.fundId, compress(m, cfg.numScenarios, cfg.buckets.length))
+  }
+  r.cold = await timeIt(N.baselineCold[i], async (k) => {
+    loopDelay = Math.max(loopDelay, await withLoopDelay(() => miss(configs[size](`cold-${k}`), `cold-${k}`)))
+  })
+  await miss(configs[size]('hot'), 'hot')
+  r.redis = await timeIt(N.redis[i], () => store.redisHit('hot'))
+  r.postgres = await timeIt(N.postgres[i], () => store.pgHit('hot'))
+  const keys = await redis.keys(`${prefix}*`)
+  if (keys.length) await redis.del(keys)
+  await redis.quit()
+  await pgc.end()
+  await db.drop()
+  return { ...r, loopDelayMs: loopDelay, maxRssMb: process.resourceUsage().maxRSS / 1024 }
+}
+
+const TARGETS = {
+  memory: [0.03, 3],
+  redis: [0.15, 10],
+  postgres: [0.8, 30],
+  cold: [3, 150],
+}
+
+function fmt(x) {
+  return x === undefined ? '-' : x < 1 ? x.toFixed(3) : x < 100 ? x.toFixed(2) : x.toFixed(0)
+}
+
+function main() {
+  const results = { machine: machine(), quick: QUICK, runs: {} }
+  for (const size of ['small', 'large']) {
+    for (const side of ['ours', 'baseline']) {
+      process.stderr.write(`running ${side} ${size}...\n`)
+      const out = execFileSync(process.execPath, [__filename, '--child', side, size, ...(QUICK ? ['--quick'] : [])], {
+        encoding: 'utf8',
+        maxBuffer: 64 << 20,
+      })
+      results.runs[`${side}-${size}`] = JSON.parse(out)
+    }
+  }
+  const rows = []
+  for (const size of ['small', 'large']) {
+    const ours = results.runs[`ours-${size}`]
+    const base = results.runs[`baseline-${size}`]
+    for (const p of ['memory', 'redis', 'postgres', 'cold']) {
+      const o = summary(ours[p])
+      const b = base[p] ? summary(base[p]) : undefined
+      rows.push({
+        size: size === 'small' ? '10,000 x 5' : '100,000 x 50',
+        path: p === 'cold' ? 'cold miss' : `${p} hit`,
+        ours: o,
+        baseline: b,
+        speedup: b ? b.p50 / o.p50 : undefined,
+        target: TARGETS[p][size === 'small' ? 0 : 1],
+      })
+    }
+  }
+  results.table = rows
+  results.largeRun = {
+    loopDelayMs: { ours: results.runs['ours-large'].loopDelayMs, baseline: results.runs['baseline-large'].loopDelayMs },
+    maxRssMb: { ours: results.runs['ours-large'].maxRssMb, baseline: results.runs['baseline-large'].maxRssMb },
+  }
+  writeFileSync(path.join(__dirname, QUICK ? 'results-quick.json' : 'results.json'), JSON.stringify(results, null, 2) + '\n')
+
+  const lines = [
+    '| path | size | ours p50 (ms) | ours p99 (ms) | plain JS p50 (ms) | plain JS p99 (ms) | speed-up (p50) | target p50 (ms) | met |',
+    '|---|---|---|---|---|---|---|---|---|',
+  ]
+  for (const r of rows) {
+    lines.push(
+      `| ${r.path} | ${r.size} | ${fmt(r.ours.p50)} | ${fmt(r.ours.p99)} | ${fmt(r.baseline?.p50)} | ${fmt(r.baseline?.p99)} | ` +
+        `${r.speedup ? r.speedup.toFixed(1) + 'x' : '(none)'} | <= ${r.target} | ${r.ours.p50 <= r.target ? 'yes' : 'NO'} |`,
+    )
+  }
+  const L = results.largeRun
+  lines.push(
+    `| longest event-loop delay during the 100,000 x 50 misses | | ${fmt(L.loopDelayMs.ours)} | | ${fmt(L.loopDelayMs.baseline)} | | | < 5 | ${L.loopDelayMs.ours < 5 ? 'yes' : 'NO'} |`,
+    `| peak RSS of the 100,000 x 50 run (MB) | | ${fmt(L.maxRssMb.ours)} | | ${fmt(L.maxRssMb.baseline)} | | | <= 150 | ${L.maxRssMb.ours <= 150 ? 'yes' : 'NO'} |`,
+  )
+  console.log(lines.join('\n'))
+  console.log(`\n${results.machine.cpus} x ${results.machine.cpu}, ${results.machine.memGb} GB, Node ${results.machine.node}, ${results.machine.date}`)
+}
+
+function machine() {
+  return {
+    cpu: os.cpus()[0]?.model,
+    cpus: os.cpus().length,
+    memGb: Math.round(os.totalmem() / 2 ** 30),
+    node: process.version,
+    date: new Date().toISOString(),
+  }
+}
+
+if (process.argv[2] === '--child') {
+  const [side, size] = process.argv.slice(3, 5)
+  ;(side === 'ours' ? childOurs(size) : childBaseline(size))
+    .then((r) => process.stdout.write(JSON.stringify(r)))
+    .catch((e) => {
+      console.error(e)
+      process.exit(1)
+    })
+} else {
+  main()
+}
