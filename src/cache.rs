@@ -150,8 +150,25 @@ impl Cache {
 
     /// The cached matrix for `cfg`, generating and storing it on a miss.
     pub async fn get_or_generate(&self, cfg: &ScenarioConfig) -> Result<Hit> {
-        self.get_or_generate_keyed(cfg, key::canonical_key(cfg))
+        self.get_or_generate_keyed(cfg, key::canonical_key(cfg), false)
             .await
+    }
+
+    /// The decoded (and verified) matrix for `cfg`, row-major: the generator's
+    /// own output on a miss, else the stored payload decoded off the async threads.
+    pub async fn get_matrix(&self, cfg: &ScenarioConfig) -> Result<(Hit, Vec<f32>)> {
+        let mut hit = self
+            .get_or_generate_keyed(cfg, key::canonical_key(cfg), true)
+            .await?;
+        let matrix = match hit.matrix.take() {
+            // Joiners of one flight share it; each caller gets its own copy.
+            Some(m) => Arc::try_unwrap(m).unwrap_or_else(|shared| shared.as_ref().clone()),
+            None => {
+                let entry = hit.entry.clone();
+                blocking(move || entry.decode()).await?
+            }
+        };
+        Ok((hit, matrix))
     }
 
     /// The memory tier alone, synchronously: lets the binding answer a hit on
@@ -174,8 +191,16 @@ impl Cache {
         }))
     }
 
-    /// [`Cache::get_or_generate`] when the caller already has the canonical key of `cfg`.
-    pub async fn get_or_generate_keyed(&self, cfg: &ScenarioConfig, key: String) -> Result<Hit> {
+    /// [`Cache::get_or_generate`] when the caller already has the canonical key
+    /// of `cfg`. With `keep_matrix`, a generation hands back its uncompressed
+    /// matrix in [`Hit::matrix`]; otherwise it is freed before the tiers are
+    /// written (20 MB less at the peak of a large miss).
+    pub async fn get_or_generate_keyed(
+        &self,
+        cfg: &ScenarioConfig,
+        key: String,
+        keep_matrix: bool,
+    ) -> Result<Hit> {
         self.check_open()?;
         let started = Instant::now();
         let flight = {
@@ -189,7 +214,7 @@ impl Cache {
                 // A task of its own, so the work finishes (and leaves the map)
                 // even if every caller stops waiting.
                 let task = tokio::spawn(async move {
-                    let r = inner.resolve(&cfg, &k).await;
+                    let r = inner.resolve(&cfg, &k, keep_matrix).await;
                     inner.inflight.lock().expect("inflight lock").remove(&k);
                     r
                 });
@@ -313,7 +338,12 @@ fn check_key(key: &str) -> Result<()> {
 
 impl Inner {
     /// Lookup, then generation under the durable store's per-key lock.
-    async fn resolve(self: &Arc<Self>, cfg: &ScenarioConfig, key: &str) -> Result<Hit> {
+    async fn resolve(
+        self: &Arc<Self>,
+        cfg: &ScenarioConfig,
+        key: &str,
+        keep_matrix: bool,
+    ) -> Result<Hit> {
         if let Some(hit) = self.lookup(key, Some(cfg)).await? {
             return Ok(hit);
         }
@@ -324,7 +354,9 @@ impl Inner {
             .durable
             .get_or_insert(cfg, key, move || async move {
                 let (entry, matrix) = generate(cfg_owned).await?;
-                *slot.lock().expect("slot lock") = Some(matrix);
+                if keep_matrix {
+                    *slot.lock().expect("slot lock") = Some(matrix);
+                }
                 Ok(entry)
             })
             .await

@@ -249,7 +249,7 @@ impl ScenarioMatrixCache {
         let cache = self.inner.clone();
         let work = async move {
             let hit = cache
-                .get_or_generate_keyed(&cfg?, key.unwrap_or_default())
+                .get_or_generate_keyed(&cfg?, key.unwrap_or_default(), false)
                 .await?;
             Ok(owned(hit))
         };
@@ -268,20 +268,7 @@ impl ScenarioMatrixCache {
     ) -> napi::Result<PromiseRaw<'e, MatrixResult>> {
         let cfg = parse_config(&config);
         let cache = self.inner.clone();
-        let work = async move {
-            let hit = cache.get_or_generate(&cfg?).await?;
-            let matrix = match &hit.matrix {
-                // The caller's own copy, made here rather than on the JS thread.
-                Some(m) => m.as_ref().clone(),
-                None => {
-                    let entry = hit.entry.clone();
-                    tokio::task::spawn_blocking(move || entry.decode())
-                        .await
-                        .map_err(|e| Error::Internal(format!("decode task failed: {e}")))??
-                }
-            };
-            Ok((hit, matrix))
-        };
+        let work = async move { cache.get_matrix(&cfg?).await };
         promise(env, work, |(hit, matrix): (Hit, Vec<f32>)| MatrixResult {
             matrix: Float32Array::new(matrix),
             num_scenarios: hit.entry.metadata.num_scenarios,

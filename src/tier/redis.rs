@@ -144,10 +144,13 @@ impl RedisTier {
     }
 
     pub async fn put(&self, entry: &Entry) -> Result<()> {
-        let record = encode_record(entry)?;
+        let record = Record {
+            head: record_head(entry)?,
+            payload: &entry.payload,
+        };
         let mut cmd = redis::cmd("SET");
         cmd.arg(self.redis_key(&entry.metadata.config_hash))
-            .arg(record.as_ref())
+            .arg(record)
             .arg("EX")
             .arg(self.ttl_seconds);
         self.run::<()>(cmd).await
@@ -171,9 +174,27 @@ impl RedisTier {
     }
 }
 
-/// Builds the record for an envelope entry. Legacy payloads are re-encoded by
-/// the cache before they reach Redis, so anything else is a bug.
-pub fn encode_record(e: &Entry) -> Result<Bytes> {
+/// A record as one Redis argument, written from its two parts, so the
+/// payload (up to 20 MB) is not first copied into a joined buffer.
+struct Record<'a> {
+    head: BytesMut,
+    payload: &'a [u8],
+}
+
+impl redis::ToRedisArgs for Record<'_> {
+    fn write_redis_args<W: ?Sized + redis::RedisWrite>(&self, out: &mut W) {
+        use std::io::Write;
+        let mut w = out.writer_for_next_arg();
+        // Writing into the command's own buffer cannot fail.
+        let _ = w.write_all(&self.head);
+        let _ = w.write_all(self.payload);
+    }
+}
+
+/// The record's bytes before the payload, for an envelope entry. Legacy
+/// payloads are re-encoded by the cache before they reach Redis, so anything
+/// else is a bug.
+fn record_head(e: &Entry) -> Result<BytesMut> {
     if e.codec != Codec::Zstd {
         return Err(Error::Internal(
             "only envelope payloads are written to Redis".into(),
@@ -189,7 +210,7 @@ pub fn encode_record(e: &Entry) -> Result<Bytes> {
         ));
     }
     let meta_len = 64 + 4 + 4 + 1 + m.generated_at.len() + 8 + 2 + 8 * m.recycling_multiples.len();
-    let mut b = BytesMut::with_capacity(4 + 1 + 4 + meta_len + e.payload.len());
+    let mut b = BytesMut::with_capacity(4 + 1 + 4 + meta_len);
     b.put_slice(MAGIC);
     b.put_u8(RECORD_VERSION);
     b.put_u32_le(meta_len as u32);
@@ -203,8 +224,7 @@ pub fn encode_record(e: &Entry) -> Result<Bytes> {
     for r in &m.recycling_multiples {
         b.put_f64_le(*r);
     }
-    b.put_slice(&e.payload);
-    Ok(b.freeze())
+    Ok(b)
 }
 
 /// Reads a stored value: our record, a legacy JSON value, or neither.
@@ -354,7 +374,9 @@ mod tests {
     #[test]
     fn record_round_trips() {
         let e = entry();
-        let rec = encode_record(&e).unwrap();
+        let mut rec = record_head(&e).unwrap();
+        rec.put_slice(&e.payload);
+        let rec = rec.freeze();
         match decode_value(&e.metadata.config_hash, rec.clone()) {
             Lookup::Hit(got) => assert_eq!(got, e),
             other => panic!("{other:?}"),
