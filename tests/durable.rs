@@ -357,15 +357,15 @@ async fn pg_migrations_are_idempotent() {
         .fetch_one(&mut c)
         .await
         .unwrap();
-        assert_eq!(applied, pg_migration_count());
+        assert_eq!(applied, migration_count("postgres"));
         let _ = c.close().await;
     })
     .await;
 }
 
-/// How many PostgreSQL migrations the crate embeds.
-fn pg_migration_count() -> i64 {
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/postgres");
+/// How many migrations the crate embeds for a store (`postgres` or `sqlite`).
+fn migration_count(store: &str) -> i64 {
+    let dir = format!("{}/migrations/{store}", env!("CARGO_MANIFEST_DIR"));
     std::fs::read_dir(dir).unwrap().count() as i64
 }
 
@@ -390,7 +390,11 @@ async fn pg_concurrent_opens_on_a_fresh_database() {
         .fetch_one(&mut c)
         .await
         .unwrap();
-        assert_eq!(applied, pg_migration_count(), "each migration applied once");
+        assert_eq!(
+            applied,
+            migration_count("postgres"),
+            "each migration applied once"
+        );
         let _ = c.close().await;
     })
     .await;
@@ -1021,7 +1025,7 @@ async fn sqlite_migrations_are_idempotent_and_concurrent_opens_work() {
         .fetch_one(&mut c)
         .await
         .unwrap();
-        assert_eq!(applied, pg_migration_count());
+        assert_eq!(applied, migration_count("sqlite"));
         let _ = c.close().await;
     }
 }
