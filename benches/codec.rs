@@ -1,5 +1,5 @@
 //! Codec benchmarks: encode and decode of the version 2 envelope on
-//! generator-like matrices of 10,000 x 5 and 100,000 x 50.
+//! generator output of 10,000 x 5 and 100,000 x 50.
 //!
 //! `cargo bench --bench codec` prints each size's compressed / raw ratio once.
 //! `SMC_CODEC_SWEEP=1 cargo bench --bench codec` also prints a table of
@@ -12,34 +12,9 @@ use std::time::{Duration, Instant};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use scenario_matrix_cache::codec::{self, ChunkCodec, EncodeOptions, Filter};
 
-/// A stand-in for the generator's output with the same per-cell statistics:
-/// `xMin / (1-u)^(1/alpha) * exp(0.5 z)`, alpha in 1.5..2.3 and xMin in
-/// 0.6..1.4 per bucket, z ~ N(0,1), as f32. Swap for
-/// `scenario_matrix_cache::generator::generate` once it exists.
-fn matrix(rows: u32, cols: u32, seed: u64) -> Vec<f32> {
-    let mut s = seed;
-    let mut next = move || {
-        // SplitMix64, then the top 53 bits as a uniform in [0, 1).
-        s = s.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = s;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
-    };
-    let params: Vec<(f64, f64)> = (0..cols)
-        .map(|_| (1.5 + 0.8 * next(), 0.6 + 0.8 * next()))
-        .collect();
-    let mut m = Vec::with_capacity(rows as usize * cols as usize);
-    for _ in 0..rows {
-        for &(alpha, x_min) in &params {
-            let base = x_min / (1.0 - next()).powf(1.0 / alpha);
-            // Box-Muller; 1 - u is in (0, 1], so the log is finite.
-            let z = (-2.0 * (1.0 - next()).ln()).sqrt() * (std::f64::consts::TAU * next()).cos();
-            m.push((base * (0.5 * z).exp()).max(0.0) as f32);
-        }
-    }
-    m
-}
+#[path = "../tests/common/sample.rs"]
+mod sample;
+use sample::matrix;
 
 const SIZES: [(u32, u32); 2] = [(10_000, 5), (100_000, 50)];
 

@@ -14,6 +14,10 @@ use scenario_matrix_cache::codec::{
 use scenario_matrix_cache::Error;
 use xxhash_rust::xxh3::{xxh3_64, Xxh3};
 
+#[path = "common/sample.rs"]
+mod sample;
+use sample::matrix;
+
 // ---------------------------------------------------------------------------
 // Allocation watch: the largest single allocation made on the current thread
 // since the last reset. Hostile-input checks run on the calling thread
@@ -60,28 +64,6 @@ fn largest_allocation<T>(f: impl FnOnce() -> T) -> (T, usize) {
 
 // ---------------------------------------------------------------------------
 // Inputs
-
-/// A stand-in for the generator's output with the same per-cell statistics:
-/// `xMin / (1-u)^(1/alpha) * exp(0.5 z)`, alpha in 1.5..2.3 and xMin in
-/// 0.6..1.4 per bucket, z ~ N(0,1), as f32. Swap for
-/// `scenario_matrix_cache::generator::generate` once it exists.
-fn matrix(rows: u32, cols: u32, seed: u64) -> Vec<f32> {
-    let mut next = splitmix(seed);
-    let mut unit = move || (next() >> 11) as f64 / (1u64 << 53) as f64;
-    let params: Vec<(f64, f64)> = (0..cols)
-        .map(|_| (1.5 + 0.8 * unit(), 0.6 + 0.8 * unit()))
-        .collect();
-    let mut m = Vec::with_capacity(rows as usize * cols as usize);
-    for _ in 0..rows {
-        for &(alpha, x_min) in &params {
-            let base = x_min / (1.0 - unit()).powf(1.0 / alpha);
-            // Box-Muller; 1 - u is in (0, 1], so the log is finite.
-            let z = (-2.0 * (1.0 - unit()).ln()).sqrt() * (std::f64::consts::TAU * unit()).cos();
-            m.push((base * (0.5 * z).exp()).max(0.0) as f32);
-        }
-    }
-    m
-}
 
 fn splitmix(seed: u64) -> impl FnMut() -> u64 {
     let mut s = seed;
@@ -205,7 +187,7 @@ fn encoding_is_deterministic_whatever_the_thread_count() {
 }
 
 #[test]
-fn stand_in_compresses_to_at_most_0_82() {
+fn generator_output_compresses_to_at_most_0_82() {
     for (rows, cols) in [(100_000, 50), (10_000, 5)] {
         let m = matrix(rows, cols, 42);
         let env = codec::encode(&m, rows, cols).unwrap();

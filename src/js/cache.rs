@@ -7,7 +7,7 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
 use futures::FutureExt;
-use napi::bindgen_prelude::{Float32Array, PromiseRaw, ToNapiValue, Unknown};
+use napi::bindgen_prelude::{Buffer, BufferSlice, Float32Array, PromiseRaw, ToNapiValue, Unknown};
 use napi::Env;
 use napi_derive::napi;
 
@@ -92,12 +92,19 @@ const SYNC_COPY_MAX: usize = 1 << 20;
 /// The caller's own copy of the payload (mutating it never touches the cache),
 /// made wherever the caller of this function runs: off the JS thread for
 /// anything large.
-fn owned(hit: Hit) -> (Hit, Vec<u8>) {
-    let bytes = hit.entry.payload.to_vec();
+fn owned(hit: Hit) -> (Hit, Buffer) {
+    let bytes = hit.entry.payload.to_vec().into();
     (hit, bytes)
 }
 
-fn result_js((hit, bytes): (Hit, Vec<u8>)) -> ScenarioResult {
+/// For the synchronous path: the copy goes straight into a Node-allocated
+/// buffer, which is cheaper to create and collect than an external one.
+fn owned_on_js_thread(env: &Env, hit: Hit) -> napi::Result<(Hit, Buffer)> {
+    let bytes = BufferSlice::copy_from(env, &hit.entry.payload)?.into_buffer(env)?;
+    Ok((hit, bytes))
+}
+
+fn result_js((hit, bytes): (Hit, Buffer)) -> ScenarioResult {
     let Hit { entry, source, .. } = hit;
     let (rows, cols) = (entry.metadata.num_scenarios, entry.metadata.num_buckets);
     ScenarioResult {
@@ -242,7 +249,7 @@ impl ScenarioMatrixCache {
         if let Some(Ok(Some(hit))) = key.as_deref().map(|k| self.inner.get_from_memory(k)) {
             // A small memory hit is answered right here, without a thread hop.
             if hit.entry.payload.len() <= SYNC_COPY_MAX {
-                return PromiseRaw::resolve(env, result_js(owned(hit)));
+                return PromiseRaw::resolve(env, result_js(owned_on_js_thread(env, hit)?));
             }
             return promise(env, async move { Ok(owned(hit)) }, result_js);
         }

@@ -210,10 +210,10 @@ pub struct ScenarioResult {
     pub metadata: ScenarioMetadata,
 }
 
-fn compressed_matrix(envelope: Vec<u8>, num_scenarios: u32, num_buckets: u32) -> CompressedMatrix {
-    let compressed_size = envelope.len() as u32;
+fn compressed_matrix(data: Buffer, num_scenarios: u32, num_buckets: u32) -> CompressedMatrix {
+    let compressed_size = data.len() as u32;
     CompressedMatrix {
-        data: envelope.into(),
+        data,
         num_scenarios,
         num_buckets,
         version: codec::FORMAT_VERSION,
@@ -238,7 +238,11 @@ fn metadata_js(m: Metadata, source: Source) -> ScenarioMetadata {
 
 fn scenario_js(s: Scenario) -> ScenarioResult {
     ScenarioResult {
-        compressed: compressed_matrix(s.envelope, s.metadata.num_scenarios, s.metadata.num_buckets),
+        compressed: compressed_matrix(
+            s.envelope.into(),
+            s.metadata.num_scenarios,
+            s.metadata.num_buckets,
+        ),
         metadata: metadata_js(s.metadata, Source::Generated),
     }
 }
@@ -285,7 +289,7 @@ pub fn compress_matrix(
                 num_buckets,
             ))
         },
-        |(env, s, b)| compressed_matrix(env, s, b),
+        |(env, s, b)| compressed_matrix(env.into(), s, b),
     )
 }
 
@@ -316,11 +320,12 @@ pub fn decompress_matrix(
 /// on keeps freed 15-20 MB matrices in its arenas: a server's RSS climbs by
 /// hundreds of MB. Fixing the threshold at 256 KiB (glibc's own behaviour
 /// before that adjustment) returns such buffers to the OS when freed. It is
-/// process-wide and only changes where big allocations come from.
+/// process-wide and only changes where big allocations come from; an operator
+/// who set `MALLOC_MMAP_THRESHOLD_` keeps their own value.
 #[napi_derive::module_init]
 fn init() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    {
+    if std::env::var_os("MALLOC_MMAP_THRESHOLD_").is_none() {
         const M_MMAP_THRESHOLD: std::os::raw::c_int = -3;
         extern "C" {
             fn mallopt(
