@@ -38,6 +38,7 @@ describe('ScenarioMatrixCache', () => {
     )
     expect(row).toEqual({ status: 'complete', compression_codec: 'zstd' })
     expect(key).toMatch(/^[0-9a-f]{64}$/)
+    await cache.flush() // Redis is written in the background once PostgreSQL has the row
     const ttl = await redis.ttl(`${prefix}${key}`)
     expect(ttl).toBeGreaterThan(86_000)
 

@@ -79,7 +79,7 @@ struct Inner {
     durable: Durable,
     durable_label: String,
     inflight: Mutex<HashMap<String, Flight>>,
-    background: tokio_util::task::TaskTracker,
+    background: Background,
     stats: Stats,
     closed: AtomicBool,
 }
@@ -124,7 +124,7 @@ impl Cache {
                 durable,
                 durable_label: url.redacted(),
                 inflight: Mutex::new(HashMap::new()),
-                background: tokio_util::task::TaskTracker::new(),
+                background: Background::default(),
                 stats: Stats::default(),
                 closed: AtomicBool::new(false),
             }),
@@ -252,6 +252,8 @@ impl Cache {
         self.check_open()?;
         check_key(key)?;
         let inner = &self.inner;
+        // A background Redis write still in flight would bring the key back.
+        inner.background.wait().await;
         let in_durable = inner.durable.delete(key).await?;
         let in_redis = match &inner.redis {
             Some(r) => {
@@ -276,6 +278,7 @@ impl Cache {
     ) -> Result<u64> {
         self.check_open()?;
         let inner = &self.inner;
+        inner.background.wait().await;
         let keys = inner.durable.delete_fund(fund_id, taxonomy_version).await?;
         if let Some(r) = &inner.redis {
             if r.delete(&keys).await.is_err() {
@@ -300,7 +303,6 @@ impl Cache {
         if self.inner.closed.swap(true, Relaxed) {
             return;
         }
-        self.inner.background.close();
         self.inner.background.wait().await;
         self.inner.durable.close().await;
         if let Some(m) = &self.inner.memory {
@@ -308,12 +310,9 @@ impl Cache {
         }
     }
 
-    /// Waits until background writes issued so far are done (tests, benchmarks).
+    /// Waits until the background writes are done (tests, benchmarks).
     pub async fn flush(&self) {
-        let t = &self.inner.background;
-        t.close();
-        t.wait().await;
-        t.reopen();
+        self.inner.background.wait().await;
     }
 
     /// The Redis tier, if configured (tests and the CLI inspect it).
@@ -370,11 +369,9 @@ impl Inner {
             self.durable.source()
         };
         let entry = self.normalise(entry, Some(cfg)).await?;
-        if let Some(r) = &self.redis {
-            if r.put(&entry).await.is_err() {
-                self.stats.redis.error();
-            }
-        }
+        // Durable is committed; Redis follows in the background (outside the
+        // caller's latency; `close` and `flush` wait for it).
+        self.write_redis_in_background(&entry);
         if let Some(m) = &self.memory {
             m.insert(entry.clone());
         }
@@ -538,6 +535,67 @@ impl Inner {
             }
         });
     }
+}
+
+/// Background writes (Redis rewrites) and a way to wait for all of them.
+#[derive(Default)]
+struct Background {
+    pending: Arc<std::sync::atomic::AtomicUsize>,
+    idle: Arc<tokio::sync::Notify>,
+}
+
+impl Background {
+    fn spawn(&self, work: impl std::future::Future<Output = ()> + Send + 'static) {
+        use std::sync::atomic::Ordering::SeqCst;
+        self.pending.fetch_add(1, SeqCst);
+        let (pending, idle) = (self.pending.clone(), self.idle.clone());
+        tokio::spawn(async move {
+            // Counted down even if `work` panics (the guard drops on unwind).
+            struct Done(
+                Arc<std::sync::atomic::AtomicUsize>,
+                Arc<tokio::sync::Notify>,
+            );
+            impl Drop for Done {
+                fn drop(&mut self) {
+                    if self.0.fetch_sub(1, SeqCst) == 1 {
+                        self.1.notify_waiters();
+                    }
+                }
+            }
+            let _done = Done(pending, idle);
+            work.await;
+        });
+    }
+
+    /// Returns once no background write is pending.
+    async fn wait(&self) {
+        use std::sync::atomic::Ordering::SeqCst;
+        loop {
+            let notified = self.idle.notified();
+            if self.pending.load(SeqCst) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// The caller's own copy of a payload. Large ones are copied by all cores:
+/// the cost of a 15 MB copy is mostly first-touch page faults, which run in
+/// parallel.
+pub fn caller_copy(payload: &[u8]) -> Vec<u8> {
+    const SLICE: usize = 1 << 20;
+    if payload.len() < 4 * SLICE {
+        return payload.to_vec();
+    }
+    use rayon::prelude::*;
+    // Zeroed memory this size comes straight from the OS untouched, so the
+    // zeroing is free and the first touch happens in the parallel copy.
+    let mut out = vec![0u8; payload.len()];
+    out.par_chunks_mut(SLICE)
+        .zip(payload.par_chunks(SLICE))
+        .for_each(|(dst, src)| dst.copy_from_slice(src));
+    out
 }
 
 /// Runs CPU work on the blocking pool; a panic there becomes `E_INTERNAL`.

@@ -60,7 +60,9 @@ async fn miss_then_memory_then_redis_then_postgres() {
         states.to_string().len() < 100,
         "scenario_states should be compact: {states}"
     );
-    // ... and in Redis as a binary record under <prefix><key> with a ~24 h TTL.
+    // ... and in Redis as a binary record under <prefix><key> with a ~24 h TTL
+    // (written in the background once PostgreSQL has it).
+    cache.flush().await;
     let mut r = redis_conn().await;
     let raw: Vec<u8> = r.get(format!("{prefix}{k}")).await.unwrap();
     assert_eq!(&raw[..4], b"SMCR");

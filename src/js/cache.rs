@@ -93,7 +93,7 @@ const SYNC_COPY_MAX: usize = 1 << 20;
 /// made wherever the caller of this function runs: off the JS thread for
 /// anything large.
 fn owned(hit: Hit) -> (Hit, Buffer) {
-    let bytes = hit.entry.payload.to_vec().into();
+    let bytes = cache::caller_copy(&hit.entry.payload).into();
     (hit, bytes)
 }
 
@@ -327,6 +327,17 @@ impl ScenarioMatrixCache {
     #[napi]
     pub fn stats(&self) -> CacheStats {
         stats_js(self.inner.stats())
+    }
+
+    /// Resolves once background writes (Redis fills after a miss or a durable hit) are done.
+    #[napi(ts_return_type = "Promise<void>")]
+    pub fn flush<'e>(&self, env: &'e Env) -> napi::Result<PromiseRaw<'e, ()>> {
+        let cache = self.inner.clone();
+        let work = async move {
+            cache.flush().await;
+            Ok(())
+        };
+        promise(env, work, |()| ())
     }
 
     /// Waits for background writes and closes the connections; later calls reject with `E_CLOSED`.
