@@ -403,37 +403,38 @@ impl Inner {
 
         if let Some(r) = &self.redis {
             match r.get(key).await {
-                Ok(Lookup::Hit(entry)) if self.check(&entry) => {
-                    self.stats.redis.hit(entry.payload.len());
-                    self.fill_memory(&entry);
-                    return Ok(Some(Hit {
-                        entry,
-                        source: Source::Redis,
-                        matrix: None,
-                    }));
+                Ok(Lookup::Hit(entry)) => {
+                    let legacy = entry.codec != Codec::Zstd;
+                    // Legacy values, and values stored without recycling
+                    // multiples, are completed and written back.
+                    let rewrite = legacy || (entry.lacks_recycling() && cfg.is_some());
+                    match self.normalise(entry, cfg).await {
+                        Ok(entry) if self.check(&entry) => {
+                            self.stats.redis.hit(entry.payload.len());
+                            if legacy {
+                                self.stats.legacy_rewrites.fetch_add(1, Relaxed);
+                            }
+                            if rewrite {
+                                self.write_redis_in_background(&entry);
+                            }
+                            self.fill_memory(&entry);
+                            return Ok(Some(Hit {
+                                entry,
+                                source: Source::Redis,
+                                matrix: None,
+                            }));
+                        }
+                        // Counted as corrupt; the durable copy (or a new one) overwrites it.
+                        _ => {
+                            self.stats.corrupt_entries.fetch_add(1, Relaxed);
+                            self.stats.redis.miss();
+                        }
+                    }
                 }
-                Ok(Lookup::Hit(_)) | Ok(Lookup::Undecodable(_)) => {
-                    // Counted as corrupt; the durable copy (or a new one) overwrites it.
+                Ok(Lookup::Undecodable(_)) => {
                     self.stats.corrupt_entries.fetch_add(1, Relaxed);
                     self.stats.redis.miss();
                 }
-                Ok(Lookup::Legacy(entry)) => match self.normalise(entry, cfg).await {
-                    Ok(entry) => {
-                        self.stats.redis.hit(entry.payload.len());
-                        self.stats.legacy_rewrites.fetch_add(1, Relaxed);
-                        self.write_redis_in_background(&entry);
-                        self.fill_memory(&entry);
-                        return Ok(Some(Hit {
-                            entry,
-                            source: Source::Redis,
-                            matrix: None,
-                        }));
-                    }
-                    Err(_) => {
-                        self.stats.corrupt_entries.fetch_add(1, Relaxed);
-                        self.stats.redis.miss();
-                    }
-                },
                 Ok(Lookup::Miss) => self.stats.redis.miss(),
                 Err(_) => self.stats.redis.error(),
             }

@@ -7,16 +7,18 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
 use futures::FutureExt;
-use napi::bindgen_prelude::{Buffer, BufferSlice, Float32Array, PromiseRaw, ToNapiValue, Unknown};
+use napi::bindgen_prelude::{BufferSlice, Float32Array, PromiseRaw, ToNapiValue, Unknown};
 use napi::Env;
 use napi_derive::napi;
 
 use super::{
-    compressed_matrix, js_error, metadata_js, panic_message, parse_config, ScenarioMetadata,
-    ScenarioResult,
+    compressed_matrix, js_buffer, js_error, metadata_js, panic_message, parse_config,
+    ScenarioMetadata, ScenarioResult,
 };
 use crate::cache::{self, Cache, Hit};
+use crate::scenario::Metadata;
 use crate::stats::{StatsSnapshot, TierSnapshot};
+use crate::tier::Source;
 use crate::Error;
 
 #[napi(object)]
@@ -72,7 +74,7 @@ where
     T: Send + 'static,
     J: ToNapiValue,
     F: Future<Output = crate::Result<T>> + Send + 'static,
-    C: FnOnce(T) -> J + 'static,
+    C: FnOnce(&Env, T) -> napi::Result<J> + 'static,
 {
     let guarded = async move {
         Ok(AssertUnwindSafe(fut)
@@ -80,8 +82,9 @@ where
             .await
             .unwrap_or_else(|p| Err(Error::Internal(panic_message(&*p)))))
     };
-    env.spawn_future_with_callback(guarded, move |env, r: crate::Result<T>| {
-        r.map(to_js).map_err(|e| js_error(env, &e))
+    env.spawn_future_with_callback(guarded, move |env, r: crate::Result<T>| match r {
+        Ok(t) => to_js(env, t),
+        Err(e) => Err(js_error(env, &e)),
     })
 }
 
@@ -89,28 +92,43 @@ where
 /// answered synchronously (about 0.1 ms); larger ones are copied off it.
 const SYNC_COPY_MAX: usize = 1 << 20;
 
-/// The caller's own copy of the payload (mutating it never touches the cache),
-/// made wherever the caller of this function runs: off the JS thread for
-/// anything large.
-fn owned(hit: Hit) -> (Hit, Buffer) {
-    let bytes = cache::caller_copy(&hit.entry.payload).into();
-    (hit, bytes)
+/// What a result needs on the JS thread: its metadata and the caller's own
+/// copy of the payload (mutating it never touches the cache). Built off the JS
+/// thread, where the reference to the stored payload is dropped too.
+struct Owned {
+    metadata: Metadata,
+    source: Source,
+    bytes: Vec<u8>,
 }
 
-/// For the synchronous path: the copy goes straight into a Node-allocated
-/// buffer, which is cheaper to create and collect than an external one.
-fn owned_on_js_thread(env: &Env, hit: Hit) -> napi::Result<(Hit, Buffer)> {
-    let bytes = BufferSlice::copy_from(env, &hit.entry.payload)?.into_buffer(env)?;
-    Ok((hit, bytes))
-}
-
-fn result_js((hit, bytes): (Hit, Buffer)) -> ScenarioResult {
-    let Hit { entry, source, .. } = hit;
-    let (rows, cols) = (entry.metadata.num_scenarios, entry.metadata.num_buckets);
-    ScenarioResult {
-        compressed: compressed_matrix(bytes, rows, cols),
-        metadata: metadata_js(entry.metadata, source),
+fn owned(hit: Hit) -> Owned {
+    Owned {
+        bytes: cache::caller_copy(&hit.entry.payload),
+        metadata: hit.entry.metadata,
+        source: hit.source,
     }
+}
+
+fn result_js(env: &Env, o: Owned) -> napi::Result<ScenarioResult> {
+    let (rows, cols) = (o.metadata.num_scenarios, o.metadata.num_buckets);
+    Ok(ScenarioResult {
+        compressed: compressed_matrix(js_buffer(env, o.bytes)?, rows, cols),
+        metadata: metadata_js(o.metadata, o.source),
+    })
+}
+
+/// The synchronous path for small memory hits: the copy goes straight into a
+/// Node-allocated buffer, cheaper to create and collect than an external one.
+fn result_js_now(env: &Env, hit: Hit) -> napi::Result<ScenarioResult> {
+    let (rows, cols) = (
+        hit.entry.metadata.num_scenarios,
+        hit.entry.metadata.num_buckets,
+    );
+    let data = BufferSlice::copy_from(env, &hit.entry.payload)?.into_buffer(env)?;
+    Ok(ScenarioResult {
+        compressed: compressed_matrix(data, rows, cols),
+        metadata: metadata_js(hit.entry.metadata, hit.source),
+    })
 }
 
 #[napi(object)]
@@ -229,8 +247,8 @@ impl ScenarioMatrixCache {
         options: Option<CacheOptions>,
     ) -> napi::Result<PromiseRaw<'_, ScenarioMatrixCache>> {
         let opts = rust_options(options.unwrap_or_default());
-        promise(env, async move { Cache::open(opts?).await }, |c| {
-            ScenarioMatrixCache { inner: Arc::new(c) }
+        promise(env, async move { Cache::open(opts?).await }, |_, c| {
+            Ok(ScenarioMatrixCache { inner: Arc::new(c) })
         })
     }
 
@@ -249,7 +267,7 @@ impl ScenarioMatrixCache {
         if let Some(Ok(Some(hit))) = key.as_deref().map(|k| self.inner.get_from_memory(k)) {
             // A small memory hit is answered right here, without a thread hop.
             if hit.entry.payload.len() <= SYNC_COPY_MAX {
-                return PromiseRaw::resolve(env, result_js(owned_on_js_thread(env, hit)?));
+                return PromiseRaw::resolve(env, result_js_now(env, hit)?);
             }
             return promise(env, async move { Ok(owned(hit)) }, result_js);
         }
@@ -276,11 +294,13 @@ impl ScenarioMatrixCache {
         let cfg = parse_config(&config);
         let cache = self.inner.clone();
         let work = async move { cache.get_matrix(&cfg?).await };
-        promise(env, work, |(hit, matrix): (Hit, Vec<f32>)| MatrixResult {
-            matrix: Float32Array::new(matrix),
-            num_scenarios: hit.entry.metadata.num_scenarios,
-            num_buckets: hit.entry.metadata.num_buckets,
-            metadata: metadata_js(hit.entry.metadata, hit.source),
+        promise(env, work, |_, (hit, matrix): (Hit, Vec<f32>)| {
+            Ok(MatrixResult {
+                matrix: Float32Array::new(matrix),
+                num_scenarios: hit.entry.metadata.num_scenarios,
+                num_buckets: hit.entry.metadata.num_buckets,
+                metadata: metadata_js(hit.entry.metadata, hit.source),
+            })
         })
     }
 
@@ -293,14 +313,18 @@ impl ScenarioMatrixCache {
     ) -> napi::Result<PromiseRaw<'e, Option<ScenarioResult>>> {
         let cache = self.inner.clone();
         let work = async move { Ok(cache.get(&key).await?.map(owned)) };
-        promise(env, work, |hit| hit.map(result_js))
+        promise(env, work, |env, hit| {
+            hit.map(|o| result_js(env, o)).transpose()
+        })
     }
 
     /// Removes a key from every tier; resolves to whether any tier had it.
     #[napi(ts_return_type = "Promise<boolean>")]
     pub fn invalidate<'e>(&self, env: &'e Env, key: String) -> napi::Result<PromiseRaw<'e, bool>> {
         let cache = self.inner.clone();
-        promise(env, async move { cache.invalidate(&key).await }, |b| b)
+        promise(env, async move { cache.invalidate(&key).await }, |_, b| {
+            Ok(b)
+        })
     }
 
     /// Removes every matrix of a fund (optionally one taxonomy version); resolves to the count.
@@ -319,7 +343,7 @@ impl ScenarioMatrixCache {
                     .invalidate_fund(&fund_id, taxonomy_version.as_deref())
                     .await
             },
-            |n| n as f64,
+            |_, n| Ok(n as f64),
         )
     }
 
@@ -337,7 +361,7 @@ impl ScenarioMatrixCache {
             cache.flush().await;
             Ok(())
         };
-        promise(env, work, |()| ())
+        promise(env, work, |_, ()| Ok(()))
     }
 
     /// Waits for background writes and closes the connections; later calls reject with `E_CLOSED`.
@@ -350,7 +374,7 @@ impl ScenarioMatrixCache {
                 cache.close().await;
                 Ok(())
             },
-            |()| (),
+            |_, ()| Ok(()),
         )
     }
 }

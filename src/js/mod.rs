@@ -9,7 +9,7 @@ mod walk;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use napi::bindgen_prelude::{
-    AsyncTask, Buffer, Float32Array, Object, ToNapiValue, TypeName, Unknown,
+    AsyncTask, Buffer, BufferSlice, Float32Array, Object, ToNapiValue, TypeName, Unknown,
 };
 use napi::{Env, JsError, Task};
 use napi_derive::napi;
@@ -72,13 +72,13 @@ fn parse_config(v: &Unknown) -> crate::Result<ScenarioConfig> {
 /// JS error.
 pub struct Job<T: Send + 'static, J> {
     work: Option<Box<dyn FnOnce() -> crate::Result<T> + Send>>,
-    to_js: fn(T) -> J,
+    to_js: fn(&Env, T) -> napi::Result<J>,
 }
 
 impl<T: Send + 'static, J> Job<T, J> {
     fn new(
         work: impl FnOnce() -> crate::Result<T> + Send + 'static,
-        to_js: fn(T) -> J,
+        to_js: fn(&Env, T) -> napi::Result<J>,
     ) -> AsyncTask<Self>
     where
         Self: Task,
@@ -100,7 +100,10 @@ impl<T: Send + 'static, J: ToNapiValue + TypeName> Task for Job<T, J> {
     }
 
     fn resolve(&mut self, env: Env, output: Self::Output) -> napi::Result<J> {
-        output.map(self.to_js).map_err(|e| js_error(&env, &e))
+        match output {
+            Ok(t) => (self.to_js)(&env, t),
+            Err(e) => Err(js_error(&env, &e)),
+        }
     }
 }
 
@@ -210,6 +213,34 @@ pub struct ScenarioResult {
     pub metadata: ScenarioMetadata,
 }
 
+/// Hands a Rust buffer to JS without a copy. Large ones are freed off the JS
+/// thread: returning 15-20 MB to the OS takes about a millisecond, which a
+/// finalizer would otherwise spend inside a garbage-collection pause.
+fn js_buffer(env: &Env, bytes: Vec<u8>) -> napi::Result<Buffer> {
+    const FREE_OFF_THREAD: usize = 1 << 20;
+    if bytes.len() < FREE_OFF_THREAD {
+        return Ok(bytes.into());
+    }
+    let mut bytes = std::mem::ManuallyDrop::new(bytes);
+    let (ptr, len, cap) = (bytes.as_mut_ptr(), bytes.len(), bytes.capacity());
+    // SAFETY: the pointer, length and capacity come from a Vec this function
+    // owns and never touches again; the finalizer rebuilds it exactly once.
+    let slice = unsafe {
+        BufferSlice::from_external(env, ptr, len, (ptr as usize, len, cap), |_, (p, l, c)| {
+            let v = Vec::from_raw_parts(p as *mut u8, l, c);
+            rayon::spawn(move || drop(v));
+        })
+    };
+    match slice {
+        Ok(s) => s.into_buffer(env),
+        Err(e) => {
+            // SAFETY: not handed to JS, so still ours alone.
+            drop(unsafe { Vec::from_raw_parts(ptr, len, cap) });
+            Err(e)
+        }
+    }
+}
+
 fn compressed_matrix(data: Buffer, num_scenarios: u32, num_buckets: u32) -> CompressedMatrix {
     let compressed_size = data.len() as u32;
     CompressedMatrix {
@@ -236,15 +267,12 @@ fn metadata_js(m: Metadata, source: Source) -> ScenarioMetadata {
     }
 }
 
-fn scenario_js(s: Scenario) -> ScenarioResult {
-    ScenarioResult {
-        compressed: compressed_matrix(
-            s.envelope.into(),
-            s.metadata.num_scenarios,
-            s.metadata.num_buckets,
-        ),
+fn scenario_js(env: &Env, s: Scenario) -> napi::Result<ScenarioResult> {
+    let (rows, cols) = (s.metadata.num_scenarios, s.metadata.num_buckets);
+    Ok(ScenarioResult {
+        compressed: compressed_matrix(js_buffer(env, s.envelope)?, rows, cols),
         metadata: metadata_js(s.metadata, Source::Generated),
-    }
+    })
 }
 
 // ---------- functions ----------
@@ -289,7 +317,7 @@ pub fn compress_matrix(
                 num_buckets,
             ))
         },
-        |(env, s, b)| compressed_matrix(env.into(), s, b),
+        |env, (envelope, s, b)| Ok(compressed_matrix(js_buffer(env, envelope)?, s, b)),
     )
 }
 
@@ -311,7 +339,7 @@ pub fn decompress_matrix(
     );
     Job::new(
         move || codec::decode_labelled(&data, label, rows, cols),
-        Float32Array::new,
+        |_, m| Ok(Float32Array::new(m)),
     )
 }
 

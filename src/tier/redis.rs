@@ -36,9 +36,8 @@ const RETRY_INTERVAL: Duration = Duration::from_secs(1);
 #[derive(Debug)]
 pub enum Lookup {
     Miss,
+    /// Our record, or a TypeScript-era value (codec `Zlib`, no generation metadata).
     Hit(Entry),
-    /// A TypeScript-era value: zlib payload, no generation metadata.
-    Legacy(Entry),
     /// Bytes that are neither; the cache counts and overwrites them.
     Undecodable(String),
 }
@@ -237,7 +236,7 @@ pub fn decode_value(key: &str, v: Bytes) -> Lookup {
     }
     if v.first() == Some(&b'{') {
         return match decode_legacy(key, &v) {
-            Ok(e) => Lookup::Legacy(e),
+            Ok(e) => Lookup::Hit(e),
             Err(why) => Lookup::Undecodable(why),
         };
     }
@@ -401,7 +400,7 @@ mod tests {
     fn reads_legacy_json() {
         let v = br#"{"data":"eJz7uSfDPj8mx6H8Rp39NbU/9puft9o7He62v/az0+5sspw9ABWJEGc=","numScenarios":4,"numBuckets":2,"version":1,"uncompressedSize":32,"compressedSize":41}"#;
         match decode_value("k", Bytes::from_static(v)) {
-            Lookup::Legacy(e) => {
+            Lookup::Hit(e) => {
                 assert_eq!(e.codec, Codec::Zlib);
                 assert_eq!((e.metadata.num_scenarios, e.metadata.num_buckets), (4, 2));
                 assert_eq!(e.payload.len(), 41);
