@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 
 import { canonicalKey, ScenarioMatrixCache } from '../index.js'
-import { config, createDatabase, query, redisClient, REDIS_URL, uniqueName } from './helpers/services'
+import { config, createDatabase, dropRedisPrefix, query, redisClient, REDIS_URL, uniqueName } from './helpers/services'
 
 let db: Awaited<ReturnType<typeof createDatabase>>
 let prefix: string
@@ -21,6 +21,7 @@ afterAll(async () => {
   await cache?.close()
   await redis?.quit()
   await db?.drop()
+  await dropRedisPrefix(prefix)
 })
 
 describe('ScenarioMatrixCache', () => {

@@ -4,7 +4,7 @@ import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 
 import { canonicalKey } from '../index.js'
-import { config, createDatabase, query, REDIS_URL, uniqueName } from './helpers/services'
+import { config, createDatabase, dropRedisPrefix, query, REDIS_URL, uniqueName } from './helpers/services'
 import { runWorker } from './helpers/spawn'
 
 let db: Awaited<ReturnType<typeof createDatabase>>
@@ -19,8 +19,9 @@ afterAll(async () => {
 describe('several server processes', () => {
   it('4 processes x 8 concurrent calls for a new key: exactly one generation and one row', async () => {
     const c = config('vitest-processes', 20_000)
+    const prefix = `${uniqueName('smc_vitest')}:`
     const env = {
-      SMC_OPTIONS: JSON.stringify({ databaseUrl: db.url, redisUrl: REDIS_URL, redisKeyPrefix: `${uniqueName('smc_vitest')}:` }),
+      SMC_OPTIONS: JSON.stringify({ databaseUrl: db.url, redisUrl: REDIS_URL, redisKeyPrefix: prefix }),
       SMC_CONFIG: JSON.stringify(c),
       SMC_CALLS: '8',
     }
@@ -29,6 +30,7 @@ describe('several server processes', () => {
     expect(reports.flatMap((r) => r.keys)).toEqual(Array(4).fill(canonicalKey(c)))
     const rows = await query(db.url, 'SELECT 1 FROM scenario_matrices WHERE matrix_key = $1', [canonicalKey(c)])
     expect(rows).toHaveLength(1)
+    await dropRedisPrefix(prefix)
   })
 
   it('the embedded SQLite default is shared by a second process', async () => {

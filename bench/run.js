@@ -107,7 +107,17 @@ async function childOurs(size) {
   const sources = [cache, viaRedis, viaPg].map((c) => c.stats())
   for (const c of [cache, viaRedis, viaPg]) await c.close()
   await db.drop()
+  await dropPrefix(prefix)
   return { ...r, loopDelayMs: loopDelay, maxRssMb: process.resourceUsage().maxRSS / 1024, generations: sources[0].generations }
+}
+
+async function dropPrefix(prefix) {
+  const { createClient } = require('redis')
+  const redis = createClient({ url: REDIS })
+  await redis.connect()
+  const keys = await redis.keys(`${prefix}*`)
+  if (keys.length) await redis.del(keys)
+  await redis.quit()
 }
 
 async function childBaseline(size) {
@@ -139,9 +149,8 @@ async function childBaseline(size) {
   await miss(configs[size]('hot'), 'hot')
   r.redis = await timeIt(N.redis[i], () => store.redisHit('hot'))
   r.postgres = await timeIt(N.postgres[i], () => store.pgHit('hot'))
-  const keys = await redis.keys(`${prefix}*`)
-  if (keys.length) await redis.del(keys)
   await redis.quit()
+  await dropPrefix(prefix)
   await pgc.end()
   await db.drop()
   return { ...r, loopDelayMs: loopDelay, maxRssMb: process.resourceUsage().maxRSS / 1024 }

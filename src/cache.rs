@@ -1,10 +1,12 @@
 //! The tiered cache: memory -> Redis -> durable store -> generator.
 //!
 //! - Lookups go memory, Redis, durable; a Redis hit fills memory; a durable hit
-//!   fills memory and rewrites Redis in the background (`close` waits for it).
+//!   fills memory and rewrites Redis in the background.
 //! - A miss generates (off the async threads), writes the durable store first
 //!   (the source of truth; if that fails the call fails with `E_DURABLE_WRITE`
-//!   and nothing is cached), then Redis, then memory.
+//!   and nothing is cached), then memory, and Redis in the background once the
+//!   row is committed. `flush` and `close` wait for background writes, and
+//!   invalidation waits for them so none can bring a key back.
 //! - Concurrent calls for one key in this process share one lookup and one
 //!   generation; across processes the durable store's per-key lock makes the
 //!   first one generate and the others read its row.
@@ -77,7 +79,6 @@ struct Inner {
     memory: Option<MemoryTier>,
     redis: Option<RedisTier>,
     durable: Durable,
-    durable_label: String,
     inflight: Mutex<HashMap<String, Flight>>,
     background: Background,
     stats: Stats,
@@ -122,22 +123,12 @@ impl Cache {
                 memory: (memory_max > 0).then(|| MemoryTier::new(memory_max)),
                 redis,
                 durable,
-                durable_label: url.redacted(),
                 inflight: Mutex::new(HashMap::new()),
                 background: Background::default(),
                 stats: Stats::default(),
                 closed: AtomicBool::new(false),
             }),
         })
-    }
-
-    /// The durable store in use, password redacted (for logs and the CLI).
-    pub fn durable_label(&self) -> &str {
-        &self.inner.durable_label
-    }
-
-    pub fn durable_source(&self) -> Source {
-        self.inner.durable.source()
     }
 
     fn check_open(&self) -> Result<()> {
@@ -313,11 +304,6 @@ impl Cache {
     /// Waits until the background writes are done (tests, benchmarks).
     pub async fn flush(&self) {
         self.inner.background.wait().await;
-    }
-
-    /// The Redis tier, if configured (tests and the CLI inspect it).
-    pub fn redis(&self) -> Option<&RedisTier> {
-        self.inner.redis.as_ref()
     }
 }
 

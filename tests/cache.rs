@@ -6,7 +6,7 @@ mod common;
 use std::sync::Arc;
 
 use base64::Engine;
-use common::{config, redis_conn, unique, TestDb, REDIS_URL};
+use common::{config, drop_redis_prefix, redis_conn, unique, TestDb, REDIS_URL};
 use redis::AsyncCommands;
 use scenario_matrix_cache::cache::{Cache, CacheOptions};
 use scenario_matrix_cache::tier::Source;
@@ -112,6 +112,7 @@ async fn miss_then_memory_then_redis_then_postgres() {
         c.close().await;
     }
     db.drop_db().await;
+    drop_redis_prefix(&prefix).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -157,6 +158,7 @@ async fn concurrent_misses_share_one_generation() {
     // Each instance reports 0 or 1 generations; only one reports 1. Count via rows + stats:
     assert!(gens.contains(&1) && gens.iter().all(|g| *g <= 1));
     db.drop_db().await;
+    drop_redis_prefix(&prefix).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -271,6 +273,7 @@ async fn legacy_rows_and_legacy_redis_values_are_read_and_rewritten() {
     let raw: Vec<u8> = r.get(format!("{prefix}{k}")).await.unwrap();
     assert_eq!(&raw[..4], b"SMCR");
     db.drop_db().await;
+    drop_redis_prefix(&prefix).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -300,6 +303,7 @@ async fn durable_write_failure_caches_nothing() {
     );
     assert_eq!(cache.stats().memory_tier.unwrap().entries, 0);
     db.drop_db().await;
+    drop_redis_prefix(&prefix).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -376,6 +380,7 @@ async fn invalidate_removes_from_every_tier_and_allows_regeneration() {
     );
     assert_eq!(cache.invalidate(&ka).await.unwrap_err().code(), "E_CLOSED");
     db.drop_db().await;
+    drop_redis_prefix(&prefix).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

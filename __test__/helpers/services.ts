@@ -59,3 +59,11 @@ export function config(fundId: string, numScenarios: number, extra: Record<strin
     ...extra,
   }
 }
+
+/** Deletes every Redis key under `prefix` (each spec cleans up its own). */
+export async function dropRedisPrefix(prefix: string): Promise<void> {
+  const c = await redisClient()
+  const keys = await c.keys(`${prefix}*`)
+  if (keys.length) await c.del(keys)
+  await c.quit()
+}

@@ -79,7 +79,7 @@ impl RedisTier {
         })
     }
 
-    pub fn redis_key(&self, key: &str) -> String {
+    fn redis_key(&self, key: &str) -> String {
         format!("{}{key}", self.prefix)
     }
 
@@ -165,11 +165,6 @@ impl RedisTier {
             cmd.arg(self.redis_key(k));
         }
         self.run(cmd).await
-    }
-
-    /// Seconds to live of a key (tests and the CLI).
-    pub async fn ttl(&self, key: &str) -> Result<i64> {
-        self.run(redis::Cmd::ttl(self.redis_key(key))).await
     }
 }
 

@@ -90,3 +90,20 @@ pub fn config_json(fund: &str, scenarios: u32) -> String {
 pub fn config(fund: &str, scenarios: u32) -> scenario_matrix_cache::ScenarioConfig {
     scenario_matrix_cache::ScenarioConfig::from_json_str(&config_json(fund, scenarios)).unwrap()
 }
+
+/// Deletes every Redis key under `prefix` (each test cleans up its own).
+pub async fn drop_redis_prefix(prefix: &str) {
+    let mut r = redis_conn().await;
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}*"))
+        .query_async(&mut r)
+        .await
+        .unwrap();
+    if !keys.is_empty() {
+        let _: () = redis::cmd("DEL")
+            .arg(&keys)
+            .query_async(&mut r)
+            .await
+            .unwrap();
+    }
+}
