@@ -425,3 +425,109 @@ async fn memory_tier_refuses_entries_larger_than_its_bound() {
     cache.close().await;
     db.drop_db().await;
 }
+
+/// A throwaway TLS Redis on a free loopback port with a self-signed
+/// certificate; killed on drop.
+struct TlsRedis {
+    child: std::process::Child,
+    port: u16,
+    dir: std::path::PathBuf,
+}
+
+impl TlsRedis {
+    fn start() -> TlsRedis {
+        let dir = std::env::temp_dir().join(unique("smc-tls"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let status = std::process::Command::new("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "1",
+                "-subj",
+                "/CN=127.0.0.1",
+            ])
+            .arg("-keyout")
+            .arg(dir.join("key.pem"))
+            .arg("-out")
+            .arg(dir.join("cert.pem"))
+            .stderr(std::process::Stdio::null())
+            .status()
+            .expect("openssl is needed to make a test certificate");
+        assert!(status.success());
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = std::process::Command::new("redis-server")
+            .args([
+                "--port",
+                "0",
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .args(["--tls-port", &port.to_string(), "--tls-auth-clients", "no"])
+            .arg("--tls-cert-file")
+            .arg(dir.join("cert.pem"))
+            .arg("--tls-key-file")
+            .arg(dir.join("key.pem"))
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server is needed for the TLS test");
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return TlsRedis { child, port, dir };
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        panic!("TLS redis-server did not start on port {port}");
+    }
+}
+
+impl Drop for TlsRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rediss_urls_work() {
+    let redis = TlsRedis::start();
+    let db = TestDb::create().await;
+    // `#insecure`: the certificate is self-signed (redis-rs URL syntax).
+    let url = format!("rediss://127.0.0.1:{}/#insecure", redis.port);
+    let opts = || CacheOptions {
+        redis_url: Some(url.clone()),
+        ..options(&db, "tls:")
+    };
+    let cfg = config("tls-fund", 1_000);
+    let first = Cache::open(opts()).await.unwrap();
+    assert_eq!(
+        first.get_or_generate(&cfg).await.unwrap().source,
+        Source::Generated
+    );
+    first.close().await;
+    let second = Cache::open(CacheOptions {
+        memory_max_bytes: Some(0),
+        ..opts()
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        second.get_or_generate(&cfg).await.unwrap().source,
+        Source::Redis
+    );
+    assert_eq!(second.stats().redis.errors, 0);
+    second.close().await;
+    db.drop_db().await;
+}

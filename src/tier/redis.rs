@@ -64,6 +64,10 @@ impl RedisTier {
     /// Never fails for an unreachable server (it is tried again later); only a
     /// malformed URL is an error.
     pub fn new(url: &str, prefix: &str, ttl_seconds: u64, timeout: Duration) -> Result<Self> {
+        if url.starts_with("rediss://") {
+            // rustls needs a process-wide crypto provider; keep one already installed.
+            let _ = rustls::crypto::ring::default_provider().install_default();
+        }
         let client = redis::Client::open(url).map_err(|e| {
             Error::InvalidArgument(format!(
                 "redisUrl {}: {e}",
