@@ -102,6 +102,10 @@ async function childOurs(size) {
   r.memory = await timeIt(N.memory[i], () => cache.getOrGenerate(cfg))
   const viaRedis = await ScenarioMatrixCache.open({ ...base, memoryMaxBytes: 0 })
   r.redis = await timeIt(N.redis[i], () => viaRedis.getOrGenerate(cfg))
+  // The floor under any Redis hit: the same GET read raw from a socket, no client library.
+  const raw = await rawRedis(REDIS)
+  r.redisRawGet = await timeIt(N.redis[i], () => raw.get(`${prefix}${canonicalKey(cfg)}`))
+  raw.close()
   const viaPg = await ScenarioMatrixCache.open({ ...base, memoryMaxBytes: 0, redisUrl: '' })
   r.postgres = await timeIt(N.postgres[i], () => viaPg.getOrGenerate(cfg))
   const sources = [cache, viaRedis, viaPg].map((c) => c.stats())
@@ -109,6 +113,40 @@ async function childOurs(size) {
   await db.drop()
   await dropPrefix(prefix)
   return { ...r, loopDelayMs: loopDelay, maxRssMb: process.resourceUsage().maxRSS / 1024, generations: sources[0].generations }
+}
+
+/**
+ * A plain RESP connection: `get(key)` sends GET and resolves once the whole
+ * bulk reply has arrived (bytes are counted, not kept): the floor under any
+ * Redis hit of that value, with no client library in the way.
+ */
+async function rawRedis(url) {
+  const net = require('node:net')
+  const { hostname, port } = new URL(url)
+  const sock = net.connect(Number(port || 6379), hostname)
+  await new Promise((resolve, reject) => sock.once('connect', resolve).once('error', reject))
+  let pending = null
+  sock.on('data', (d) => {
+    const p = pending
+    if (!p) return
+    if (p.want < 0) {
+      const eol = d.indexOf('\r\n')
+      p.want = eol + 2 + Number(d.subarray(1, eol).toString()) + 2
+    }
+    p.got += d.length
+    if (p.got >= p.want) {
+      pending = null
+      p.resolve(p.got)
+    }
+  })
+  return {
+    get: (key) =>
+      new Promise((resolve) => {
+        pending = { want: -1, got: 0, resolve }
+        sock.write(`*2\r\n$3\r\nGET\r\n$${Buffer.byteLength(key)}\r\n${key}\r\n`)
+      }),
+    close: () => sock.destroy(),
+  }
 }
 
 async function dropPrefix(prefix) {
@@ -212,6 +250,15 @@ function main() {
       `| ${r.path} | ${r.size} | ${fmt(r.ours.p50)} | ${fmt(r.ours.p99)} | ${fmt(r.baseline?.p50)} | ${fmt(r.baseline?.p99)} | ` +
         `${r.speedup ? r.speedup.toFixed(1) + 'x' : '(none)'} | <= ${r.target} | ${r.ours.p50 <= r.target ? 'yes' : 'NO'} |`,
     )
+  }
+  for (const size of ['small', 'large']) {
+    const raw = results.runs[`ours-${size}`].redisRawGet
+    if (raw) {
+      const f = summary(raw)
+      lines.push(
+        `| (floor) raw socket GET of the same value | ${size === 'small' ? '10,000 x 5' : '100,000 x 50'} | ${fmt(f.p50)} | ${fmt(f.p99)} | | | | | |`,
+      )
+    }
   }
   const L = results.largeRun
   lines.push(
