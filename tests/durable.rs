@@ -551,50 +551,58 @@ async fn pg_typescript_table_and_legacy_rows_stay_readable() {
 #[tokio::test(flavor = "multi_thread")]
 async fn pg_single_flight_across_processes() {
     with_pg_db(|url| async move {
-        let cfg = Arc::new(config(HOSTILE_FUND, "v1", 500));
+        let cfg = config(HOSTILE_FUND, "v1", 500);
         let key = new_key();
-        let entry = entry_for(&cfg, &key);
-        let calls = Arc::new(AtomicUsize::new(0));
-        let barrier = Arc::new(tokio::sync::Barrier::new(8));
-        let tasks: Vec<_> = (0..8)
-            .map(|_| {
-                let (url, cfg, key, entry, calls, barrier) = (
-                    url.clone(),
-                    cfg.clone(),
-                    key.clone(),
-                    entry.clone(),
-                    calls.clone(),
-                    barrier.clone(),
-                );
-                tokio::spawn(async move {
-                    // One pool per task, like one server process each; the
-                    // opens race on the migrations too.
-                    let store = pg_open(&url).await;
-                    barrier.wait().await;
-                    let out = store
-                        .get_or_insert(
-                            &cfg,
-                            &key,
-                            counting_make(calls, entry, Duration::from_millis(300)),
-                        )
-                        .await
-                        .unwrap();
-                    store.close().await;
-                    out
-                })
-            })
-            .collect();
-        let mut inserted = 0;
-        for t in tasks {
-            let (got, fresh) = t.await.unwrap();
-            assert_eq!(got, entry);
-            inserted += usize::from(fresh);
-        }
-        assert_eq!(calls.load(Ordering::SeqCst), 1, "generated exactly once");
-        assert_eq!(inserted, 1);
+        race_eight_stores(DurableUrl::parse(&url).unwrap(), &cfg, &key).await;
         assert_eq!(pg_count(&url, &key).await, 1);
     })
     .await;
+}
+
+/// Eight stores on one database (one pool each, like eight server processes;
+/// their opens race on the migrations too) ask for one new key at once:
+/// exactly one generates, all get its entry.
+async fn race_eight_stores(url: DurableUrl, cfg: &ScenarioConfig, key: &str) {
+    let cfg = Arc::new(cfg.clone());
+    let entry = entry_for(&cfg, key);
+    let calls = Arc::new(AtomicUsize::new(0));
+    let barrier = Arc::new(tokio::sync::Barrier::new(8));
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let (url, cfg, key, entry, calls, barrier) = (
+                url.clone(),
+                cfg.clone(),
+                key.to_string(),
+                entry.clone(),
+                calls.clone(),
+                barrier.clone(),
+            );
+            tokio::spawn(async move {
+                let store = Durable::open(&url, &opts(Duration::from_secs(10)))
+                    .await
+                    .unwrap();
+                barrier.wait().await;
+                let out = store
+                    .get_or_insert(
+                        &cfg,
+                        &key,
+                        counting_make(calls, entry, Duration::from_millis(300)),
+                    )
+                    .await
+                    .unwrap();
+                store.close().await;
+                out
+            })
+        })
+        .collect();
+    let mut inserted = 0;
+    for t in tasks {
+        let (got, fresh) = t.await.unwrap();
+        assert_eq!(got, entry);
+        inserted += usize::from(fresh);
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 1, "generated exactly once");
+    assert_eq!(inserted, 1);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -1034,45 +1042,13 @@ async fn sqlite_migrations_are_idempotent_and_concurrent_opens_work() {
 async fn sqlite_single_flight_across_processes() {
     let dir = TempDir::new();
     let path = dir.0.join("shared.db");
-    let cfg = Arc::new(config("fund", "v1", 500));
     let key = new_key();
-    let entry = entry_for(&cfg, &key);
-    let calls = Arc::new(AtomicUsize::new(0));
-    let barrier = Arc::new(tokio::sync::Barrier::new(8));
-    let tasks: Vec<_> = (0..8)
-        .map(|_| {
-            let (path, cfg, key, entry, calls, barrier) = (
-                path.clone(),
-                cfg.clone(),
-                key.clone(),
-                entry.clone(),
-                calls.clone(),
-                barrier.clone(),
-            );
-            tokio::spawn(async move {
-                let store = sqlite_open(&path).await;
-                barrier.wait().await;
-                let out = store
-                    .get_or_insert(
-                        &cfg,
-                        &key,
-                        counting_make(calls, entry, Duration::from_millis(300)),
-                    )
-                    .await
-                    .unwrap();
-                store.close().await;
-                out
-            })
-        })
-        .collect();
-    let mut inserted = 0;
-    for t in tasks {
-        let (got, fresh) = t.await.unwrap();
-        assert_eq!(got, entry);
-        inserted += usize::from(fresh);
-    }
-    assert_eq!(calls.load(Ordering::SeqCst), 1, "generated exactly once");
-    assert_eq!(inserted, 1);
+    race_eight_stores(
+        DurableUrl::Sqlite(path.clone()),
+        &config("fund", "v1", 500),
+        &key,
+    )
+    .await;
     assert_eq!(sqlite_count(&path, &key).await, 1);
 }
 
