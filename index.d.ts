@@ -38,7 +38,14 @@ export type RecyclingConfig =
     }
 
 /** Stable codes carried by every error this package throws or rejects with (`err.code`). */
-export type ErrorCode = 'E_CONFIG' | 'E_INVALID_ARGUMENT' | 'E_CORRUPT' | 'E_INTERNAL'
+export type ErrorCode =
+  | 'E_CONFIG'
+  | 'E_INVALID_ARGUMENT'
+  | 'E_CORRUPT'
+  | 'E_DURABLE_UNAVAILABLE'
+  | 'E_DURABLE_WRITE'
+  | 'E_CLOSED'
+  | 'E_INTERNAL'
 
 
 /**
@@ -110,7 +117,7 @@ export interface CacheStats {
   /** Share of completed calls served without generating. */
   hitRate: number
   /** Latency per source: memory, redis, postgres, sqlite, generated. */
-  latency: Record<string, LatencyStats>
+  latency: Record<MatrixSource, LatencyStats>
 }
 
 /**

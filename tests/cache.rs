@@ -531,3 +531,26 @@ async fn rediss_urls_work() {
     second.close().await;
     db.drop_db().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn default_redis_key_is_scenario_matrix_prefix() {
+    let db = TestDb::create().await;
+    // The default prefix; the key is unique to this run and removed below.
+    let opts = CacheOptions {
+        redis_key_prefix: None,
+        ..options(&db, "")
+    };
+    let cache = Cache::open(opts).await.unwrap();
+    let cfg = config(&unique("default-prefix"), 100);
+    let k = key::canonical_key(&cfg);
+    cache.get_or_generate(&cfg).await.unwrap();
+    cache.flush().await;
+    let mut r = redis_conn().await;
+    let ttl: i64 = r.ttl(format!("scenario-matrix:{k}")).await.unwrap();
+    assert!((86_000..=86_400).contains(&ttl), "ttl {ttl}");
+    assert!(cache.invalidate(&k).await.unwrap());
+    let exists: bool = r.exists(format!("scenario-matrix:{k}")).await.unwrap();
+    assert!(!exists);
+    cache.close().await;
+    db.drop_db().await;
+}

@@ -38,5 +38,12 @@ export type RecyclingConfig =
     }
 
 /** Stable codes carried by every error this package throws or rejects with (`err.code`). */
-export type ErrorCode = 'E_CONFIG' | 'E_INVALID_ARGUMENT' | 'E_CORRUPT' | 'E_INTERNAL'
+export type ErrorCode =
+  | 'E_CONFIG'
+  | 'E_INVALID_ARGUMENT'
+  | 'E_CORRUPT'
+  | 'E_DURABLE_UNAVAILABLE'
+  | 'E_DURABLE_WRITE'
+  | 'E_CLOSED'
+  | 'E_INTERNAL'
 

@@ -195,6 +195,7 @@ pub struct CacheStats {
     /// Share of completed calls served without generating.
     pub hit_rate: f64,
     /// Latency per source: memory, redis, postgres, sqlite, generated.
+    #[napi(ts_type = "Record<MatrixSource, LatencyStats>")]
     pub latency: std::collections::HashMap<String, LatencyStats>,
 }
 
