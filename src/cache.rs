@@ -463,11 +463,11 @@ impl Inner {
         ))
     }
 
-    /// Cheap integrity check before serving a stored envelope: header checksum
-    /// and dimensions matching the metadata. The frames' own checksums are
-    /// verified whenever the matrix is decoded.
+    /// Integrity check before serving a stored envelope: the header, every
+    /// chunk's stored-bytes checksum and dimensions matching the metadata (the
+    /// raw-data checksums are checked whenever the matrix is decoded).
     fn check(&self, e: &Entry) -> bool {
-        codec::read_header(&e.payload).is_ok_and(|h| {
+        codec::verify(&e.payload).is_ok_and(|h| {
             h.num_scenarios == e.metadata.num_scenarios && h.num_buckets == e.metadata.num_buckets
         })
     }

@@ -554,3 +554,43 @@ async fn default_redis_key_is_scenario_matrix_prefix() {
     cache.close().await;
     db.drop_db().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn damaged_payloads_are_never_served() {
+    let db = TestDb::create().await;
+    let prefix = format!("{}:", unique("smc"));
+    let cfg = config("damaged", 20_000);
+    let k = key::canonical_key(&cfg);
+    let first = Cache::open(options(&db, &prefix)).await.unwrap();
+    let good = first.get_or_generate(&cfg).await.unwrap();
+    first.close().await;
+
+    // One flipped bit in the Redis copy: counted, and PostgreSQL serves the truth.
+    let mut r = redis_conn().await;
+    let mut raw: Vec<u8> = r.get(format!("{prefix}{k}")).await.unwrap();
+    let last = raw.len() - 1;
+    raw[last] ^= 0x10;
+    let _: () = r.set(format!("{prefix}{k}"), raw).await.unwrap();
+    let second = Cache::open(options(&db, &prefix)).await.unwrap();
+    let hit = second.get_or_generate(&cfg).await.unwrap();
+    assert_eq!(hit.source, Source::Postgres);
+    assert_eq!(hit.entry, good.entry);
+    assert_eq!(second.stats().corrupt_entries, 1);
+    second.close().await;
+
+    // Damage in the durable store (the source of truth) is an error, not a regeneration.
+    let mut c = db.connect().await;
+    sqlx::query("UPDATE scenario_matrices SET moic_matrix = set_byte(moic_matrix, 200, get_byte(moic_matrix, 200) # 1) WHERE matrix_key = $1")
+        .bind(&k)
+        .execute(&mut c)
+        .await
+        .unwrap();
+    let _: () = r.del(format!("{prefix}{k}")).await.unwrap();
+    let third = Cache::open(options(&db, &prefix)).await.unwrap();
+    let err = third.get_or_generate(&cfg).await.unwrap_err();
+    assert_eq!(err.code(), "E_CORRUPT", "{err}");
+    assert!(err.to_string().contains(&k));
+    third.close().await;
+    db.drop_db().await;
+    drop_redis_prefix(&prefix).await;
+}

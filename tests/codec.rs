@@ -770,3 +770,17 @@ fn errors_carry_the_corrupt_code() {
     let e = codec::decode(&v3).unwrap_err();
     assert!(e.to_string().contains("version 3"), "{e}");
 }
+
+#[test]
+fn verify_checks_stored_bytes_without_decoding() {
+    let m = matrix(30_000, 50, 5);
+    let env = codec::encode(&m, 30_000, 50).unwrap();
+    let h = codec::verify(&env).unwrap();
+    assert_eq!((h.num_scenarios, h.num_buckets), (30_000, 50));
+    for at in [env.len() - 1, env.len() / 2, env.len() / 3] {
+        let mut bad = env.clone();
+        bad[at] ^= 0x01;
+        let err = codec::verify(&bad).unwrap_err();
+        assert_eq!(err.code(), "E_CORRUPT", "flip at {at}: {err}");
+    }
+}

@@ -535,13 +535,7 @@ impl ChunkDecoder {
         let raw_len = dst.len() * 4;
         // Checked first, so that zstd only ever sees the bytes the encoder
         // wrote: a damaged frame is reported as such and never decompressed.
-        let computed = xxh3_64(frame);
-        if computed != chunk.stored_hash {
-            return Err(Error::Corrupt(format!(
-                "chunk {index}: stored bytes checksum mismatch (stored {:016x}, computed {computed:016x})",
-                chunk.stored_hash
-            )));
-        }
+        check_stored(index, frame, chunk)?;
         let filtered: &[u8] = match header.chunk_codec {
             ChunkCodec::None => frame,
             ChunkCodec::Zstd => {
@@ -617,6 +611,31 @@ impl ChunkDecoder {
         }
         Ok(())
     }
+}
+
+fn check_stored(index: usize, frame: &[u8], chunk: &ChunkRef) -> Result<()> {
+    let computed = xxh3_64(frame);
+    if computed != chunk.stored_hash {
+        return Err(Error::Corrupt(format!(
+            "chunk {index}: stored bytes checksum mismatch (stored {:016x}, computed {computed:016x})",
+            chunk.stored_hash
+        )));
+    }
+    Ok(())
+}
+
+/// The header, table and every chunk's stored-bytes checksum, without
+/// decompressing: what a cache checks before serving a stored payload.
+pub(crate) fn verify(bytes: &[u8]) -> Result<Header> {
+    let (h, chunks) = parse(bytes)?;
+    let check = |(i, c): (usize, &ChunkRef)| check_stored(i, &bytes[c.start..c.start + c.len], c);
+    if chunks.len() == 1 {
+        check((0, &chunks[0]))?;
+    } else {
+        let results: Vec<Result<()>> = chunks.par_iter().enumerate().map(check).collect();
+        results.into_iter().collect::<Result<()>>()?;
+    }
+    Ok(h)
 }
 
 pub(crate) fn decode(bytes: &[u8]) -> Result<Vec<f32>> {
