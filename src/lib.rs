@@ -1,7 +1,8 @@
 //! scenario-matrix-cache: Monte Carlo scenario matrices for venture-fund models.
 //!
 //! The data path reads like the problem:
-//! config (parse + validate) -> canonical key -> generator -> codec.
+//! config (parse + validate) -> canonical key -> cache (memory -> Redis ->
+//! PostgreSQL or SQLite) -> on a miss, generator -> codec -> the tiers.
 //! Everything here is plain Rust; `js` (behind the `node` feature) is the only
 //! module that knows about napi.
 
