@@ -33,6 +33,18 @@ describe('several server processes', () => {
     await dropRedisPrefix(prefix)
   })
 
+  it('a process exits after its last call, even without close()', async () => {
+    const prefix = `${uniqueName('smc_vitest')}:`
+    const env = {
+      SMC_OPTIONS: JSON.stringify({ databaseUrl: db.url, redisUrl: REDIS_URL, redisKeyPrefix: prefix }),
+      SMC_CONFIG: JSON.stringify(config('vitest-exit', 1_000)),
+      SMC_SKIP_CLOSE: '1',
+    }
+    const report = await runWorker(env) // rejects if the process is still alive after 60 s
+    expect(report.sources).toEqual(['generated'])
+    await dropRedisPrefix(prefix)
+  })
+
   it('the embedded SQLite default is shared by a second process', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'smc-vitest-'))
     try {

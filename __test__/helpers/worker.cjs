@@ -1,6 +1,7 @@
 // A separate server process: opens the cache from SMC_OPTIONS, runs SMC_CALLS
 // concurrent getOrGenerate calls for SMC_CONFIG, prints what it saw, closes and
-// exits on its own (a hang here means something keeps Node alive after close()).
+// exits on its own (a hang here means something keeps Node alive after close(),
+// or, with SMC_SKIP_CLOSE=1, after the last call of a cache never closed).
 const { ScenarioMatrixCache } = require('../../index.js')
 
 async function main() {
@@ -10,7 +11,7 @@ async function main() {
   const cache = await ScenarioMatrixCache.open(options)
   const results = await Promise.all(Array.from({ length: calls }, () => cache.getOrGenerate(config)))
   const stats = cache.stats()
-  await cache.close()
+  if (process.env.SMC_SKIP_CLOSE !== '1') await cache.close()
   process.stdout.write(
     JSON.stringify({
       sources: results.map((r) => r.metadata.source),
