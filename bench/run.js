@@ -87,6 +87,10 @@ async function childOurs(size) {
   const base = { databaseUrl: db.url, redisUrl: REDIS, redisKeyPrefix: prefix }
   const cache = await ScenarioMatrixCache.open(base)
   const r = {}
+  // Peak RSS so far (MB) after each phase: where the peak is reached.
+  const peaks = {}
+  const peak = (phase) => (peaks[phase] = Math.round(process.resourceUsage().maxRSS / 1024))
+  peak('open')
   let loopDelay = 0
   r.cold = []
   for (let k = 0; k < N.cold[i]; k++) {
@@ -97,22 +101,32 @@ async function childOurs(size) {
     // Untimed: so the memory tier does not accumulate the cold-miss matrices.
     await cache.invalidate(canonicalKey(c))
   }
+  peak('cold misses')
   const cfg = configs[size]('hot')
   await cache.getOrGenerate(cfg)
   r.memory = await timeIt(N.memory[i], () => cache.getOrGenerate(cfg))
+  peak('memory hits')
   const viaRedis = await ScenarioMatrixCache.open({ ...base, memoryMaxBytes: 0 })
   r.redis = await timeIt(N.redis[i], () => viaRedis.getOrGenerate(cfg))
+  peak('redis hits')
   // The floor under any Redis hit: the same GET read raw from a socket, no client library.
   const raw = await rawRedis(REDIS)
   r.redisRawGet = await timeIt(N.redis[i], () => raw.get(`${prefix}${canonicalKey(cfg)}`))
   raw.close()
   const viaPg = await ScenarioMatrixCache.open({ ...base, memoryMaxBytes: 0, redisUrl: '' })
   r.postgres = await timeIt(N.postgres[i], () => viaPg.getOrGenerate(cfg))
+  peak('postgres hits')
   const sources = [cache, viaRedis, viaPg].map((c) => c.stats())
   for (const c of [cache, viaRedis, viaPg]) await c.close()
   await db.drop()
   await dropPrefix(prefix)
-  return { ...r, loopDelayMs: loopDelay, maxRssMb: process.resourceUsage().maxRSS / 1024, generations: sources[0].generations }
+  return {
+    ...r,
+    loopDelayMs: loopDelay,
+    maxRssMb: process.resourceUsage().maxRSS / 1024,
+    peakRssAfterPhaseMb: peaks,
+    generations: sources[0].generations,
+  }
 }
 
 /**
@@ -266,6 +280,8 @@ function main() {
     `| peak RSS of the 100,000 x 50 run (MB) | | ${fmt(L.maxRssMb.ours)} | | ${fmt(L.maxRssMb.baseline)} | | | <= 150 | ${L.maxRssMb.ours <= 150 ? 'yes' : 'NO'} |`,
   )
   console.log(lines.join('\n'))
+  const phases = results.runs['ours-large'].peakRssAfterPhaseMb
+  console.log(`\npeak RSS so far after each phase of the 100,000 x 50 run (MB): ${JSON.stringify(phases)}`)
   console.log(`\n${results.machine.cpus} x ${results.machine.cpu}, ${results.machine.memGb} GB, Node ${results.machine.node}, ${results.machine.date}`)
 }
 
