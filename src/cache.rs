@@ -168,7 +168,10 @@ impl Cache {
     pub fn get_from_memory(&self, key: &str) -> Result<Option<Hit>> {
         self.check_open()?;
         let started = Instant::now();
-        let Some(entry) = self.inner.memory.as_ref().and_then(|m| m.get(key)) else {
+        // An entry still lacking recycling multiples (a legacy one first read by
+        // key) is left to the full lookup, which completes it from the config.
+        let found = self.inner.memory.as_ref().and_then(|m| m.get(key));
+        let Some(entry) = found.filter(|e| !e.lacks_recycling()) else {
             return Ok(None);
         };
         self.inner.stats.memory.hit(entry.payload.len());
@@ -376,7 +379,8 @@ impl Inner {
         cfg: Option<&ScenarioConfig>,
     ) -> Result<Option<Hit>> {
         if let Some(m) = &self.memory {
-            if let Some(entry) = m.get(key) {
+            let usable = |e: &Entry| cfg.is_none() || !e.lacks_recycling();
+            if let Some(entry) = m.get(key).filter(usable) {
                 self.stats.memory.hit(entry.payload.len());
                 return Ok(Some(Hit {
                     entry,
