@@ -506,7 +506,9 @@ pub(crate) fn encode_with(
     }
     let checksum = header_checksum(&out[..FIXED_HEADER_LEN], &out[FIXED_HEADER_LEN..]);
     out[40..48].copy_from_slice(&checksum.to_le_bytes());
-    for f in &frames {
+    // Consumed one by one: each chunk's buffer is freed as soon as it is
+    // copied, so the chunks and the envelope are not all held at once.
+    for f in frames {
         out.extend_from_slice(&f.stored);
     }
     debug_assert_eq!(out.len(), total);
