@@ -113,6 +113,11 @@ export interface CacheStats {
   singleFlightJoins: number
   corruptEntries: number
   legacyRewrites: number
+  /**
+   * Legacy copies of several buckets not served (their column order was
+   * never recorded); their keys are generated afresh.
+   */
+  legacyUnattributable: number
   calls: number
   /** Share of completed calls served without generating. */
   hitRate: number
@@ -205,17 +210,30 @@ export interface MemoryTierStats {
   rejectedTooLarge: number
 }
 
+/** `null` marks what a legacy (TypeScript) copy did not record. */
 export interface ScenarioMetadata {
   /** The canonical key of the config. */
   configHash: string
   numScenarios: number
   numBuckets: number
-  /** ISO 8601 UTC time of generation. */
-  generatedAt: string
-  /** Generation + compression time in milliseconds. */
-  durationMs: number
-  /** Per bucket, in the config's bucket order. */
-  recyclingMultiples: Array<number>
+  /**
+   * ISO 8601 UTC time of generation; null when unknown (a legacy matrix
+   * that only Redis held).
+   */
+  generatedAt: string | null
+  /** Generation + compression time in milliseconds; null for legacy matrices. */
+  durationMs: number | null
+  /**
+   * Per bucket, in the order of `bucketNames` (the caller's bucket order);
+   * null for a legacy matrix read by key before any call brought its config.
+   */
+  recyclingMultiples: Array<number> | null
+  /**
+   * The bucket names in the order of the returned columns: the caller's
+   * own order, or the key's order for a lookup by key; null when unknown
+   * (a legacy single-bucket matrix read by key).
+   */
+  bucketNames: Array<string> | null
   /** The tier that served this call ('generated' on a miss). */
   source: MatrixSource
 }

@@ -30,6 +30,7 @@ fn config(buckets: usize) -> ScenarioConfig {
             idiosyncratic: 0.3,
         },
         recycling: Recycling::Enabled {
+            mode_given: true,
             reinvestment_rate: 0.25,
             avg_holding_period: 4.5,
             fund_lifetime: 10.0,

@@ -11,11 +11,17 @@
 //!   generation; across processes the durable store's per-key lock makes the
 //!   first one generate and the others read its row.
 //! - Redis never fails a call: its errors are counted and skipped.
-//! - Stored payloads are checked before they are served; legacy (TypeScript)
-//!   payloads are verified, re-encoded and written back in the new format.
+//! - Stored payloads are checked before they are served, and must have the
+//!   shape their key describes; legacy (TypeScript) payloads are verified,
+//!   re-encoded and written back in the new format. Every copy is in the key's
+//!   bucket order ([`crate::view`] gives callers theirs).
+//! - Invalidation wins races: a per-cache epoch, bumped by every invalidation,
+//!   is checked by each memory fill and Redis write, so none that started
+//!   before an invalidation lands after it; the invalidation also waits for
+//!   in-flight misses, so their durable rows are removed too.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -29,6 +35,7 @@ use crate::tier::durable::{Durable, DurableOptions, DurableUrl, DEFAULT_SQLITE_P
 use crate::tier::memory::MemoryTier;
 use crate::tier::redis::{Lookup, RedisTier};
 use crate::tier::{Entry, Source};
+use crate::view::{self, ColumnOrder};
 use crate::{generator, key, scenario};
 
 /// Options of [`Cache::open`]. `None` means "the default" (see each field).
@@ -60,13 +67,40 @@ pub const DEFAULT_MEMORY_MAX_BYTES: u64 = 128 * 1024 * 1024;
 pub const DEFAULT_REDIS_TTL_SECONDS: u64 = 86_400;
 pub const DEFAULT_REDIS_KEY_PREFIX: &str = "scenario-matrix:";
 
-/// A result as the caller sees it.
+/// A result: the stored entry (columns in the key's bucket order) and where
+/// it came from. [`Hit::for_caller`] gives a caller its own copy in its order.
 #[derive(Debug, Clone)]
 pub struct Hit {
     pub entry: Entry,
     pub source: Source,
-    /// The matrix itself when this call generated it (saves a decode in `get_matrix`).
+    /// The matrix itself (key order) when this call generated it (saves a
+    /// decode in `get_matrix`).
     pub matrix: Option<Arc<Vec<f32>>>,
+}
+
+/// What a caller receives: its own copy of the payload (decoding in its
+/// bucket order) and the metadata in that order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CallerCopy {
+    pub payload: Vec<u8>,
+    pub metadata: scenario::Metadata,
+    pub source: Source,
+}
+
+impl Hit {
+    /// The caller's copy, in `cfg`'s bucket order (the stored order when
+    /// `cfg` is `None`, e.g. a lookup by key).
+    pub fn for_caller(&self, cfg: Option<&ScenarioConfig>) -> Result<CallerCopy> {
+        let order = match cfg {
+            Some(c) => ColumnOrder::for_config(c),
+            None => ColumnOrder::stored(self.entry.metadata.num_buckets as usize),
+        };
+        Ok(CallerCopy {
+            payload: order.envelope(&self.entry.payload)?,
+            metadata: order.metadata(&self.entry.metadata),
+            source: self.source,
+        })
+    }
 }
 
 type Flight = Shared<BoxFuture<'static, Result<Hit>>>;
@@ -83,6 +117,19 @@ struct Inner {
     background: Background,
     stats: Stats,
     closed: AtomicBool,
+    /// Bumped when every invalidation starts and ends. A fill (memory insert,
+    /// Redis write) carries the epoch its lookup started in and lands only if
+    /// no invalidation started since and none is running.
+    epoch: AtomicU64,
+    /// Invalidations running now: while any is, nothing is filled and Redis
+    /// is not read (its copies may be the ones being removed).
+    invalidating: AtomicU64,
+    /// Orders memory fills against invalidations' removals (the epoch check
+    /// and the insert happen under it).
+    fill_lock: Mutex<()>,
+    /// Keys whose Redis copies an invalidation could not delete: never read
+    /// from Redis here, and deleted again by the next invalidation.
+    unreached: Mutex<HashSet<String>>,
 }
 
 fn env_nonempty(name: &str) -> Option<String> {
@@ -127,6 +174,10 @@ impl Cache {
                 background: Background::default(),
                 stats: Stats::default(),
                 closed: AtomicBool::new(false),
+                epoch: AtomicU64::new(0),
+                invalidating: AtomicU64::new(0),
+                fill_lock: Mutex::new(()),
+                unreached: Mutex::new(HashSet::new()),
             }),
         })
     }
@@ -139,39 +190,44 @@ impl Cache {
         }
     }
 
-    /// The cached matrix for `cfg`, generating and storing it on a miss.
+    /// The cached matrix for `cfg`, generating and storing it on a miss. The
+    /// entry is in the key's bucket order: use [`Hit::for_caller`] for `cfg`'s.
     pub async fn get_or_generate(&self, cfg: &ScenarioConfig) -> Result<Hit> {
         self.get_or_generate_keyed(cfg, key::canonical_key(cfg), false)
             .await
     }
 
-    /// The decoded (and verified) matrix for `cfg`, row-major: the generator's
-    /// own output on a miss, else the stored payload decoded off the async threads.
+    /// The decoded (and verified) matrix for `cfg`, row-major, with its
+    /// columns in `cfg`'s bucket order: the generator's own output on a miss,
+    /// else the stored payload decoded off the async threads.
     pub async fn get_matrix(&self, cfg: &ScenarioConfig) -> Result<(Hit, Vec<f32>)> {
         let mut hit = self
             .get_or_generate_keyed(cfg, key::canonical_key(cfg), true)
             .await?;
-        let matrix = match hit.matrix.take() {
-            // Joiners of one flight share it; each caller gets its own copy.
-            Some(m) => Arc::try_unwrap(m).unwrap_or_else(|shared| shared.as_ref().clone()),
-            None => {
-                let entry = hit.entry.clone();
-                blocking(move || entry.decode()).await?
-            }
-        };
+        let order = ColumnOrder::for_config(cfg);
+        let generated = hit.matrix.take();
+        let entry = hit.entry.clone();
+        let matrix = blocking(move || {
+            let mut m = match generated {
+                // Joiners of one flight share it; each caller gets its own copy.
+                Some(m) => Arc::try_unwrap(m).unwrap_or_else(|shared| shared.as_ref().clone()),
+                None => entry.decode()?,
+            };
+            order.matrix(&mut m);
+            Ok(m)
+        })
+        .await?;
         Ok((hit, matrix))
     }
 
     /// The memory tier alone, synchronously: lets the binding answer a hit on
     /// the calling thread without a trip through the runtime. Counts hits only;
     /// a miss is counted by the lookup that follows.
-    pub fn get_from_memory(&self, key: &str) -> Result<Option<Hit>> {
+    pub fn get_from_memory(&self, cfg: &ScenarioConfig, key: &str) -> Result<Option<Hit>> {
         self.check_open()?;
         let started = Instant::now();
-        // An entry still lacking recycling multiples (a legacy one first read by
-        // key) is left to the full lookup, which completes it from the config.
         let found = self.inner.memory.as_ref().and_then(|m| m.get(key));
-        let Some(entry) = found.filter(|e| !e.lacks_recycling()) else {
+        let Some(entry) = found.filter(|e| serves(e, Some(cfg))) else {
             return Ok(None);
         };
         self.inner.stats.memory.hit(entry.payload.len());
@@ -229,42 +285,42 @@ impl Cache {
         Ok(hit)
     }
 
-    /// Lookup only: never generates. `None` when no tier has the key.
+    /// Lookup only: never generates. `None` when no tier has a copy that can
+    /// be served without the config (legacy copies of several buckets, and
+    /// legacy Redis values, need it).
     pub async fn get(&self, key: &str) -> Result<Option<Hit>> {
         self.check_open()?;
         check_key(key)?;
         let started = Instant::now();
-        let hit = self.inner.lookup(key, None).await?;
+        let epoch = self.inner.epoch.load(SeqCst);
+        let hit = self.inner.lookup(key, None, epoch).await?;
         if let Some(h) = &hit {
             self.inner.stats.record_call(h.source, started.elapsed());
         }
         Ok(hit)
     }
 
-    /// Removes `key` from every tier; true when any tier had it.
+    /// Removes `key` from every tier; true when any tier had it. Calls for the
+    /// key that are in flight may still receive their result, but nothing
+    /// they would store lands after this resolves.
     pub async fn invalidate(&self, key: &str) -> Result<bool> {
         self.check_open()?;
         check_key(key)?;
+        let keys = [key.to_string()];
         let inner = &self.inner;
-        // A background Redis write still in flight would bring the key back.
-        inner.background.wait().await;
+        let _window = inner.quiesce(Some(key)).await;
         let in_durable = inner.durable.delete(key).await?;
-        let in_redis = match &inner.redis {
-            Some(r) => {
-                r.delete(&[key.to_string()])
-                    .await
-                    .map_err(|_| inner.stats.redis.error())
-                    .unwrap_or(0)
-                    > 0
-            }
-            None => false,
-        };
-        let in_memory = inner.memory.as_ref().is_some_and(|m| m.remove(key));
+        let in_memory = inner.remove_from_memory(&keys);
+        let in_redis = inner.delete_from_redis(&keys).await?;
         Ok(in_durable || in_redis || in_memory)
     }
 
     /// Removes every matrix of a fund (optionally one taxonomy version) from
-    /// every tier; returns how many the durable store held.
+    /// every tier; returns how many the durable store held. Rows of other
+    /// statuses (the TypeScript app's work in progress) are left alone.
+    /// Rejects with `E_INVALIDATION_INCOMPLETE` when Redis could not be
+    /// reached: the durable rows are gone, and the next invalidation retries
+    /// the Redis copies (this process never serves them meanwhile).
     pub async fn invalidate_fund(
         &self,
         fund_id: &str,
@@ -272,18 +328,10 @@ impl Cache {
     ) -> Result<u64> {
         self.check_open()?;
         let inner = &self.inner;
-        inner.background.wait().await;
+        let _window = inner.quiesce(None).await;
         let keys = inner.durable.delete_fund(fund_id, taxonomy_version).await?;
-        if let Some(r) = &inner.redis {
-            if r.delete(&keys).await.is_err() {
-                inner.stats.redis.error();
-            }
-        }
-        if let Some(m) = &inner.memory {
-            keys.iter().for_each(|k| {
-                m.remove(k);
-            });
-        }
+        inner.remove_from_memory(&keys);
+        inner.delete_from_redis(&keys).await?;
         Ok(keys.len() as u64)
     }
 
@@ -324,6 +372,43 @@ fn check_key(key: &str) -> Result<()> {
     }
 }
 
+/// Whether a normalised entry can answer a call: complete metadata (names and
+/// recycling multiples), and when the config is known, the shape of its key.
+fn serves(e: &Entry, cfg: Option<&ScenarioConfig>) -> bool {
+    e.codec == Codec::Zstd
+        && !e.metadata.lacks_recycling()
+        && e.metadata.bucket_names.len() == e.metadata.num_buckets as usize
+        && cfg.is_none_or(|c| view::check_fits(&e.metadata, c).is_ok())
+}
+
+/// Whether a durable row as read may stand for `cfg`'s key (else a miss
+/// replaces it): ours, or a legacy payload of one bucket (the only legacy
+/// shape whose columns are known), with the dimensions of the key.
+fn attributable(e: &Entry, cfg: &ScenarioConfig) -> bool {
+    (e.codec == Codec::Zstd || e.metadata.num_buckets == 1)
+        && view::check_fits(&e.metadata, cfg).is_ok()
+}
+
+/// An invalidation in progress; dropping it (also on error or cancellation)
+/// bumps the epoch again, so fills of lookups that started inside the window
+/// never land either.
+struct InvalidationWindow<'a>(&'a Inner);
+
+impl Drop for InvalidationWindow<'_> {
+    fn drop(&mut self) {
+        self.0.epoch.fetch_add(1, SeqCst);
+        self.0.invalidating.fetch_sub(1, SeqCst);
+    }
+}
+
+/// What [`Inner::normalise`] made of a stored copy.
+enum Normalised {
+    /// Ready to serve (and, when complete, to fill the faster tiers).
+    Ready(Entry),
+    /// Not this key's matrix, or not attributable to buckets: never served.
+    Unusable,
+}
+
 impl Inner {
     /// Lookup, then generation under the durable store's per-key lock.
     async fn resolve(
@@ -332,7 +417,8 @@ impl Inner {
         key: &str,
         keep_matrix: bool,
     ) -> Result<Hit> {
-        if let Some(hit) = self.lookup(key, Some(cfg)).await? {
+        let epoch = self.epoch.load(SeqCst);
+        if let Some(hit) = self.lookup(key, Some(cfg), epoch).await? {
             return Ok(hit);
         }
         let cfg_owned = cfg.clone();
@@ -340,7 +426,7 @@ impl Inner {
         let slot = generated.clone();
         let (entry, inserted) = self
             .durable
-            .get_or_insert(cfg, key, move || async move {
+            .get_or_replace(cfg, key, |e| attributable(e, cfg), move || async move {
                 let (entry, matrix) = generate(cfg_owned).await?;
                 if keep_matrix {
                     *slot.lock().expect("slot lock") = Some(matrix);
@@ -349,22 +435,21 @@ impl Inner {
             })
             .await
             .inspect_err(|_| self.stats.durable.error())?;
-        let source = if inserted {
+        let (entry, source, matrix) = if inserted {
             self.stats.generations.fetch_add(1, Relaxed);
-            Source::Generated
+            let matrix = generated.lock().expect("slot lock").take();
+            (entry, Source::Generated, matrix)
         } else {
-            // Another process generated it while we waited for the lock.
+            // Another process (or a writer that takes no lock) stored it while
+            // we waited: the stored row is the answer, for this caller too.
             self.stats.durable.hit(entry.payload.len());
-            self.durable.source()
+            match self.normalise(entry, Some(cfg)).await {
+                Ok(Normalised::Ready(e)) if self.check(&e) => (e, self.durable.source(), None),
+                Ok(_) => return Err(self.corrupt(key, "the stored row does not fit its key")),
+                Err(e) => return Err(self.corrupt(key, &e.to_string())),
+            }
         };
-        let entry = self.normalise(entry, Some(cfg)).await?;
-        // Durable is committed; Redis follows in the background (outside the
-        // caller's latency; `close` and `flush` wait for it).
-        self.write_redis_in_background(&entry);
-        if let Some(m) = &self.memory {
-            m.insert(entry.clone());
-        }
-        let matrix = generated.lock().expect("slot lock").take();
+        self.fill(&entry, epoch, true);
         Ok(Hit {
             entry,
             source,
@@ -377,10 +462,10 @@ impl Inner {
         self: &Arc<Self>,
         key: &str,
         cfg: Option<&ScenarioConfig>,
+        epoch: u64,
     ) -> Result<Option<Hit>> {
         if let Some(m) = &self.memory {
-            let usable = |e: &Entry| cfg.is_none() || !e.lacks_recycling();
-            if let Some(entry) = m.get(key).filter(usable) {
+            if let Some(entry) = m.get(key).filter(|e| serves(e, cfg)) {
                 self.stats.memory.hit(entry.payload.len());
                 return Ok(Some(Hit {
                     entry,
@@ -391,23 +476,21 @@ impl Inner {
             self.stats.memory.miss();
         }
 
-        if let Some(r) = &self.redis {
+        // A legacy Redis value is only a hint: the durable row (with the
+        // metadata the app recorded) is preferred, and without one the value
+        // is stored durably before it is served.
+        let mut legacy_value = None;
+        let unreached = self.invalidating.load(SeqCst) > 0
+            || self.unreached.lock().expect("unreached lock").contains(key);
+        if let (Some(r), false) = (&self.redis, unreached) {
             match r.get(key).await {
-                Ok(Lookup::Hit(entry)) => {
-                    let legacy = entry.codec != Codec::Zstd;
-                    // Legacy values, and values stored without recycling
-                    // multiples, are completed and written back.
-                    let rewrite = legacy || (entry.lacks_recycling() && cfg.is_some());
+                Ok(Lookup::Hit(entry)) if entry.codec == Codec::Zstd => {
+                    let complete = !entry.metadata.lacks_recycling();
                     match self.normalise(entry, cfg).await {
-                        Ok(entry) if self.check(&entry) => {
+                        Ok(Normalised::Ready(entry)) if self.check(&entry) => {
                             self.stats.redis.hit(entry.payload.len());
-                            if legacy {
-                                self.stats.legacy_rewrites.fetch_add(1, Relaxed);
-                            }
-                            if rewrite {
-                                self.write_redis_in_background(&entry);
-                            }
-                            self.fill_memory(&entry);
+                            // Completed multiples go back to Redis too.
+                            self.fill(&entry, epoch, !complete);
                             return Ok(Some(Hit {
                                 entry,
                                 source: Source::Redis,
@@ -421,11 +504,21 @@ impl Inner {
                         }
                     }
                 }
+                Ok(Lookup::Hit(legacy)) => {
+                    // A legacy value of another shape than the key's is corrupt
+                    // (counted; the answer below overwrites it).
+                    if cfg.is_some_and(|c| view::check_fits(&legacy.metadata, c).is_err()) {
+                        self.stats.corrupt_entries.fetch_add(1, Relaxed);
+                    } else {
+                        legacy_value = Some(legacy);
+                    }
+                    self.stats.redis.miss();
+                }
                 Ok(Lookup::Undecodable(_)) => {
                     self.stats.corrupt_entries.fetch_add(1, Relaxed);
                     self.stats.redis.miss();
                 }
-                Ok(Lookup::Miss) => self.stats.redis.miss(),
+                Ok(Lookup::Outdated) | Ok(Lookup::Miss) => self.stats.redis.miss(),
                 Err(_) => self.stats.redis.error(),
             }
         }
@@ -437,27 +530,71 @@ impl Inner {
             .inspect_err(|_| self.stats.durable.error())?;
         let Some(entry) = found else {
             self.stats.durable.miss();
-            return Ok(None);
+            return match (legacy_value, cfg) {
+                (Some(legacy), Some(cfg)) => self.adopt_legacy_value(legacy, cfg, key, epoch).await,
+                _ => Ok(None),
+            };
         };
         let legacy = entry.codec != Codec::Zstd;
         match self.normalise(entry, cfg).await {
-            Ok(entry) if self.check(&entry) => {
+            Ok(Normalised::Ready(entry)) if self.check(&entry) => {
                 self.stats.durable.hit(entry.payload.len());
                 if legacy {
                     self.stats.legacy_rewrites.fetch_add(1, Relaxed);
                 }
-                self.write_redis_in_background(&entry);
-                self.fill_memory(&entry);
+                self.fill(&entry, epoch, true);
                 Ok(Some(Hit {
                     entry,
                     source: self.durable.source(),
                     matrix: None,
                 }))
             }
+            // Not this key's matrix: a miss, whose generation replaces it.
+            Ok(Normalised::Unusable) => {
+                self.stats.durable.miss();
+                Ok(None)
+            }
             // The source of truth is damaged: say so rather than serve or overwrite it.
-            Ok(_) => Err(self.corrupt(key, "envelope header check failed")),
+            Ok(Normalised::Ready(_)) => Err(self.corrupt(key, "envelope header check failed")),
             Err(e) => Err(self.corrupt(key, &e.to_string())),
         }
+    }
+
+    /// A verified TypeScript matrix found only in Redis: stored durably (with
+    /// its unknown metadata left unknown) so every later call, in any process,
+    /// gets the same one; then served.
+    async fn adopt_legacy_value(
+        self: &Arc<Self>,
+        legacy: Entry,
+        cfg: &ScenarioConfig,
+        key: &str,
+        epoch: u64,
+    ) -> Result<Option<Hit>> {
+        let entry = match self.normalise(legacy, Some(cfg)).await {
+            Ok(Normalised::Ready(e)) => e,
+            Ok(Normalised::Unusable) | Err(_) => return Ok(None),
+        };
+        let adopted = entry.clone();
+        let (stored, inserted) = self
+            .durable
+            .get_or_replace(cfg, key, |e| attributable(e, cfg), move || async move { Ok(adopted) })
+            .await
+            .inspect_err(|_| self.stats.durable.error())?;
+        let (entry, source) = if inserted {
+            self.stats.legacy_rewrites.fetch_add(1, Relaxed);
+            (entry, Source::Redis)
+        } else {
+            match self.normalise(stored, Some(cfg)).await {
+                Ok(Normalised::Ready(e)) if self.check(&e) => (e, self.durable.source()),
+                _ => return Err(self.corrupt(key, "the stored row does not fit its key")),
+            }
+        };
+        self.fill(&entry, epoch, true);
+        Ok(Some(Hit {
+            entry,
+            source,
+            matrix: None,
+        }))
     }
 
     fn corrupt(&self, key: &str, why: &str) -> Error {
@@ -469,62 +606,176 @@ impl Inner {
 
     /// Integrity check before serving a stored envelope: the header, every
     /// chunk's stored-bytes checksum and dimensions matching the metadata (the
-    /// raw-data checksums are checked whenever the matrix is decoded).
+    /// raw-data checksums are checked whenever the matrix is decoded). Stored
+    /// copies never carry a column map: they are in the key's order.
     fn check(&self, e: &Entry) -> bool {
         codec::verify(&e.payload).is_ok_and(|h| {
-            h.num_scenarios == e.metadata.num_scenarios && h.num_buckets == e.metadata.num_buckets
+            h.num_scenarios == e.metadata.num_scenarios
+                && h.num_buckets == e.metadata.num_buckets
+                && h.column_map.is_none()
         })
     }
 
-    /// Turns a legacy payload into an envelope entry (verifying it by decoding)
-    /// and fills recycling multiples that legacy rows lack, when the config is known.
-    async fn normalise(&self, entry: Entry, cfg: Option<&ScenarioConfig>) -> Result<Entry> {
-        let needs_recycling = entry.lacks_recycling() && cfg.is_some();
-        if entry.codec == Codec::Zstd && !needs_recycling {
-            return Ok(entry);
+    /// Brings a stored copy to the form calls are served from: our envelope,
+    /// columns in the key's bucket order, and (when the config is known) the
+    /// bucket names and recycling multiples filled in and the shape checked
+    /// against the key. Decodes only when something must change.
+    async fn normalise(&self, entry: Entry, cfg: Option<&ScenarioConfig>) -> Result<Normalised> {
+        let m = &entry.metadata;
+        let legacy = entry.codec != Codec::Zstd;
+        if legacy && m.num_buckets != 1 {
+            // The TypeScript code recorded no column order.
+            self.stats.legacy_unattributable.fetch_add(1, Relaxed);
+            return Ok(Normalised::Unusable);
         }
-        let cfg = cfg.cloned();
+        if let Some(cfg) = cfg {
+            if view::check_fits(m, cfg).is_err() {
+                self.stats.corrupt_entries.fetch_add(1, Relaxed);
+                return Ok(Normalised::Unusable);
+            }
+        }
+        // Rows written before columns followed the key list their columns in
+        // their writer's order.
+        let to_key_order = view::key_order_of(&m.bucket_names);
+        let reorder = to_key_order.iter().enumerate().any(|(i, &c)| i != c);
+        let fill_recycling = m.lacks_recycling() && cfg.is_some();
+        let fill_names = m.bucket_names.is_empty() && cfg.is_some();
+        if !legacy && !reorder && !fill_recycling {
+            return Ok(Normalised::Ready(entry));
+        }
+        let norm = cfg.map(key::normalised);
         blocking(move || {
-            let matrix = entry.decode()?;
+            let mut matrix = entry.decode()?;
             let mut e = entry;
-            if let Some(cfg) = &cfg {
-                if e.lacks_recycling() {
-                    e.metadata.recycling_multiples = generator::recycling_multiples(cfg, &matrix);
+            let (rows, cols) = (e.metadata.num_scenarios, e.metadata.num_buckets);
+            if reorder {
+                let m = &mut e.metadata;
+                let mut cells = vec![0f32; matrix.len()];
+                for (dst, src) in cells
+                    .chunks_exact_mut(cols as usize)
+                    .zip(matrix.chunks_exact(cols as usize))
+                {
+                    for (d, &c) in dst.iter_mut().zip(&to_key_order) {
+                        *d = src[c];
+                    }
+                }
+                matrix = cells;
+                m.bucket_names = to_key_order.iter().map(|&c| m.bucket_names[c].clone()).collect();
+                if m.recycling_multiples.len() == to_key_order.len() {
+                    m.recycling_multiples =
+                        to_key_order.iter().map(|&c| m.recycling_multiples[c]).collect();
                 }
             }
-            if e.codec != Codec::Zstd {
-                e.payload =
-                    codec::encode(&matrix, e.metadata.num_scenarios, e.metadata.num_buckets)?
-                        .into();
+            if let Some(norm) = &norm {
+                if fill_names {
+                    e.metadata.bucket_names = norm.buckets.iter().map(|b| b.name.clone()).collect();
+                }
+                if e.metadata.lacks_recycling() {
+                    e.metadata.recycling_multiples = generator::recycling_multiples(norm, &matrix);
+                }
+            }
+            if legacy || reorder {
+                e.payload = codec::encode(&matrix, rows, cols)?.into();
                 e.codec = Codec::Zstd;
             }
-            if e.metadata.generated_at.is_empty() {
-                e.metadata.generated_at = scenario::iso8601_now();
-            }
-            Ok(e)
+            Ok(Normalised::Ready(e))
         })
         .await
     }
 
-    fn fill_memory(&self, e: &Entry) {
+    /// Fills memory (and with `redis`, Redis in the background) with a
+    /// complete entry, unless an invalidation happened since `epoch`.
+    fn fill(self: &Arc<Self>, e: &Entry, epoch: u64, redis: bool) {
+        if !serves(e, None) {
+            // A legacy copy read without its config: served, never cached.
+            return;
+        }
         if let Some(m) = &self.memory {
-            m.insert(e.clone());
+            let _order = self.fill_lock.lock().expect("fill lock");
+            if self.may_fill(epoch) {
+                m.insert(e.clone());
+            }
+        }
+        if redis && self.redis.is_some() {
+            let inner = self.clone();
+            let e = e.clone();
+            self.background.spawn(async move {
+                // Checked here, not when scheduled: an invalidation bumps the
+                // epoch and then waits for every write already past this check.
+                if !inner.may_fill(epoch) {
+                    return;
+                }
+                if let Some(r) = &inner.redis {
+                    if r.put(&e).await.is_err() {
+                        inner.stats.redis.error();
+                    }
+                }
+            });
         }
     }
 
-    fn write_redis_in_background(self: &Arc<Self>, e: &Entry) {
-        if self.redis.is_none() {
-            return;
+    fn may_fill(&self, epoch: u64) -> bool {
+        self.invalidating.load(SeqCst) == 0 && self.epoch.load(SeqCst) == epoch
+    }
+
+    /// Opens an invalidation window (closed when the guard drops): no fill
+    /// that started before it, or starts inside it, lands. Bumps the epoch,
+    /// then waits for in-flight calls (of `key`, or all) so their durable
+    /// writes are done before the delete, and for background Redis writes
+    /// already under way.
+    async fn quiesce(&self, key: Option<&str>) -> InvalidationWindow<'_> {
+        {
+            let _order = self.fill_lock.lock().expect("fill lock");
+            self.invalidating.fetch_add(1, SeqCst);
+            self.epoch.fetch_add(1, SeqCst);
         }
-        let inner = self.clone();
-        let e = e.clone();
-        self.background.spawn(async move {
-            if let Some(r) = &inner.redis {
-                if r.put(&e).await.is_err() {
-                    inner.stats.redis.error();
-                }
+        let window = InvalidationWindow(self);
+        let flights: Vec<Flight> = {
+            let inflight = self.inflight.lock().expect("inflight lock");
+            match key {
+                Some(k) => inflight.get(k).cloned().into_iter().collect(),
+                None => inflight.values().cloned().collect(),
             }
-        });
+        };
+        for f in flights {
+            let _ = f.await;
+        }
+        self.background.wait().await;
+        window
+    }
+
+    /// Deletes Redis copies of `keys`, and any an earlier invalidation could
+    /// not reach. True when any existed.
+    async fn delete_from_redis(&self, keys: &[String]) -> Result<bool> {
+        let Some(r) = &self.redis else {
+            return Ok(false);
+        };
+        let mut all: Vec<String> = keys.to_vec();
+        {
+            let mut unreached = self.unreached.lock().expect("unreached lock");
+            all.extend(unreached.drain());
+        }
+        all.sort();
+        all.dedup();
+        match r.delete(&all).await {
+            Ok(n) => Ok(n > 0),
+            Err(e) => {
+                self.stats.redis.error();
+                let n = all.len();
+                self.unreached.lock().expect("unreached lock").extend(all);
+                Err(Error::InvalidationIncomplete(format!(
+                    "the durable store no longer holds the matrices, but {n} Redis copies could not be deleted ({e}); this process will not serve them, and the next invalidate or invalidateFund call retries them"
+                )))
+            }
+        }
+    }
+
+    fn remove_from_memory(&self, keys: &[String]) -> bool {
+        let Some(m) = &self.memory else {
+            return false;
+        };
+        let _order = self.fill_lock.lock().expect("fill lock");
+        keys.iter().fold(false, |any, k| m.remove(k) || any)
     }
 }
 
@@ -569,24 +820,6 @@ impl Background {
             notified.await;
         }
     }
-}
-
-/// The caller's own copy of a payload. Large ones are copied by all cores:
-/// the cost of a 15 MB copy is mostly first-touch page faults, which run in
-/// parallel.
-pub fn caller_copy(payload: &[u8]) -> Vec<u8> {
-    const SLICE: usize = 1 << 20;
-    if payload.len() < 4 * SLICE {
-        return payload.to_vec();
-    }
-    use rayon::prelude::*;
-    // Zeroed memory this size comes straight from the OS untouched, so the
-    // zeroing is free and the first touch happens in the parallel copy.
-    let mut out = vec![0u8; payload.len()];
-    out.par_chunks_mut(SLICE)
-        .zip(payload.par_chunks(SLICE))
-        .for_each(|(dst, src)| dst.copy_from_slice(src));
-    out
 }
 
 /// Runs CPU work on the blocking pool; a panic there becomes `E_INTERNAL`.

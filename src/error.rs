@@ -42,6 +42,11 @@ pub enum Error {
     /// Redis failed. Never fails a cache call (Redis is an optimisation); seen in logs and stats.
     #[error("redis error: {0}")]
     Redis(String),
+    /// An invalidation removed the durable rows but could not reach Redis:
+    /// the copies there are not served by this process and the next
+    /// invalidation call retries them.
+    #[error("invalidation incomplete: {0}")]
+    InvalidationIncomplete(String),
     /// The cache was closed; no call is accepted after `close()`.
     #[error("the cache is closed")]
     Closed,
@@ -68,6 +73,7 @@ impl Error {
             Error::DurableUnavailable(_) => "E_DURABLE_UNAVAILABLE",
             Error::DurableWrite(_) => "E_DURABLE_WRITE",
             Error::Redis(_) => "E_REDIS",
+            Error::InvalidationIncomplete(_) => "E_INVALIDATION_INCOMPLETE",
             Error::Closed => "E_CLOSED",
             Error::Internal(_) => "E_INTERNAL",
         }

@@ -53,14 +53,10 @@ pub fn canonical_json(cfg: &ScenarioConfig) -> String {
     out.push_str(",\"numScenarios\":");
     push_js_number(&mut out, f64::from(cfg.num_scenarios));
 
-    // A stable sort, like V8's Array.prototype.sort: names that collate equal
-    // (e.g. differing only in ignorable control characters, or canonically
-    // equivalent spellings) keep their input order.
-    let mut buckets: Vec<&Bucket> = cfg.buckets.iter().collect();
-    buckets.sort_by(|a, b| compare_names(&a.name, &b.name));
+    let buckets = canonical_order(&cfg.buckets);
 
     out.push_str(",\"buckets\":[");
-    for (i, b) in buckets.iter().enumerate() {
+    for (i, b) in buckets.iter().map(|&i| &cfg.buckets[i]).enumerate() {
         if i > 0 {
             out.push(',');
         }
@@ -90,11 +86,19 @@ pub fn canonical_json(cfg: &ScenarioConfig) -> String {
         // which is right: the generator ignores them too).
         Recycling::Disabled => out.push_str("{\"enabled\":false,\"mode\":\"same-bucket\"}"),
         Recycling::Enabled {
+            mode_given,
             reinvestment_rate,
             avg_holding_period,
             fund_lifetime,
         } => {
-            out.push_str("{\"enabled\":true,\"mode\":\"same-bucket\",\"reinvestmentRate\":");
+            // The TypeScript key object holds `mode: config.recycling.mode`;
+            // when the caller left it out that is `undefined`, which
+            // `JSON.stringify` drops, so the member is absent from the key.
+            out.push_str("{\"enabled\":true,");
+            if mode_given {
+                out.push_str("\"mode\":\"same-bucket\",");
+            }
+            out.push_str("\"reinvestmentRate\":");
             push_js_number(&mut out, round5(reinvestment_rate));
             out.push_str(",\"avgHoldingPeriod\":");
             push_js_number(&mut out, round5(avg_holding_period));
@@ -121,6 +125,65 @@ pub fn canonical_json(cfg: &ScenarioConfig) -> String {
 
     out.push('}');
     out
+}
+
+/// The key's bucket order: indices into `buckets`, sorted by name as
+/// `localeCompare` sorts them. A stable sort, like V8's Array.prototype.sort:
+/// names that collate equal (e.g. differing only in ignorable control
+/// characters, or canonically equivalent spellings) keep their input order.
+pub fn canonical_order(buckets: &[Bucket]) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..buckets.len()).collect();
+    order.sort_by(|&a, &b| compare_names(&buckets[a].name, &buckets[b].name));
+    order
+}
+
+/// The config exactly as its key sees it: buckets in the key's order and every
+/// number rounded to 5 decimals as the key rounds it. The generator and the
+/// recycling multiples work from this, so their output is a function of the
+/// key alone: every config that shares a key gets the same bytes, whatever
+/// its bucket order or rounding noise. (Never hash this again: the key is
+/// [`canonical_key`] of the caller's config.)
+pub fn normalised(cfg: &ScenarioConfig) -> ScenarioConfig {
+    let buckets = canonical_order(&cfg.buckets)
+        .into_iter()
+        .map(|i| {
+            let b = &cfg.buckets[i];
+            Bucket {
+                name: b.name.clone(),
+                capital_allocation: round5(b.capital_allocation),
+                median: round5(b.median),
+                p90: round5(b.p90),
+            }
+        })
+        .collect();
+    let w = &cfg.correlation_weights;
+    let recycling = match cfg.recycling {
+        Recycling::Disabled => Recycling::Disabled,
+        Recycling::Enabled {
+            mode_given,
+            reinvestment_rate,
+            avg_holding_period,
+            fund_lifetime,
+        } => Recycling::Enabled {
+            mode_given,
+            reinvestment_rate: round5(reinvestment_rate),
+            avg_holding_period: round5(avg_holding_period),
+            fund_lifetime: round5(fund_lifetime),
+        },
+    };
+    ScenarioConfig {
+        fund_id: cfg.fund_id.clone(),
+        taxonomy_version: cfg.taxonomy_version.clone(),
+        num_scenarios: cfg.num_scenarios,
+        buckets,
+        correlation_weights: crate::config::CorrelationWeights {
+            macro_: round5(w.macro_),
+            systematic: round5(w.systematic),
+            idiosyncratic: round5(w.idiosyncratic),
+        },
+        recycling,
+        seed: cfg.seed.clone(),
+    }
 }
 
 /// Lowercase hex SHA-256 of [`canonical_json`].
@@ -160,7 +223,7 @@ fn push_js_number(out: &mut String, n: f64) {
 /// `Math.round(v * 100000) / 100000`, evaluated in f64 exactly as JavaScript
 /// evaluates it (the product is rounded to f64 first; that rounding decides
 /// which way near-halves go, so it must not be fused or done in decimal).
-fn round5(v: f64) -> f64 {
+pub fn round5(v: f64) -> f64 {
     js_math_round(v * 100_000.0) / 100_000.0
 }
 
@@ -484,6 +547,7 @@ mod tests {
             )
         );
         c.recycling = Recycling::Enabled {
+            mode_given: true,
             reinvestment_rate: 0.123456789,
             avg_holding_period: 4.0,
             fund_lifetime: 10.0,
@@ -557,6 +621,44 @@ mod tests {
                 r#"{"enabled":true,"reinvestmentRate":0.5,"avgHoldingPeriod":3,"fundLifetime":10}"#
             )
         );
+    }
+
+    #[test]
+    fn a_mode_left_out_is_left_out_of_the_key() {
+        let mut c = cfg(&["a"]);
+        let on = |mode_given| Recycling::Enabled {
+            mode_given,
+            reinvestment_rate: 0.5,
+            avg_holding_period: 3.0,
+            fund_lifetime: 10.0,
+        };
+        c.recycling = on(false);
+        assert!(canonical_json(&c).ends_with(
+            r#""recycling":{"enabled":true,"reinvestmentRate":0.5,"avgHoldingPeriod":3,"fundLifetime":10}}"#
+        ));
+        let without = canonical_key(&c);
+        c.recycling = on(true);
+        assert_ne!(canonical_key(&c), without);
+        // Disabled recycling always writes the mode (the TypeScript literal).
+        c.recycling = Recycling::Disabled;
+        assert!(canonical_json(&c).ends_with(r#"{"enabled":false,"mode":"same-bucket"}}"#));
+    }
+
+    #[test]
+    fn normalised_is_what_the_key_hashes() {
+        let mut c = cfg(&["Seed", "angel", "Alpha"]);
+        c.buckets[0].median = 1.000004;
+        c.correlation_weights.macro_ = 0.500004;
+        let n = normalised(&c);
+        let names: Vec<&str> = n.buckets.iter().map(|b| b.name.as_str()).collect();
+        assert_eq!(names, ["Alpha", "angel", "Seed"]);
+        assert_eq!(n.buckets[2].median, 1.0);
+        assert_eq!(n.correlation_weights.macro_, 0.5);
+        // Every number the key writes is the normalised one.
+        let json = canonical_json(&c);
+        assert!(json.contains(r#""name":"Seed","capitalAllocation":"#));
+        assert!(json.contains(r#""macro":0.5,"#));
+        assert_eq!(canonical_order(&c.buckets), [2, 1, 0]);
     }
 
     #[test]

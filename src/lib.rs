@@ -3,6 +3,8 @@
 //! The data path reads like the problem:
 //! config (parse + validate) -> canonical key -> cache (memory -> Redis ->
 //! PostgreSQL or SQLite) -> on a miss, generator -> codec -> the tiers.
+//! Matrices are generated and stored in the key's bucket order; `view` hands
+//! each caller its columns in its own order.
 //! Everything here is plain Rust; `js` (behind the `node` feature) is the only
 //! module that knows about napi.
 
@@ -15,6 +17,7 @@ pub mod key;
 pub mod scenario;
 pub mod stats;
 pub mod tier;
+pub mod view;
 
 #[cfg(feature = "node")]
 mod js;

@@ -7,24 +7,38 @@ use crate::config::ScenarioConfig;
 use crate::error::Result;
 use crate::{codec, generator, key};
 
-/// What a generation produced, as the cache stores it.
+/// What a generation produced, as the cache stores it: in the key's bucket
+/// order (see [`crate::view`] for the caller's order). Fields a legacy
+/// (TypeScript) copy did not record are `None` / empty: unknown, never invented.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Metadata {
     /// The canonical key of the config.
     pub config_hash: String,
     pub num_scenarios: u32,
     pub num_buckets: u32,
-    /// ISO 8601 UTC, millisecond precision.
-    pub generated_at: String,
-    /// Wall time of generation and compression.
-    pub duration_ms: f64,
-    /// Per bucket, in the config's bucket order.
+    /// ISO 8601 UTC, millisecond precision. `None`: unknown (a legacy copy
+    /// with no durable row to date it).
+    pub generated_at: Option<String>,
+    /// Wall time of generation and compression; `None` for legacy copies.
+    pub duration_ms: Option<f64>,
+    /// Per bucket, in the order of `bucket_names`. Empty: not known yet (a
+    /// legacy copy read by key; completed once a call brings the config).
     pub recycling_multiples: Vec<f64>,
+    /// The bucket names in the order of the payload's columns. Empty: not
+    /// recorded (a legacy single-bucket copy read by key).
+    pub bucket_names: Vec<String>,
+}
+
+impl Metadata {
+    /// Legacy copies carry no recycling multiples; the cache computes them when it knows the config.
+    pub fn lacks_recycling(&self) -> bool {
+        self.recycling_multiples.len() != self.num_buckets as usize
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Scenario {
-    /// The codec envelope (see [`codec`]).
+    /// The codec envelope (see [`codec`]), columns in the key's bucket order.
     pub envelope: Vec<u8>,
     pub metadata: Metadata,
 }
@@ -34,12 +48,17 @@ pub fn run(cfg: &ScenarioConfig) -> Result<Scenario> {
     run_with_matrix(cfg).map(|(s, _)| s)
 }
 
-/// [`run`], also handing back the uncompressed matrix (row-major).
+/// [`run`], also handing back the uncompressed matrix (row-major, key order).
+///
+/// The generator sees [`key::normalised`]: the buckets in the key's order and
+/// the numbers the key hashes. So the output is a function of the key: two
+/// configs that share a key (bucket order, rounding noise) get the same bytes.
 pub fn run_with_matrix(cfg: &ScenarioConfig) -> Result<(Scenario, Vec<f32>)> {
     let started = Instant::now();
     let generated_at = iso8601_now();
     let key = key::canonical_key(cfg);
-    let g = generator::generate(cfg, &key);
+    let norm = key::normalised(cfg);
+    let g = generator::generate(&norm, &key);
     let envelope = codec::encode(&g.matrix, g.num_scenarios, g.num_buckets)?;
     let scenario = Scenario {
         envelope,
@@ -47,9 +66,10 @@ pub fn run_with_matrix(cfg: &ScenarioConfig) -> Result<(Scenario, Vec<f32>)> {
             config_hash: key,
             num_scenarios: g.num_scenarios,
             num_buckets: g.num_buckets,
-            generated_at,
-            duration_ms: started.elapsed().as_secs_f64() * 1000.0,
+            generated_at: Some(generated_at),
+            duration_ms: Some(started.elapsed().as_secs_f64() * 1000.0),
             recycling_multiples: g.recycling_multiples,
+            bucket_names: norm.buckets.into_iter().map(|b| b.name).collect(),
         },
     };
     Ok((scenario, g.matrix))

@@ -97,6 +97,10 @@ pub struct Stats {
     pub corrupt_entries: AtomicU64,
     /// Legacy (TypeScript-era) values re-encoded and written back in the new format.
     pub legacy_rewrites: AtomicU64,
+    /// Legacy copies of several buckets, never served: the TypeScript code
+    /// recorded no column order, so their columns cannot be attributed to
+    /// buckets. The key is generated afresh (replacing a legacy durable row).
+    pub legacy_unattributable: AtomicU64,
     latency: [Histogram; 5],
 }
 
@@ -140,6 +144,7 @@ impl Stats {
             single_flight_joins: self.single_flight_joins.load(Relaxed),
             corrupt_entries: self.corrupt_entries.load(Relaxed),
             legacy_rewrites: self.legacy_rewrites.load(Relaxed),
+            legacy_unattributable: self.legacy_unattributable.load(Relaxed),
             calls,
             hit_rate: if calls == 0 {
                 0.0
@@ -179,6 +184,7 @@ pub struct StatsSnapshot {
     pub single_flight_joins: u64,
     pub corrupt_entries: u64,
     pub legacy_rewrites: u64,
+    pub legacy_unattributable: u64,
     /// Completed lookups (getOrGenerate, getMatrix, get hits).
     pub calls: u64,
     /// Share of completed calls served without generating.

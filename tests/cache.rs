@@ -199,28 +199,42 @@ async fn legacy_rows_and_legacy_redis_values_are_read_and_rewritten() {
     }
 
     let cache = Cache::open(options(&db, &prefix)).await.unwrap();
-    for (i, row) in fixture.as_array().unwrap().iter().enumerate() {
+    for row in fixture.as_array().unwrap() {
         let cfg = scenario_matrix_cache::ScenarioConfig::from_json_str(&row["config"].to_string())
             .unwrap();
         let k = row["matrixKey"].as_str().unwrap();
         assert_eq!(key::canonical_key(&cfg), k);
-        let mut expected = Source::Postgres;
-        if i == 0 {
-            // Read by key first: no config, so no recycling multiples yet; the
-            // entry lands in memory and (re-encoded) in Redis without them ...
-            let by_key = cache.get(k).await.unwrap().unwrap();
-            assert!(by_key.entry.metadata.recycling_multiples.is_empty());
-            cache.flush().await;
-            expected = Source::Redis;
+        if cfg.buckets.len() > 1 {
+            // The TypeScript code recorded no column order: a legacy matrix of
+            // several buckets cannot be attributed to them, so it is never
+            // served; the key is generated afresh and the row replaced.
+            assert!(cache.get(k).await.unwrap().is_none());
+            let hit = cache.get_or_generate(&cfg).await.unwrap();
+            assert_eq!(hit.source, Source::Generated);
+            let format: Option<i16> = sqlx::query_scalar(
+                "SELECT payload_format FROM scenario_matrices WHERE matrix_key = $1",
+            )
+            .bind(k)
+            .fetch_one(&mut c)
+            .await
+            .unwrap();
+            assert_eq!(format, Some(2), "legacy row {k} replaced");
+            continue;
         }
-        // ... and a call with the config still gets them.
+        // Read by key first: no config, so no recycling multiples yet, and
+        // nothing is cached from it ...
+        let by_key = cache.get(k).await.unwrap().unwrap();
+        assert!(by_key.entry.metadata.recycling_multiples.is_empty());
+        cache.flush().await;
+        // ... and a call with the config gets them, from the row itself.
         let hit = cache.get_or_generate(&cfg).await.unwrap();
         assert_eq!(
             hit.entry.metadata.recycling_multiples.len(),
             cfg.buckets.len()
         );
         assert_eq!(
-            hit.source, expected,
+            hit.source,
+            Source::Postgres,
             "legacy row {k} should be served, not regenerated"
         );
         let want: Vec<f32> = b64
@@ -240,14 +254,17 @@ async fn legacy_rows_and_legacy_redis_values_are_read_and_rewritten() {
         for (got, want) in hit.entry.metadata.recycling_multiples.iter().zip(&ts) {
             assert!((got - want).abs() < 1e-6 * want, "{got} vs {want}");
         }
+        assert_eq!(cache.get_or_generate(&cfg).await.unwrap().source, Source::Memory);
     }
-    assert_eq!(cache.stats().generations, 0);
+    assert_eq!(cache.stats().generations, 2);
+    assert_eq!(cache.stats().legacy_unattributable, 4);
 
-    // A legacy Redis value (JSON + base64 zlib) is read, then rewritten as a record.
-    let row = &fixture[1];
-    let cfg =
-        scenario_matrix_cache::ScenarioConfig::from_json_str(&row["config"].to_string()).unwrap();
-    let k = row["matrixKey"].as_str().unwrap();
+    // A legacy Redis value (JSON + base64 zlib) of a key no row holds is
+    // read, stored durably and rewritten as a record.
+    let row = &fixture[2];
+    let text = row["config"].to_string().replace("legacy-fund-3", "legacy-fund-3-redis");
+    let cfg = scenario_matrix_cache::ScenarioConfig::from_json_str(&text).unwrap();
+    let k = key::canonical_key(&cfg);
     let payload = b64.decode(row["payloadBase64"].as_str().unwrap()).unwrap();
     let legacy = serde_json::json!({"data": row["payloadBase64"], "numScenarios": row["numScenarios"], "numBuckets": row["numBuckets"], "version": 1, "uncompressedSize": row["numScenarios"].as_u64().unwrap() * row["numBuckets"].as_u64().unwrap() * 4, "compressedSize": payload.len()});
     let mut r = redis_conn().await;
@@ -260,7 +277,7 @@ async fn legacy_rows_and_legacy_redis_values_are_read_and_rewritten() {
     assert_eq!(hit.source, Source::Redis);
     assert_eq!(
         hit.entry.decode().unwrap(),
-        codec::decode_legacy_zlib(&payload, 100, 3).unwrap()
+        codec::decode_legacy_zlib(&payload, 1000, 1).unwrap()
     );
     fresh.flush().await;
     let raw: Vec<u8> = r.get(format!("{prefix}{k}")).await.unwrap();
@@ -270,6 +287,7 @@ async fn legacy_rows_and_legacy_redis_values_are_read_and_rewritten() {
         "legacy value should be rewritten in the new format"
     );
     assert_eq!(fresh.stats().legacy_rewrites, 1);
+    assert_eq!(count_rows(&db, &k).await, 1, "stored durably");
 
     // Garbage in Redis is a counted miss, served from PostgreSQL and overwritten.
     let _: () = r

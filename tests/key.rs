@@ -41,6 +41,37 @@ fn fixture_keys_match_the_typescript_implementation() {
     );
 }
 
+/// Recycling enabled with `mode` given and left out: the TypeScript key has
+/// no `mode` member when the caller left it out (keys computed by the
+/// TypeScript algorithm in Node: `scripts/key-fixture-mode.mjs`).
+#[test]
+fn keys_without_mode_match_the_typescript_implementation() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/canonical-keys-mode.jsonl"
+    );
+    let text = std::fs::read_to_string(path).expect("fixture file readable");
+    let (mut with_mode, mut without_mode) = (0, 0);
+    for (line_no, line) in text.lines().enumerate() {
+        let entry: serde_json::Value = serde_json::from_str(line).expect("fixture line is JSON");
+        let cfg = ScenarioConfig::from_json_str(&entry["config"].to_string())
+            .unwrap_or_else(|e| panic!("line {}: config rejected: {e:?}", line_no + 1));
+        assert_eq!(
+            canonical_key(&cfg),
+            entry["key"].as_str().unwrap(),
+            "line {}: {}",
+            line_no + 1,
+            scenario_matrix_cache::key::canonical_json(&cfg)
+        );
+        if entry["config"]["recycling"].get("mode").is_some() {
+            with_mode += 1;
+        } else {
+            without_mode += 1;
+        }
+    }
+    assert!(with_mode >= 3 && without_mode >= 6, "{with_mode} / {without_mode}");
+}
+
 /// Differential check against a file of `{config, json}` lines whose `json` is
 /// the canonical text computed by a JavaScript reference (Node, en-US). Run
 /// with `KEY_CROSSCHECK=/path/cases.jsonl cargo test --test key -- --ignored`.

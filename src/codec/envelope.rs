@@ -43,6 +43,9 @@ pub const DEFAULT_CHUNK_BYTES: usize = 1 << 20;
 
 const LAYOUT_ROW_MAJOR_F32_LE: u8 = 1;
 
+/// Flags bit 0: a column map of `num_buckets` bytes follows the chunk table.
+const FLAG_COLUMN_MAP: u8 = 1;
+
 /// Values per slice in the shuffling loops of encode and decode: 8 KiB of raw
 /// bytes, which stay in L1 cache from the shuffle through the hash to the copy,
 /// instead of a chunk-sized buffer making three trips through L2.
@@ -138,8 +141,12 @@ pub struct Header {
     /// Rows in every chunk but the last, which holds the rest.
     pub rows_per_chunk: u32,
     pub chunk_count: u32,
-    /// Fixed header + chunk table; the frames start here.
+    /// Fixed header + chunk table (+ column map); the frames start here.
     pub header_len: usize,
+    /// Present when the envelope was handed to a caller whose bucket order
+    /// differs from the stored one: output column j is stored column
+    /// `column_map[j]`. Stored copies never carry one.
+    pub column_map: Option<Vec<u8>>,
     /// The whole envelope, which is exactly the input's length.
     pub total_len: usize,
 }
@@ -212,7 +219,21 @@ fn parse(bytes: &[u8]) -> Result<(Header, Vec<ChunkRef>)> {
             "chunk count {chunk_count} is outside 1..={MAX_ROWS}"
         ));
     }
-    let header_len = FIXED_HEADER_LEN + chunk_count as usize * CHUNK_ENTRY_LEN;
+    // Likewise the column count, when a column map follows the table.
+    let flags = bytes[15];
+    if flags & !FLAG_COLUMN_MAP != 0 {
+        return corrupt(format!("unknown flags {flags:#04x}"));
+    }
+    let map_len = if flags & FLAG_COLUMN_MAP != 0 {
+        let cols = u32_at(bytes, 20);
+        if !(1..=MAX_COLS).contains(&cols) {
+            return corrupt(format!("column count {cols} is outside 1..={MAX_COLS}"));
+        }
+        cols as usize
+    } else {
+        0
+    };
+    let header_len = FIXED_HEADER_LEN + chunk_count as usize * CHUNK_ENTRY_LEN + map_len;
     if bytes.len() < header_len {
         return corrupt(format!(
             "envelope truncated: {} bytes, the header with its {chunk_count}-chunk table is {header_len}",
@@ -220,9 +241,11 @@ fn parse(bytes: &[u8]) -> Result<(Header, Vec<ChunkRef>)> {
         ));
     }
     let (fixed, rest) = bytes.split_at(FIXED_HEADER_LEN);
-    let table = &rest[..header_len - FIXED_HEADER_LEN];
+    // The checksum covers the table and the column map together.
+    let after_fixed = &rest[..header_len - FIXED_HEADER_LEN];
+    let (table, map) = after_fixed.split_at(after_fixed.len() - map_len);
     let stored = u64_at(fixed, 40);
-    let computed = header_checksum(fixed, table);
+    let computed = header_checksum(fixed, after_fixed);
     if stored != computed {
         return corrupt(format!(
             "header checksum mismatch (stored {stored:016x}, computed {computed:016x})"
@@ -240,9 +263,6 @@ fn parse(bytes: &[u8]) -> Result<(Header, Vec<ChunkRef>)> {
     if fixed[14] != LAYOUT_ROW_MAJOR_F32_LE {
         return corrupt(format!("unknown matrix layout {}", fixed[14]));
     }
-    if fixed[15] != 0 {
-        return corrupt(format!("unknown flags {:#04x}", fixed[15]));
-    }
     let num_scenarios = u32_at(fixed, 16);
     let num_buckets = u32_at(fixed, 20);
     let Some(cells) = cell_count(num_scenarios, num_buckets) else {
@@ -257,6 +277,20 @@ fn parse(bytes: &[u8]) -> Result<(Header, Vec<ChunkRef>)> {
             cells as u64 * 4
         ));
     }
+    let column_map = if map_len > 0 {
+        // A permutation of the columns, or it could duplicate or drop one.
+        let mut seen = [false; MAX_COLS as usize];
+        for &c in map {
+            if usize::from(c) >= map_len || std::mem::replace(&mut seen[usize::from(c)], true) {
+                return corrupt(format!(
+                    "column map {map:?} is not a permutation of 0..{map_len}"
+                ));
+            }
+        }
+        Some(map.to_vec())
+    } else {
+        None
+    };
     let rows_per_chunk = u32_at(fixed, 32);
     if rows_per_chunk == 0 || rows_per_chunk > num_scenarios {
         return corrupt(format!(
@@ -315,6 +349,7 @@ fn parse(bytes: &[u8]) -> Result<(Header, Vec<ChunkRef>)> {
         chunk_count,
         header_len,
         total_len: bytes.len(),
+        column_map,
     };
     Ok((header, chunks))
 }
@@ -611,8 +646,63 @@ impl ChunkDecoder {
                 chunk.raw_hash
             )));
         }
+        if let Some(map) = &header.column_map {
+            permute_rows(dst, map);
+        }
         Ok(())
     }
+}
+
+/// Reorders the columns of every row in place: column j becomes the old
+/// column `map[j]`.
+fn permute_rows(cells: &mut [f32], map: &[u8]) {
+    let mut row = [0f32; MAX_COLS as usize];
+    let row = &mut row[..map.len()];
+    for r in cells.chunks_exact_mut(map.len()) {
+        row.copy_from_slice(r);
+        for (dst, &src) in r.iter_mut().zip(map) {
+            *dst = row[usize::from(src)];
+        }
+    }
+}
+
+/// A copy of envelope `bytes` (which must carry no column map) that decodes
+/// with its columns reordered by `map`: output column j is stored column
+/// `map[j]`. Only the header changes; the compressed chunks are copied as
+/// they are, so one stored payload serves every caller's bucket order.
+/// An identity `map` gives a plain copy.
+pub(crate) fn with_column_map(bytes: &[u8], map: &[u8]) -> Result<Vec<u8>> {
+    let header = read_header(bytes)?;
+    if header.column_map.is_some() {
+        return Err(Error::InvalidArgument(
+            "the envelope already carries a column map".into(),
+        ));
+    }
+    if map.len() != header.num_buckets as usize {
+        return Err(Error::InvalidArgument(format!(
+            "a column map for {} columns has {} entries",
+            header.num_buckets,
+            map.len()
+        )));
+    }
+    if map.iter().enumerate().all(|(i, &c)| usize::from(c) == i) {
+        return Ok(super::copy_large(bytes));
+    }
+    let table_end = header.header_len;
+    let frames_at = table_end + map.len();
+    // Zeroed memory this size comes untouched from the OS; the copies below
+    // are its first touch.
+    let mut out = vec![0u8; bytes.len() + map.len()];
+    out[..table_end].copy_from_slice(&bytes[..table_end]);
+    out[table_end..frames_at].copy_from_slice(map);
+    out[15] |= FLAG_COLUMN_MAP;
+    let checksum = header_checksum(&out[..FIXED_HEADER_LEN], &out[FIXED_HEADER_LEN..frames_at]);
+    out[40..48].copy_from_slice(&checksum.to_le_bytes());
+    super::copy_into(&mut out[frames_at..], &bytes[table_end..]);
+    // The new header must pass every check a decoder makes (a bad map is
+    // refused here rather than by the caller's decoder).
+    read_header(&out)?;
+    Ok(out)
 }
 
 fn check_stored(index: usize, frame: &[u8], chunk: &ChunkRef) -> Result<()> {

@@ -24,15 +24,16 @@
 //! | 12 | 1 | chunk codec: 0 none, 1 zstd |
 //! | 13 | 1 | filter: 0 none, 1 byte shuffle (4 planes), 2 exponent-first byte shuffle ([`Filter::ExponentShuffle4`]) |
 //! | 14 | 1 | layout: 1 = row-major f32 little-endian |
-//! | 15 | 1 | flags, 0 (anything else is rejected) |
+//! | 15 | 1 | flags: bit 0 = a column map follows the chunk table (other bits are rejected) |
 //! | 16 | 4 | num_scenarios (rows), u32, 1..=100,000 |
 //! | 20 | 4 | num_buckets (columns), u32, 1..=50 |
 //! | 24 | 8 | raw length in bytes, u64 = rows * columns * 4 |
 //! | 32 | 4 | rows per chunk, u32; the last chunk holds the remaining rows |
 //! | 36 | 4 | chunk count, u32 = ceil(rows / rows per chunk) |
-//! | 40 | 8 | header checksum: xxh3-64 of bytes 0..40 followed by the chunk table |
+//! | 40 | 8 | header checksum: xxh3-64 of bytes 0..40 followed by the chunk table and the column map |
 //! | 48 | 20 x count | chunk table, per chunk: stored length u32, xxh3-64 of the stored bytes u64, xxh3-64 of the chunk's raw f32 LE bytes u64 |
-//! | 48 + 20 x count | ... | the chunks' stored bytes, in order, back to back; nothing after the last |
+//! | 48 + 20 x count | C | only with flag bit 0: the column map, one byte per column (C = num_buckets), a permutation: decoded column j is stored column `map[j]` |
+//! | ... | ... | the chunks' stored bytes, in order, back to back; nothing after the last |
 //!
 //! A chunk is a run of whole rows, taken as raw f32 LE bytes, passed through
 //! the filter, then the codec: with zstd, one frame that records its content
@@ -190,6 +191,37 @@ pub fn decode_raw(bytes: &[u8], num_scenarios: u32, num_buckets: u32) -> Result<
     Ok(raw_to_f32(bytes))
 }
 
+/// A copy of `bytes` (the caller's own). Large ones are copied by all cores:
+/// the cost of a 15 MB copy is mostly first-touch page faults, which run in
+/// parallel.
+pub fn copy_large(bytes: &[u8]) -> Vec<u8> {
+    // Zeroed memory this size comes straight from the OS untouched, so the
+    // zeroing is free and the first touch happens in the copy.
+    let mut out = vec![0u8; bytes.len()];
+    copy_into(&mut out, bytes);
+    out
+}
+
+/// `dst.copy_from_slice(src)`, in parallel 1 MiB slices when large.
+pub(crate) fn copy_into(dst: &mut [u8], src: &[u8]) {
+    use rayon::prelude::*;
+    const SLICE: usize = 1 << 20;
+    if src.len() < 4 * SLICE {
+        dst.copy_from_slice(src);
+        return;
+    }
+    dst.par_chunks_mut(SLICE)
+        .zip(src.par_chunks(SLICE))
+        .for_each(|(d, s)| d.copy_from_slice(s));
+}
+
+/// A copy of envelope `bytes` that decodes with its columns in another order:
+/// output column j is stored column `map[j]` (see [`Header::column_map`]).
+/// The compressed chunks are copied unchanged; an identity map gives a plain copy.
+pub fn with_column_map(bytes: &[u8], map: &[u8]) -> Result<Vec<u8>> {
+    envelope::with_column_map(bytes, map)
+}
+
 fn raw_to_f32(raw: &[u8]) -> Vec<f32> {
     let mut out = vec![0f32; raw.len() / 4];
     bytes::le_to_f32(raw, &mut out);
@@ -283,6 +315,42 @@ mod tests {
         read_header(&encode(&m, rows, cols).unwrap())
             .unwrap()
             .rows_per_chunk
+    }
+
+    #[test]
+    fn a_column_map_reorders_columns_on_decode() {
+        // 3 columns, several chunks, so every chunk applies the map.
+        let m = matrix(5000, 3);
+        let opts = EncodeOptions {
+            chunk_bytes: 4096,
+            ..EncodeOptions::default()
+        };
+        let env = encode_with(&m, 5000, 3, &opts).unwrap();
+        let mapped = with_column_map(&env, &[2, 0, 1]).unwrap();
+        let h = read_header(&mapped).unwrap();
+        assert_eq!(h.column_map.as_deref(), Some(&[2u8, 0, 1][..]));
+        assert!(h.chunk_count > 1);
+        let got = decode(&mapped).unwrap();
+        for (row, want) in got.chunks_exact(3).zip(m.chunks_exact(3)) {
+            assert_eq!(row, [want[2], want[0], want[1]]);
+        }
+        assert!(verify(&mapped).is_ok());
+        // Identity: a plain copy.
+        assert_eq!(with_column_map(&env, &[0, 1, 2]).unwrap(), env);
+        // Not a permutation, wrong length, or a second map: refused.
+        for bad in [&[0u8, 0, 1][..], &[0, 1, 3], &[0, 1]] {
+            assert!(with_column_map(&env, bad).is_err(), "{bad:?}");
+        }
+        assert!(with_column_map(&mapped, &[1, 2, 0]).is_err());
+        // The map is covered by the header checksum.
+        let at = h.header_len - 3;
+        let mut flipped = mapped.clone();
+        flipped[at] = 1;
+        assert_eq!(decode(&flipped).unwrap_err().code(), "E_CORRUPT");
+        // Clearing the flag leaves bytes that no longer parse.
+        let mut unflagged = mapped.clone();
+        unflagged[15] = 0;
+        assert_eq!(decode(&unflagged).unwrap_err().code(), "E_CORRUPT");
     }
 
     #[test]

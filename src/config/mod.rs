@@ -11,6 +11,7 @@ mod value;
 pub use value::{Value, MAX_DEPTH};
 
 use crate::error::{ConfigIssue, Error, Result};
+use crate::key::round5;
 
 pub const MAX_SCENARIOS: u32 = 100_000;
 pub const MAX_BUCKETS: usize = 50;
@@ -50,6 +51,10 @@ pub struct CorrelationWeights {
 pub enum Recycling {
     Disabled,
     Enabled {
+        /// Whether the caller wrote `mode` (its only value is "same-bucket").
+        /// Only the key cares: the TypeScript key object carries `mode:
+        /// undefined` when it is left out, which `JSON.stringify` drops.
+        mode_given: bool,
         reinvestment_rate: f64,
         avg_holding_period: f64,
         fund_lifetime: f64,
@@ -88,6 +93,12 @@ impl ScenarioConfig {
     pub fn num_buckets(&self) -> usize {
         self.buckets.len()
     }
+}
+
+/// The power-law rule for one bucket: `p90 == median` (degenerate), or
+/// `median > 0` and `p90 / median < 5` (alpha > 1, a finite mean).
+fn tail_is_finite(median: f64, p90: f64) -> bool {
+    p90 == median || (median > 0.0 && p90 / median < 5.0)
 }
 
 /// Collects issues while walking the value; each helper returns `None` (and
@@ -175,6 +186,12 @@ impl Parser {
     fn string(&mut self, path: &str, v: &Value, max_chars: usize) -> Option<String> {
         let expected = format!("a non-empty string of at most {max_chars} characters");
         match v {
+            // U+0000: PostgreSQL text cannot hold it (SQLite can), so such a
+            // config would work on one store and fail every call on the other.
+            Value::String(s) if s.contains('\0') => {
+                self.issue(path, format!("{expected} without U+0000 (NUL)"), "a string containing U+0000");
+                None
+            }
             Value::String(s) if !s.is_empty() && s.chars().count() <= max_chars => Some(s.clone()),
             Value::String(s) if s.is_empty() => {
                 self.issue(path, expected, "an empty string");
@@ -204,6 +221,16 @@ impl Parser {
         ok: impl Fn(f64) -> bool,
     ) -> Option<f64> {
         match v {
+            // The key rounds every number to 5 decimals, and the generator
+            // uses the rounded value: it must stay finite (|n| < ~1.8e303).
+            Value::Number(n) if n.is_finite() && !round5(*n).is_finite() => {
+                self.issue(
+                    path,
+                    format!("{expected}, at most 1e303 in magnitude"),
+                    v.describe(),
+                );
+                None
+            }
             Value::Number(n) if n.is_finite() && ok(*n) => Some(*n),
             Value::Number(n) if !n.is_finite() => {
                 self.issue(path, format!("a finite number ({expected})"), v.describe());
@@ -370,12 +397,24 @@ impl Parser {
                         format!("a number >= median ({})", crate::key::format_js_number(med)),
                         crate::key::format_js_number(p),
                     );
-                } else if p != med && !(med > 0.0 && p / med < 5.0) {
+                } else if !tail_is_finite(med, p) {
                     self.issue(
                         &pp,
                         format!(
                             "p90 / median < 5 (a power-law tail with alpha > 1, finite mean), or p90 == median; median is {}",
                             crate::key::format_js_number(med)
+                        ),
+                        crate::key::format_js_number(p),
+                    );
+                } else if !tail_is_finite(round5(med), round5(p)) {
+                    // The generator uses the values the key hashes, rounded
+                    // to 5 decimals; they must satisfy the rule too.
+                    self.issue(
+                        &pp,
+                        format!(
+                            "p90 / median < 5 also after rounding both to 5 decimals as the key does (median rounds to {}, p90 to {})",
+                            crate::key::format_js_number(round5(med)),
+                            crate::key::format_js_number(round5(p))
                         ),
                         crate::key::format_js_number(p),
                     );
@@ -438,7 +477,8 @@ impl Parser {
             }
             None => None,
         };
-        if let Some(mode) = Self::field(m, "mode") {
+        let mode = Self::field(m, "mode");
+        if let Some(mode) = mode {
             if *mode != Value::String("same-bucket".into()) {
                 self.issue(
                     "recycling.mode",
@@ -466,13 +506,24 @@ impl Parser {
         let rate = num("reinvestmentRate", "a number from 0 to 1", |n| {
             (0.0..=1.0).contains(&n)
         });
-        let hold = num("avgHoldingPeriod", "a number > 0", |n| n > 0.0);
-        let life = num("fundLifetime", "a number > 0", |n| n > 0.0);
+        // > 0 after the key's rounding too (at least 0.000005), since the
+        // generator divides by the rounded values.
+        let hold = num(
+            "avgHoldingPeriod",
+            "a number >= 0.000005 (> 0 after rounding to 5 decimals)",
+            |n| round5(n) > 0.0,
+        );
+        let life = num(
+            "fundLifetime",
+            "a number >= 0.000005 (> 0 after rounding to 5 decimals)",
+            |n| round5(n) > 0.0,
+        );
         let (enabled, rate, hold, life) = (enabled?, rate?, hold?, life?);
         if !enabled {
             return Some(Recycling::Disabled);
         }
         Some(Recycling::Enabled {
+            mode_given: mode.is_some(),
             reinvestment_rate: rate?,
             avg_holding_period: hold?,
             fund_lifetime: life?,
@@ -558,6 +609,39 @@ mod tests {
         assert!(ScenarioConfig::from_value(&Value::from_json(&j)).is_ok());
         j["buckets"][0]["moicCalibration"] = serde_json::json!({"median": 0, "p90": 1});
         assert_eq!(issues(j)[0].path, "buckets[0].moicCalibration.p90");
+    }
+
+    #[test]
+    fn nul_characters_are_refused() {
+        let mut j = base();
+        j["fundId"] = "f\u{0}".into();
+        j["buckets"][1]["name"] = "Series\u{0}A".into();
+        let paths: Vec<String> = issues(j).into_iter().map(|i| i.path).collect();
+        assert_eq!(paths, ["fundId", "buckets[1].name"]);
+    }
+
+    #[test]
+    fn rules_hold_for_the_values_the_key_hashes() {
+        // 1e-6 rounds to 0: the generator would divide by zero.
+        let mut j = base();
+        j["recycling"] = serde_json::json!({"enabled": true, "reinvestmentRate": 0.5,
+            "avgHoldingPeriod": 0.000001, "fundLifetime": 10});
+        assert_eq!(issues(j)[0].path, "recycling.avgHoldingPeriod");
+        // median 0.000004 rounds to 0 while p90 0.000016 rounds to 0.00002:
+        // an infinite ratio once rounded, though 4 before.
+        let mut j = base();
+        j["buckets"][0]["moicCalibration"] = serde_json::json!({"median": 0.000004, "p90": 0.000016});
+        let got = issues(j);
+        assert_eq!(got[0].path, "buckets[0].moicCalibration.p90");
+        assert!(got[0].expected.contains("rounding"), "{}", got[0].expected);
+        // Both round to the same value: the degenerate case, valid.
+        let mut j = base();
+        j["buckets"][0]["moicCalibration"] = serde_json::json!({"median": 2, "p90": 2.000001});
+        assert!(ScenarioConfig::from_value(&Value::from_json(&j)).is_ok());
+        // Too large to round.
+        let mut j = base();
+        j["buckets"][0]["moicCalibration"] = serde_json::json!({"median": 1e304, "p90": 1e304});
+        assert!(issues(j)[0].expected.contains("1e303"));
     }
 
     #[test]

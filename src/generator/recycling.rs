@@ -29,6 +29,7 @@ pub fn multiple(recycling: &Recycling, capital: f64, m: f64) -> f64 {
         reinvestment_rate: rate,
         avg_holding_period: hold,
         fund_lifetime: life,
+        ..
     } = *recycling
     else {
         return 1.0;
@@ -64,6 +65,7 @@ mod tests {
 
     fn on(rate: f64, hold: f64, life: f64) -> Recycling {
         Recycling::Enabled {
+            mode_given: true,
             reinvestment_rate: rate,
             avg_holding_period: hold,
             fund_lifetime: life,

@@ -12,10 +12,12 @@ use napi::Env;
 use napi_derive::napi;
 
 use super::{
-    compressed_matrix, js_buffer, js_error, metadata_js, panic_message, parse_config,
+    compressed_matrix, copy_js, js_error, metadata_js, panic_message, parse_config,
     ScenarioMetadata, ScenarioResult,
 };
-use crate::cache::{self, Cache, Hit};
+use crate::cache::{self, Cache, CallerCopy, Hit};
+use crate::config::ScenarioConfig;
+use crate::view::ColumnOrder;
 use crate::scenario::Metadata;
 use crate::stats::{StatsSnapshot, TierSnapshot};
 use crate::tier::Source;
@@ -92,33 +94,16 @@ where
 /// answered synchronously (about 0.1 ms); larger ones are copied off it.
 const SYNC_COPY_MAX: usize = 1 << 20;
 
-/// What a result needs on the JS thread: its metadata and the caller's own
-/// copy of the payload (mutating it never touches the cache). Built off the JS
-/// thread, where the reference to the stored payload is dropped too.
-struct Owned {
-    metadata: Metadata,
-    source: Source,
-    bytes: Vec<u8>,
+/// The caller's own copy of a hit, in its bucket order (the stored order for
+/// a lookup by key). Built off the JS thread, where the reference to the
+/// stored payload is dropped too; mutating it never touches the cache.
+fn owned(hit: Hit, cfg: Option<&ScenarioConfig>) -> crate::Result<CallerCopy> {
+    hit.for_caller(cfg)
 }
 
-fn owned(hit: Hit) -> Owned {
-    Owned {
-        bytes: cache::caller_copy(&hit.entry.payload),
-        metadata: hit.entry.metadata,
-        source: hit.source,
-    }
-}
-
-fn result_js(env: &Env, o: Owned) -> napi::Result<ScenarioResult> {
-    let (rows, cols) = (o.metadata.num_scenarios, o.metadata.num_buckets);
-    Ok(ScenarioResult {
-        compressed: compressed_matrix(js_buffer(env, o.bytes)?, rows, cols),
-        metadata: metadata_js(o.metadata, o.source),
-    })
-}
-
-/// The synchronous path for small memory hits: the copy goes straight into a
-/// Node-allocated buffer, cheaper to create and collect than an external one.
+/// The synchronous path for small memory hits in the stored order: the copy
+/// goes straight into a Node-allocated buffer, cheaper to create and collect
+/// than an external one.
 fn result_js_now(env: &Env, hit: Hit) -> napi::Result<ScenarioResult> {
     let (rows, cols) = (
         hit.entry.metadata.num_scenarios,
@@ -191,6 +176,9 @@ pub struct CacheStats {
     pub single_flight_joins: f64,
     pub corrupt_entries: f64,
     pub legacy_rewrites: f64,
+    /// Legacy copies of several buckets not served (their column order was
+    /// never recorded); their keys are generated afresh.
+    pub legacy_unattributable: f64,
     pub calls: f64,
     /// Share of completed calls served without generating.
     pub hit_rate: f64,
@@ -215,6 +203,7 @@ fn stats_js(s: StatsSnapshot) -> CacheStats {
         single_flight_joins: s.single_flight_joins as f64,
         corrupt_entries: s.corrupt_entries as f64,
         legacy_rewrites: s.legacy_rewrites as f64,
+        legacy_unattributable: s.legacy_unattributable as f64,
         calls: s.calls as f64,
         hit_rate: s.hit_rate,
         latency: s
@@ -264,22 +253,27 @@ impl ScenarioMatrixCache {
         config: Unknown,
     ) -> napi::Result<PromiseRaw<'e, ScenarioResult>> {
         let cfg = parse_config(&config);
-        let key = cfg.as_ref().ok().map(crate::key::canonical_key);
-        if let Some(Ok(Some(hit))) = key.as_deref().map(|k| self.inner.get_from_memory(k)) {
-            // A small memory hit is answered right here, without a thread hop.
-            if hit.entry.payload.len() <= SYNC_COPY_MAX {
-                return PromiseRaw::resolve(env, result_js_now(env, hit)?);
+        if let Ok(c) = &cfg {
+            let key = crate::key::canonical_key(c);
+            if let Ok(Some(hit)) = self.inner.get_from_memory(c, &key) {
+                // A small memory hit in the stored bucket order is answered
+                // right here, without a thread hop.
+                let in_order = ColumnOrder::for_config(c).is_identity();
+                if in_order && hit.entry.payload.len() <= SYNC_COPY_MAX {
+                    return PromiseRaw::resolve(env, result_js_now(env, hit)?);
+                }
+                let c = c.clone();
+                return promise(env, async move { owned(hit, Some(&c)) }, copy_js);
             }
-            return promise(env, async move { Ok(owned(hit)) }, result_js);
         }
         let cache = self.inner.clone();
         let work = async move {
-            let hit = cache
-                .get_or_generate_keyed(&cfg?, key.unwrap_or_default(), false)
-                .await?;
-            Ok(owned(hit))
+            let cfg = cfg?;
+            let key = crate::key::canonical_key(&cfg);
+            let hit = cache.get_or_generate_keyed(&cfg, key, false).await?;
+            owned(hit, Some(&cfg))
         };
-        promise(env, work, result_js)
+        promise(env, work, copy_js)
     }
 
     /// Like `getOrGenerate`, decompressed (and verified) into a `Float32Array`, row-major.
@@ -294,13 +288,19 @@ impl ScenarioMatrixCache {
     ) -> napi::Result<PromiseRaw<'e, MatrixResult>> {
         let cfg = parse_config(&config);
         let cache = self.inner.clone();
-        let work = async move { cache.get_matrix(&cfg?).await };
-        promise(env, work, |_, (hit, matrix): (Hit, Vec<f32>)| {
+        let work = async move {
+            let cfg = cfg?;
+            let (hit, matrix) = cache.get_matrix(&cfg).await?;
+            // The matrix is already in the caller's order; its metadata follows.
+            let metadata = ColumnOrder::for_config(&cfg).metadata(&hit.entry.metadata);
+            Ok((metadata, hit.source, matrix))
+        };
+        promise(env, work, |_, (metadata, source, matrix): (Metadata, Source, Vec<f32>)| {
             Ok(MatrixResult {
                 matrix: Float32Array::new(matrix),
-                num_scenarios: hit.entry.metadata.num_scenarios,
-                num_buckets: hit.entry.metadata.num_buckets,
-                metadata: metadata_js(hit.entry.metadata, hit.source),
+                num_scenarios: metadata.num_scenarios,
+                num_buckets: metadata.num_buckets,
+                metadata: metadata_js(metadata, source),
             })
         })
     }
@@ -313,9 +313,9 @@ impl ScenarioMatrixCache {
         key: String,
     ) -> napi::Result<PromiseRaw<'e, Option<ScenarioResult>>> {
         let cache = self.inner.clone();
-        let work = async move { Ok(cache.get(&key).await?.map(owned)) };
+        let work = async move { cache.get(&key).await?.map(|h| owned(h, None)).transpose() };
         promise(env, work, |env, hit| {
-            hit.map(|o| result_js(env, o)).transpose()
+            hit.map(|c| copy_js(env, c)).transpose()
         })
     }
 

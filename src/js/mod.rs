@@ -14,9 +14,11 @@ use napi::bindgen_prelude::{
 use napi::{Env, JsError, Task};
 use napi_derive::napi;
 
+use crate::cache::CallerCopy;
 use crate::config::ScenarioConfig;
-use crate::scenario::{self, Metadata, Scenario};
+use crate::scenario::{self, Metadata};
 use crate::tier::Source;
+use crate::view::ColumnOrder;
 use crate::{codec, Error};
 
 // ---------- errors ----------
@@ -191,18 +193,25 @@ impl From<Source> for MatrixSource {
     }
 }
 
-#[napi(object)]
+/// `null` marks what a legacy (TypeScript) copy did not record.
+#[napi(object, use_nullable = true)]
 pub struct ScenarioMetadata {
     /// The canonical key of the config.
     pub config_hash: String,
     pub num_scenarios: u32,
     pub num_buckets: u32,
-    /// ISO 8601 UTC time of generation.
-    pub generated_at: String,
-    /// Generation + compression time in milliseconds.
-    pub duration_ms: f64,
-    /// Per bucket, in the config's bucket order.
-    pub recycling_multiples: Vec<f64>,
+    /// ISO 8601 UTC time of generation; null when unknown (a legacy matrix
+    /// that only Redis held).
+    pub generated_at: Option<String>,
+    /// Generation + compression time in milliseconds; null for legacy matrices.
+    pub duration_ms: Option<f64>,
+    /// Per bucket, in the order of `bucketNames` (the caller's bucket order);
+    /// null for a legacy matrix read by key before any call brought its config.
+    pub recycling_multiples: Option<Vec<f64>>,
+    /// The bucket names in the order of the returned columns: the caller's
+    /// own order, or the key's order for a lookup by key; null when unknown
+    /// (a legacy single-bucket matrix read by key).
+    pub bucket_names: Option<Vec<String>>,
     /// The tier that served this call ('generated' on a miss).
     pub source: MatrixSource,
 }
@@ -256,22 +265,27 @@ fn compressed_matrix(data: Buffer, num_scenarios: u32, num_buckets: u32) -> Comp
 }
 
 fn metadata_js(m: Metadata, source: Source) -> ScenarioMetadata {
+    let known_per_bucket = |v: &[_]| v.len() == m.num_buckets as usize;
     ScenarioMetadata {
+        recycling_multiples: known_per_bucket(&m.recycling_multiples[..])
+            .then_some(m.recycling_multiples.clone()),
+        bucket_names: (m.bucket_names.len() == m.num_buckets as usize)
+            .then_some(m.bucket_names.clone()),
         config_hash: m.config_hash,
         num_scenarios: m.num_scenarios,
         num_buckets: m.num_buckets,
         generated_at: m.generated_at,
         duration_ms: m.duration_ms,
-        recycling_multiples: m.recycling_multiples,
         source: source.into(),
     }
 }
 
-fn scenario_js(env: &Env, s: Scenario) -> napi::Result<ScenarioResult> {
-    let (rows, cols) = (s.metadata.num_scenarios, s.metadata.num_buckets);
+/// A result in the caller's bucket order, ready for the JS thread.
+fn copy_js(env: &Env, c: CallerCopy) -> napi::Result<ScenarioResult> {
+    let (rows, cols) = (c.metadata.num_scenarios, c.metadata.num_buckets);
     Ok(ScenarioResult {
-        compressed: compressed_matrix(js_buffer(env, s.envelope)?, rows, cols),
-        metadata: metadata_js(s.metadata, Source::Generated),
+        compressed: compressed_matrix(js_buffer(env, c.payload)?, rows, cols),
+        metadata: metadata_js(c.metadata, c.source),
     })
 }
 
@@ -297,9 +311,26 @@ pub fn validate_scenario_config(env: Env, config: Unknown) -> napi::Result<()> {
     ts_args_type = "config: ScenarioConfig",
     ts_return_type = "Promise<ScenarioResult>"
 )]
-pub fn generate_scenarios(config: Unknown) -> AsyncTask<Job<Scenario, ScenarioResult>> {
+pub fn generate_scenarios(config: Unknown) -> AsyncTask<Job<CallerCopy, ScenarioResult>> {
     let parsed = guarded(|| parse_config(&config));
-    Job::new(move || scenario::run(&parsed?), scenario_js)
+    Job::new(
+        move || {
+            let cfg = parsed?;
+            let s = scenario::run(&cfg)?;
+            // Generated in the key's bucket order; handed back in the caller's.
+            let order = ColumnOrder::for_config(&cfg);
+            Ok(CallerCopy {
+                payload: if order.is_identity() {
+                    s.envelope
+                } else {
+                    order.envelope(&s.envelope)?
+                },
+                metadata: order.metadata(&s.metadata),
+                source: Source::Generated,
+            })
+        },
+        copy_js,
+    )
 }
 
 /// Compresses a row-major matrix into the checksummed envelope, off the JS thread.

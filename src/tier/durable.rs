@@ -142,9 +142,27 @@ impl Durable {
         F: FnOnce() -> Fut + Send,
         Fut: Future<Output = Result<Entry>> + Send,
     {
+        self.get_or_replace(cfg, key, |_| true, make).await
+    }
+
+    /// [`Durable::get_or_insert`] that treats a row failing `usable` as
+    /// absent: `make` runs and its entry replaces the row. Only legacy
+    /// (TypeScript) rows are ever replaced; a complete row of ours stays, and
+    /// is returned with `false` whatever `usable` says.
+    pub async fn get_or_replace<F, Fut>(
+        &self,
+        cfg: &ScenarioConfig,
+        key: &str,
+        usable: impl Fn(&Entry) -> bool + Send,
+        make: F,
+    ) -> Result<(Entry, bool)>
+    where
+        F: FnOnce() -> Fut + Send,
+        Fut: Future<Output = Result<Entry>> + Send,
+    {
         match self {
-            Durable::Postgres(s) => s.get_or_insert(cfg, key, make).await,
-            Durable::Sqlite(s) => s.get_or_insert(cfg, key, make).await,
+            Durable::Postgres(s) => s.get_or_insert(cfg, key, usable, make).await,
+            Durable::Sqlite(s) => s.get_or_insert(cfg, key, usable, make).await,
         }
     }
 

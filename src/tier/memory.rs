@@ -113,9 +113,10 @@ mod tests {
                 config_hash: key.into(),
                 num_scenarios: 1,
                 num_buckets: 1,
-                generated_at: "2026-01-01T00:00:00.000Z".into(),
-                duration_ms: 1.0,
+                generated_at: Some("2026-01-01T00:00:00.000Z".into()),
+                duration_ms: Some(1.0),
                 recycling_multiples: vec![1.0],
+                bucket_names: vec!["b".into()],
             },
         }
     }

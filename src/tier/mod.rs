@@ -1,6 +1,7 @@
 //! The cache tiers and what travels between them: an [`Entry`] is a payload as
 //! stored (envelope or legacy zlib) plus the metadata the generation produced,
-//! so every hit returns exactly what the miss returned.
+//! so every hit returns exactly what the miss returned. Every tier stores the
+//! columns in the key's bucket order.
 
 pub mod durable;
 pub mod memory;
@@ -66,6 +67,6 @@ impl Entry {
 
     /// Legacy rows carry no recycling multiples; the cache recomputes them when it knows the config.
     pub fn lacks_recycling(&self) -> bool {
-        self.metadata.recycling_multiples.len() != self.metadata.num_buckets as usize
+        self.metadata.lacks_recycling()
     }
 }

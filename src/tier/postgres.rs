@@ -36,11 +36,6 @@ pub(super) const MIGRATIONS_TABLE: &str = "_scenario_matrix_cache_migrations";
 /// NULL marks a legacy TypeScript row.
 pub(super) const PAYLOAD_FORMAT_ENVELOPE: i64 = 2;
 
-/// Shown as `generated_at` when a legacy row has no timestamp at all (only
-/// possible if someone nulled `created_at`): an obvious sentinel, never "now",
-/// which would repeat the TypeScript defect of hits inventing a fresh time.
-const UNKNOWN_TIME: &str = "1970-01-01T00:00:00.000Z";
-
 /// A `get_or_insert` waits this long at least for another process generating
 /// the same key (in SQLite: any key), whatever the (short) statement timeout
 /// is: the holder is bounded by one generation plus one insert, and giving up
@@ -70,11 +65,15 @@ pub(super) struct StoredRow {
     /// Our column, or for legacy rows the length of `scenario_states.scenarios`.
     pub num_scenarios: Option<i64>,
     pub bucket_count: Option<i64>,
-    /// ISO 8601 UTC with milliseconds; our column, else the row's creation time.
+    /// ISO 8601 UTC with milliseconds: our column, or for legacy rows the
+    /// row's creation time. NULL (unknown) for a legacy matrix that reached
+    /// us only through Redis.
     pub generated_at: Option<String>,
     pub duration_ms: Option<f64>,
     /// JSON text of an array of numbers.
     pub recycling_multiples: Option<String>,
+    /// JSON text: our rows list the buckets in column order.
+    pub bucket_params: Option<String>,
 }
 
 impl StoredRow {
@@ -117,19 +116,45 @@ impl StoredRow {
             .recycling_multiples
             .and_then(|t| parse_number_array(&t))
             .unwrap_or_default();
+        // Our rows record their column order; without it the columns could
+        // not be attributed to buckets. Legacy rows recorded none we can trust.
+        let bucket_names = if codec == Codec::Zstd {
+            let names = self
+                .bucket_params
+                .as_deref()
+                .and_then(bucket_names)
+                .filter(|n| n.len() == num_buckets as usize);
+            names.ok_or_else(|| {
+                Error::corrupt(format!(
+                    "durable row {key}: bucket_params does not name its {num_buckets} columns"
+                ))
+            })?
+        } else {
+            Vec::new()
+        };
         Ok(Entry {
             payload: Bytes::from(payload),
             codec,
             metadata: Metadata {
                 num_scenarios,
                 num_buckets,
-                generated_at: self.generated_at.unwrap_or_else(|| UNKNOWN_TIME.into()),
-                duration_ms: self.duration_ms.unwrap_or(0.0),
+                generated_at: self.generated_at,
+                duration_ms: self.duration_ms,
                 recycling_multiples,
+                bucket_names,
                 config_hash: key,
             },
         })
     }
+}
+
+/// The `name` of every bucket in a `bucket_params` array, in order.
+fn bucket_names(text: &str) -> Option<Vec<String>> {
+    let j: Json = serde_json::from_str(text).ok()?;
+    j.as_array()?
+        .iter()
+        .map(|b| b.get("name")?.as_str().map(str::to_string))
+        .collect()
 }
 
 /// A JSON array of numbers, parsed with std's correctly rounded `f64` parser:
@@ -171,8 +196,8 @@ pub(super) struct NewRow<'a> {
     pub bucket_params: String,
     pub s_opt: String,
     pub recycling_multiples: String,
-    pub generated_at: &'a str,
-    pub duration_ms: f64,
+    pub generated_at: Option<&'a str>,
+    pub duration_ms: Option<f64>,
 }
 
 impl<'a> NewRow<'a> {
@@ -201,7 +226,16 @@ impl<'a> NewRow<'a> {
                 cfg.buckets.len()
             )));
         }
-        let buckets: Vec<Json> = cfg
+        // The stored matrix is in the key's bucket order, and bucket_params
+        // records that order (with the values the key hashed).
+        let norm = crate::key::normalised(cfg);
+        if !norm.buckets.iter().map(|b| &b.name).eq(m.bucket_names.iter()) {
+            return Err(Error::Internal(format!(
+                "refusing to store columns {:?} for {key}: the key's bucket order differs",
+                m.bucket_names
+            )));
+        }
+        let buckets: Vec<Json> = norm
             .buckets
             .iter()
             .map(|b| {
@@ -212,13 +246,14 @@ impl<'a> NewRow<'a> {
                 })
             })
             .collect();
-        let w = &cfg.correlation_weights;
-        let recycling = match cfg.recycling {
+        let w = &norm.correlation_weights;
+        let recycling = match norm.recycling {
             Recycling::Disabled => json!({"enabled": false, "mode": "same-bucket"}),
             Recycling::Enabled {
                 reinvestment_rate,
                 avg_holding_period,
                 fund_lifetime,
+                ..
             } => json!({
                 "enabled": true,
                 "mode": "same-bucket",
@@ -249,7 +284,7 @@ impl<'a> NewRow<'a> {
             s_opt: s_opt.to_string(),
             recycling_multiples: serde_json::to_string(&m.recycling_multiples)
                 .unwrap_or_else(|_| "[]".into()),
-            generated_at: &m.generated_at,
+            generated_at: m.generated_at.as_deref(),
             duration_ms: m.duration_ms,
         })
     }
@@ -371,7 +406,8 @@ pub(super) fn lock_id(key: &str) -> i64 {
 // ---------------------------------------------------------------------------
 
 /// Complete rows only; legacy rows get their scenario count from the
-/// `scenario_states.scenarios` array and their time from `created_at`. The
+/// `scenario_states.scenarios` array and their time from `created_at` (ours
+/// keep `generated_at`, NULL when unknown). The
 /// count is computed by the server so a legacy row's multi-megabyte JSON never
 /// crosses the wire.
 const SELECT_ROW: &str = r#"
@@ -383,17 +419,20 @@ SELECT matrix_key,
        COALESCE(num_scenarios,
                 CASE WHEN jsonb_typeof(scenario_states -> 'scenarios') = 'array'
                      THEN jsonb_array_length(scenario_states -> 'scenarios') END)::int8 AS num_scenarios,
-       to_char(COALESCE(generated_at, created_at) AT TIME ZONE 'UTC',
-               'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') AS generated_at,
+       to_char(CASE WHEN payload_format IS NULL THEN created_at ELSE generated_at END
+                 AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') AS generated_at,
        duration_ms,
-       recycling_multiples::text AS recycling_multiples
+       recycling_multiples::text AS recycling_multiples,
+       CASE WHEN payload_format IS NOT NULL THEN bucket_params::text END AS bucket_params
   FROM scenario_matrices
  WHERE matrix_key = $1 AND status = 'complete'
 "#;
 
 /// Also takes over a row the TypeScript app left 'pending', 'processing' or
 /// 'failed' under the same key (a plain DO NOTHING would leave the key
-/// unreadable forever); a 'complete' row is never overwritten.
+/// unreadable forever), and a complete TypeScript row, which is only ever
+/// replaced when it cannot be served (see `Durable::get_or_insert`). A
+/// complete row of ours is never overwritten.
 const UPSERT_ROW: &str = r#"
 INSERT INTO scenario_matrices AS m (
     matrix_key, fund_id, taxonomy_version, matrix_type, moic_matrix,
@@ -424,7 +463,7 @@ ON CONFLICT (matrix_key) DO UPDATE SET
     recycling_multiples = EXCLUDED.recycling_multiples,
     created_at = now(),
     updated_at = now()
-WHERE m.status IS DISTINCT FROM 'complete'
+WHERE m.status IS DISTINCT FROM 'complete' OR m.payload_format IS NULL
 "#;
 
 pub struct PgStore {
@@ -492,6 +531,7 @@ impl PgStore {
         &self,
         cfg: &ScenarioConfig,
         key: &str,
+        usable: impl Fn(&Entry) -> bool + Send,
         make: F,
     ) -> Result<(Entry, bool)>
     where
@@ -514,7 +554,7 @@ impl PgStore {
             .await
             .map_err(unavailable)?;
         // Another process may have stored it while we waited.
-        if let Some(entry) = self.read_in(&mut tx, key).await? {
+        if let Some(entry) = self.read_in(&mut tx, key).await?.filter(&usable) {
             // Only releases the lock; nothing was written.
             let _ = tx.commit().await;
             return Ok((entry, false));
@@ -624,6 +664,7 @@ impl PgStore {
             generated_at: r.try_get("generated_at").map_err(get)?,
             duration_ms: r.try_get("duration_ms").map_err(get)?,
             recycling_multiples: r.try_get("recycling_multiples").map_err(get)?,
+            bucket_params: r.try_get("bucket_params").map_err(get)?,
         })
     }
 }
@@ -715,15 +756,20 @@ mod tests {
             generated_at: Some("2026-01-01T00:00:00.000Z".into()),
             duration_ms: None,
             recycling_multiples: None,
+            bucket_params: Some(r#"[{"name": "b"}, {"name": "a"}]"#.into()),
         };
         let legacy = row(None, "zstd", Some(4)).into_entry().unwrap();
         assert_eq!(legacy.codec, Codec::Zlib);
-        assert_eq!(legacy.metadata.duration_ms, 0.0);
+        assert_eq!(legacy.metadata.duration_ms, None);
         assert!(legacy.metadata.recycling_multiples.is_empty());
-        assert_eq!(
-            row(Some(2), "zstd", Some(4)).into_entry().unwrap().codec,
-            Codec::Zstd
-        );
+        assert!(legacy.metadata.bucket_names.is_empty());
+        let ours = row(Some(2), "zstd", Some(4)).into_entry().unwrap();
+        assert_eq!(ours.codec, Codec::Zstd);
+        // Column order as recorded.
+        assert_eq!(ours.metadata.bucket_names, ["b", "a"]);
+        let mut unnamed = row(Some(2), "zstd", Some(4));
+        unnamed.bucket_params = Some(r#"[{"name": "b"}]"#.into());
+        assert_eq!(unnamed.into_entry().unwrap_err().code(), "E_CORRUPT");
         assert_eq!(
             row(None, "none", Some(4)).into_entry().unwrap().codec,
             Codec::None

@@ -7,8 +7,12 @@
 //! | 4 | magic `SMCR` |
 //! | 1 | record version (1) |
 //! | 4 | u32 LE: length M of the metadata block |
-//! | M | metadata: 64 ASCII key, u32 scenarios, u32 buckets, u8 length + ISO `generatedAt`, f64 `durationMs`, u16 count + f64 recycling multiples (all LE) |
-//! | rest | the codec envelope (self-checking) |
+//! | M | metadata (all LE): 64 ASCII key, u32 scenarios, u32 buckets, u8 flags (bit 0: `generatedAt` known, bit 1: `durationMs` known), then if known u8 length + ISO `generatedAt`, if known f64 `durationMs`, u16 count + f64 recycling multiples, u16 count + bucket names (u16 length + UTF-8 each) in column order |
+//! | rest | the codec envelope (self-checking), columns in the key's bucket order |
+//!
+//! Record version 1 (before columns followed the key's bucket order) carried no
+//! bucket names, so its column order is unknown: such values read as
+//! [`Lookup::Outdated`], a miss that the next write replaces.
 //!
 //! Values the TypeScript code wrote (JSON `{data: base64 zlib, numScenarios,
 //! numBuckets, version: 1, ...}`) are recognised and returned as legacy entries
@@ -29,7 +33,9 @@ use crate::error::{Error, Result};
 use crate::scenario::Metadata;
 
 const MAGIC: &[u8; 4] = b"SMCR";
-const RECORD_VERSION: u8 = 1;
+const RECORD_VERSION: u8 = 2;
+const HAS_GENERATED_AT: u8 = 1;
+const HAS_DURATION: u8 = 2;
 const RETRY_INTERVAL: Duration = Duration::from_secs(1);
 
 /// What a Redis lookup found.
@@ -40,6 +46,9 @@ pub enum Lookup {
     Hit(Entry),
     /// Bytes that are neither; the cache counts and overwrites them.
     Undecodable(String),
+    /// A record of an earlier version whose columns cannot be attributed to
+    /// buckets: a miss, overwritten by the next write.
+    Outdated,
 }
 
 pub struct RedisTier {
@@ -199,39 +208,58 @@ fn record_head(e: &Entry) -> Result<BytesMut> {
         ));
     }
     let m = &e.metadata;
+    let generated_at = m.generated_at.as_deref().unwrap_or("");
     if m.config_hash.len() != 64
-        || m.generated_at.len() > 255
+        || generated_at.len() > 255
         || m.recycling_multiples.len() > u16::MAX as usize
+        || m.bucket_names.len() > u16::MAX as usize
+        || m.bucket_names.iter().any(|n| n.len() > u16::MAX as usize)
     {
         return Err(Error::Internal(
             "metadata does not fit the Redis record".into(),
         ));
     }
-    let meta_len = 64 + 4 + 4 + 1 + m.generated_at.len() + 8 + 2 + 8 * m.recycling_multiples.len();
+    let names_len: usize = m.bucket_names.iter().map(|n| 2 + n.len()).sum();
+    let meta_len = 64 + 4 + 4 + 1 + 1 + generated_at.len() + 8 + 2
+        + 8 * m.recycling_multiples.len()
+        + 2
+        + names_len;
     let mut b = BytesMut::with_capacity(4 + 1 + 4 + meta_len);
     b.put_slice(MAGIC);
     b.put_u8(RECORD_VERSION);
-    b.put_u32_le(meta_len as u32);
+    let len_at = b.len();
+    b.put_u32_le(0); // metadata length, filled in below
     b.put_slice(m.config_hash.as_bytes());
     b.put_u32_le(m.num_scenarios);
     b.put_u32_le(m.num_buckets);
-    b.put_u8(m.generated_at.len() as u8);
-    b.put_slice(m.generated_at.as_bytes());
-    b.put_f64_le(m.duration_ms);
+    let flags = if m.generated_at.is_some() { HAS_GENERATED_AT } else { 0 }
+        | if m.duration_ms.is_some() { HAS_DURATION } else { 0 };
+    b.put_u8(flags);
+    if let Some(t) = &m.generated_at {
+        b.put_u8(t.len() as u8);
+        b.put_slice(t.as_bytes());
+    }
+    if let Some(d) = m.duration_ms {
+        b.put_f64_le(d);
+    }
     b.put_u16_le(m.recycling_multiples.len() as u16);
     for r in &m.recycling_multiples {
         b.put_f64_le(*r);
     }
+    b.put_u16_le(m.bucket_names.len() as u16);
+    for n in &m.bucket_names {
+        b.put_u16_le(n.len() as u16);
+        b.put_slice(n.as_bytes());
+    }
+    let written = (b.len() - len_at - 4) as u32;
+    b[len_at..len_at + 4].copy_from_slice(&written.to_le_bytes());
     Ok(b)
 }
 
 /// Reads a stored value: our record, a legacy JSON value, or neither.
 pub fn decode_value(key: &str, v: Bytes) -> Lookup {
     if v.starts_with(MAGIC) {
-        return match decode_record(key, &v) {
-            Ok(e) => Lookup::Hit(e),
-            Err(why) => Lookup::Undecodable(why),
-        };
+        return decode_record(key, &v).unwrap_or_else(Lookup::Undecodable);
     }
     if v.first() == Some(&b'{') {
         return match decode_legacy(key, &v) {
@@ -273,9 +301,12 @@ impl<'a> Reader<'a> {
     }
 }
 
-fn decode_record(key: &str, v: &Bytes) -> std::result::Result<Entry, String> {
+fn decode_record(key: &str, v: &Bytes) -> std::result::Result<Lookup, String> {
     let mut r = Reader { buf: v, pos: 4 };
     let version = r.u8()?;
+    if version == 1 {
+        return Ok(Lookup::Outdated);
+    }
     if version != RECORD_VERSION {
         return Err(format!("unknown record version {version}"));
     }
@@ -293,19 +324,48 @@ fn decode_record(key: &str, v: &Bytes) -> std::result::Result<Entry, String> {
     }
     let num_scenarios = r.u32()?;
     let num_buckets = r.u32()?;
-    let ts_len = r.u8()? as usize;
-    let generated_at = std::str::from_utf8(r.take(ts_len)?)
-        .map_err(|_| "generatedAt is not UTF-8")?
-        .to_string();
-    let duration_ms = r.f64()?;
+    let flags = r.u8()?;
+    if flags & !(HAS_GENERATED_AT | HAS_DURATION) != 0 {
+        return Err(format!("unknown record flags {flags:#04x}"));
+    }
+    let generated_at = if flags & HAS_GENERATED_AT != 0 {
+        let len = r.u8()? as usize;
+        Some(
+            std::str::from_utf8(r.take(len)?)
+                .map_err(|_| "generatedAt is not UTF-8")?
+                .to_string(),
+        )
+    } else {
+        None
+    };
+    let duration_ms = if flags & HAS_DURATION != 0 {
+        Some(r.f64()?)
+    } else {
+        None
+    };
     let n = r.u16()? as usize;
     let recycling_multiples = (0..n)
         .map(|_| r.f64())
         .collect::<std::result::Result<Vec<_>, _>>()?;
+    let n = r.u16()? as usize;
+    let bucket_names = (0..n)
+        .map(|_| {
+            let len = r.u16()? as usize;
+            std::str::from_utf8(r.take(len)?)
+                .map(str::to_string)
+                .map_err(|_| "bucket name is not UTF-8".to_string())
+        })
+        .collect::<std::result::Result<Vec<_>, _>>()?;
     if r.pos != meta_end {
         return Err("metadata length mismatch".into());
     }
-    Ok(Entry {
+    if bucket_names.len() != num_buckets as usize {
+        return Err(format!(
+            "record names {} buckets for {num_buckets} columns",
+            bucket_names.len()
+        ));
+    }
+    Ok(Lookup::Hit(Entry {
         payload: v.slice(meta_end..),
         codec: Codec::Zstd,
         metadata: Metadata {
@@ -315,8 +375,9 @@ fn decode_record(key: &str, v: &Bytes) -> std::result::Result<Entry, String> {
             generated_at,
             duration_ms,
             recycling_multiples,
+            bucket_names,
         },
-    })
+    }))
 }
 
 fn decode_legacy(key: &str, v: &[u8]) -> std::result::Result<Entry, String> {
@@ -343,9 +404,11 @@ fn decode_legacy(key: &str, v: &[u8]) -> std::result::Result<Entry, String> {
             config_hash: key.to_string(),
             num_scenarios,
             num_buckets,
-            generated_at: String::new(),
-            duration_ms: 0.0,
+            // The TypeScript value recorded none of these.
+            generated_at: None,
+            duration_ms: None,
             recycling_multiples: Vec::new(),
+            bucket_names: Vec::new(),
         },
     })
 }
@@ -362,9 +425,10 @@ mod tests {
                 config_hash: "ab".repeat(32),
                 num_scenarios: 10,
                 num_buckets: 2,
-                generated_at: "2026-11-24T06:00:00.123Z".into(),
-                duration_ms: 3.25,
+                generated_at: Some("2026-11-24T06:00:00.123Z".into()),
+                duration_ms: Some(3.25),
                 recycling_multiples: vec![1.5, 2.0],
+                bucket_names: vec!["Seed".into(), "Série A".into()],
             },
         }
     }
@@ -379,6 +443,24 @@ mod tests {
             Lookup::Hit(got) => assert_eq!(got, e),
             other => panic!("{other:?}"),
         }
+        // Unknown metadata round-trips as unknown.
+        let mut legacyish = e.clone();
+        legacyish.metadata.generated_at = None;
+        legacyish.metadata.duration_ms = None;
+        legacyish.metadata.recycling_multiples.clear();
+        let mut rec2 = record_head(&legacyish).unwrap();
+        rec2.put_slice(&e.payload);
+        match decode_value(&e.metadata.config_hash, rec2.freeze()) {
+            Lookup::Hit(got) => assert_eq!(got, legacyish),
+            other => panic!("{other:?}"),
+        }
+        // A version 1 record (no bucket names) is outdated, not corrupt.
+        let mut v1 = rec.to_vec();
+        v1[4] = 1;
+        assert!(matches!(
+            decode_value(&e.metadata.config_hash, Bytes::from(v1)),
+            Lookup::Outdated
+        ));
         // Under another key it is refused, and every truncation is undecodable.
         assert!(matches!(
             decode_value(&"cd".repeat(32), rec.clone()),

@@ -40,14 +40,15 @@ SELECT matrix_key,
                      CASE WHEN json_type(scenario_states, '$.scenarios') = 'array'
                           THEN json_array_length(scenario_states, '$.scenarios') END
                 END) AS num_scenarios,
-       COALESCE(generated_at, created_at) AS generated_at,
+       CASE WHEN payload_format IS NULL THEN created_at ELSE generated_at END AS generated_at,
        duration_ms,
-       recycling_multiples
+       recycling_multiples,
+       CASE WHEN payload_format IS NOT NULL THEN bucket_params END AS bucket_params
   FROM scenario_matrices
  WHERE matrix_key = ?1 AND status = 'complete'
 "#;
 
-/// Like the PostgreSQL upsert: takes over a non-complete row, never a complete one.
+/// Like the PostgreSQL upsert: takes over a non-complete or legacy row, never a complete one of ours.
 const UPSERT_ROW: &str = r#"
 INSERT INTO scenario_matrices (
     matrix_key, fund_id, taxonomy_version, matrix_type, moic_matrix,
@@ -78,7 +79,7 @@ ON CONFLICT (matrix_key) DO UPDATE SET
     recycling_multiples = excluded.recycling_multiples,
     created_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now'),
     updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
-WHERE scenario_matrices.status IS NOT 'complete'
+WHERE scenario_matrices.status IS NOT 'complete' OR scenario_matrices.payload_format IS NULL
 "#;
 
 pub struct SqliteStore {
@@ -145,6 +146,7 @@ impl SqliteStore {
         &self,
         cfg: &ScenarioConfig,
         key: &str,
+        usable: impl Fn(&Entry) -> bool + Send,
         make: F,
     ) -> Result<(Entry, bool)>
     where
@@ -156,7 +158,7 @@ impl SqliteStore {
         // all keys, not just this one: SQLite has only the one lock).
         // Dropping this future rolls back and frees it.
         let mut tx = self.begin_immediate().await?;
-        if let Some(entry) = self.read_in(&mut tx, key).await? {
+        if let Some(entry) = self.read_in(&mut tx, key).await?.filter(&usable) {
             let _ = tx.commit().await;
             return Ok((entry, false));
         }
@@ -180,8 +182,11 @@ impl SqliteStore {
             .await
             .map_err(|e| self.write_failed("storing the matrix", &e))?;
         if written.rows_affected() == 0 {
-            // Cannot happen under the write lock unless the file was edited by
-            // hand inside our transaction; report rather than guess.
+            // A complete row of ours that `usable` refused: it stays the truth.
+            if let Some(existing) = self.read_in(&mut tx, key).await? {
+                let _ = tx.commit().await;
+                return Ok((existing, false));
+            }
             return Err(Error::DurableWrite(format!(
                 "storing the matrix ({}): row {key} was neither inserted nor replaced",
                 self.shown
@@ -284,6 +289,7 @@ impl SqliteStore {
             generated_at: r.try_get("generated_at").map_err(get)?,
             duration_ms: r.try_get("duration_ms").map_err(get)?,
             recycling_multiples: r.try_get("recycling_multiples").map_err(get)?,
+            bucket_params: r.try_get("bucket_params").map_err(get)?,
         })
     }
 
