@@ -16,11 +16,13 @@ export interface ScenarioConfig {
 }
 
 export interface BucketConfig {
-  /** Non-empty, at most 256 characters, unique in the config. */
+  /** Non-empty, at most 256 characters, no U+0000, unique in the config. Columns follow
+   * names: results list each bucket's column in the order the config lists the buckets. */
   name: string
   /** 0..=100. */
   capitalAllocation: number
-  /** median >= 0; p90 >= median; p90 / median < 5 unless p90 == median. */
+  /** median >= 0; p90 >= median; p90 / median < 5 unless p90 == median (also after
+   * rounding both to 5 decimals, the values the key hashes and the generator uses). */
   moicCalibration: { median: number; p90: number }
 }
 
@@ -28,6 +30,7 @@ export type RecyclingConfig =
   | { enabled: false; mode?: 'same-bucket'; reinvestmentRate?: number; avgHoldingPeriod?: number; fundLifetime?: number }
   | {
       enabled: true
+      /** Left out, it is left out of the key too (as the TypeScript key does); same matrix model. */
       mode?: 'same-bucket'
       /** 0..=1 */
       reinvestmentRate: number
@@ -44,6 +47,7 @@ export type ErrorCode =
   | 'E_CORRUPT'
   | 'E_DURABLE_UNAVAILABLE'
   | 'E_DURABLE_WRITE'
+  | 'E_INVALIDATION_INCOMPLETE'
   | 'E_CLOSED'
   | 'E_INTERNAL'
 
