@@ -41,6 +41,19 @@ fn bench_codec(c: &mut Criterion) {
         g.bench_function("decode", |b| {
             b.iter(|| codec::decode(black_box(&env)).unwrap())
         });
+        // What a caller whose bucket order is not the key's decodes: the same
+        // chunks, each row's columns reordered (columns reversed here).
+        let map: Vec<u8> = (0..cols as u8).rev().collect();
+        let mapped = codec::with_column_map(&env, &map).unwrap();
+        g.bench_function("decode with column map", |b| {
+            b.iter(|| codec::decode(black_box(&mapped)).unwrap())
+        });
+        g.bench_function("caller copy with column map", |b| {
+            b.iter(|| codec::with_column_map(black_box(&env), &map).unwrap())
+        });
+        g.bench_function("caller copy", |b| {
+            b.iter(|| codec::copy_large(black_box(&env)))
+        });
         g.finish();
     }
     if std::env::var_os("SMC_CODEC_SWEEP").is_some() {

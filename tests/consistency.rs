@@ -552,9 +552,19 @@ async fn assert_nothing_outlives_the_row(cache: &Cache, db: &TestDb, prefix: &st
 async fn invalidation_wins_races_with_durable_hits() {
     let db = TestDb::create().await;
     let prefix = format!("{}:", unique("smc_race"));
-    let cfg = six(&ORDERS[0], 20_000, "race-fund");
+    // Large enough that reading the row takes a few milliseconds.
+    let cfg = six(&ORDERS[0], 100_000, "race-fund");
     let k = key::canonical_key(&cfg);
-    for round in 0..12 {
+    let waiting = |db_name: String| async move {
+        let mut c = TestDb { name: db_name.clone(), url: format!("postgres://postgres@127.0.0.1:5432/{db_name}") }.connect().await;
+        sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+        .fetch_one(&mut c)
+        .await
+        .unwrap()
+    };
+    for round in 0..8 {
         // The row exists; a fresh instance (empty memory, no Redis copy) reads it.
         let seed = Cache::open(CacheOptions { redis_url: Some(String::new()), ..pg_opts(&db, &prefix) })
             .await
@@ -562,25 +572,88 @@ async fn invalidation_wins_races_with_durable_hits() {
         seed.get_or_generate(&cfg).await.unwrap();
         seed.close().await;
         let cache = Arc::new(Cache::open(pg_opts(&db, &prefix)).await.unwrap());
+        // Hold the table so the lookup's read is queued, then queue the
+        // invalidation's delete behind it, then let both go: the read is in
+        // flight when the invalidation starts, and completes during it.
+        let mut locker = db.connect().await;
+        sqlx::query("BEGIN").execute(&mut locker).await.unwrap();
+        sqlx::query("LOCK TABLE scenario_matrices IN ACCESS EXCLUSIVE MODE")
+            .execute(&mut locker)
+            .await
+            .unwrap();
         let (a, b) = (cache.clone(), cache.clone());
-        let key2 = k.clone();
-        let lookup = tokio::spawn(async move { a.get(&key2).await });
-        let inval = async {
+        let (k1, k2) = (k.clone(), k.clone());
+        let lookup = tokio::spawn(async move { a.get(&k1).await });
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while waiting(db.name.clone()).await < 1 {
+            assert!(std::time::Instant::now() < deadline, "the lookup never queued");
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
+        let inval = tokio::spawn(async move {
             if round % 2 == 0 {
-                b.invalidate(&k).await.map(|_| ())
+                b.invalidate(&k2).await.map(|_| ())
             } else {
                 b.invalidate_fund("race-fund", None).await.map(|_| ())
             }
-        };
-        let (looked, inval) = tokio::join!(lookup, inval);
-        looked.unwrap().unwrap();
-        inval.unwrap();
+        });
+        while waiting(db.name.clone()).await < 2 {
+            assert!(std::time::Instant::now() < deadline, "the invalidation never queued");
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
+        sqlx::query("COMMIT").execute(&mut locker).await.unwrap();
+        lookup.await.unwrap().unwrap();
+        inval.await.unwrap().unwrap();
         assert_eq!(row_count(&db, &k).await, 0, "round {round}");
         assert_nothing_outlives_the_row(&cache, &db, &prefix, &k, &format!("round {round}")).await;
         // A later fund invalidation has nothing left to find.
         assert_eq!(cache.invalidate_fund("race-fund", None).await.unwrap(), 0);
         cache.close().await;
     }
+    drop_redis_prefix(&prefix).await;
+    db.drop_db().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn invalidation_removes_what_a_miss_in_flight_stores() {
+    // PostgreSQL: a miss holds its key's advisory lock while it generates;
+    // an invalidation that starts meanwhile must remove the row it stores.
+    let db = TestDb::create().await;
+    let prefix = format!("{}:", unique("smc_race_miss"));
+    let cache = Arc::new(Cache::open(pg_opts(&db, &prefix)).await.unwrap());
+    let mut c = db.connect().await;
+    for round in 0..4 {
+        let cfg = six(&ORDERS[round % 4], 100_000, &format!("miss-race-{round}"));
+        let k = key::canonical_key(&cfg);
+        let a = cache.clone();
+        let miss = tokio::spawn(async move { a.get_or_generate(&cfg).await });
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let held: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted                  AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+            )
+            .fetch_one(&mut c)
+            .await
+            .unwrap();
+            if held > 0 {
+                break;
+            }
+            assert!(!miss.is_finished(), "round {round}: the miss ended before it was observed");
+            assert!(std::time::Instant::now() < deadline, "round {round}: no lock seen");
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+        if round % 2 == 0 {
+            cache.invalidate(&k).await.unwrap();
+        } else {
+            cache.invalidate_fund(&format!("miss-race-{round}"), None).await.unwrap();
+        }
+        let hit = miss.await.unwrap().unwrap();
+        assert_eq!(hit.source, Source::Generated, "round {round}: the caller still gets its result");
+        cache.flush().await;
+        assert_eq!(row_count(&db, &k).await, 0, "round {round}: the miss's row outlived the invalidation");
+        assert!(!redis_has(&prefix, &k).await, "round {round}");
+        assert!(cache.get(&k).await.unwrap().is_none(), "round {round}");
+    }
+    cache.close().await;
     drop_redis_prefix(&prefix).await;
     db.drop_db().await;
 }

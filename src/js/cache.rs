@@ -101,18 +101,27 @@ fn owned(hit: Hit, cfg: Option<&ScenarioConfig>) -> crate::Result<CallerCopy> {
     hit.for_caller(cfg)
 }
 
-/// The synchronous path for small memory hits in the stored order: the copy
-/// goes straight into a Node-allocated buffer, cheaper to create and collect
-/// than an external one.
-fn result_js_now(env: &Env, hit: Hit) -> napi::Result<ScenarioResult> {
+/// The synchronous path for small memory hits: the copy goes straight into a
+/// Node-allocated buffer, cheaper to create and collect than an external one.
+/// A caller in another bucket order gets the copy with a column map (a
+/// header rewrite plus the copy, a few microseconds at this size).
+fn result_js_now(env: &Env, hit: Hit, cfg: &ScenarioConfig) -> napi::Result<ScenarioResult> {
+    let order = ColumnOrder::for_config(cfg);
     let (rows, cols) = (
         hit.entry.metadata.num_scenarios,
         hit.entry.metadata.num_buckets,
     );
-    let data = BufferSlice::copy_from(env, &hit.entry.payload)?.into_buffer(env)?;
+    let data = if order.is_identity() {
+        BufferSlice::copy_from(env, &hit.entry.payload)?
+    } else {
+        let mapped = order
+            .envelope(&hit.entry.payload)
+            .map_err(|e| js_error(env, &e))?;
+        BufferSlice::copy_from(env, &mapped)?
+    };
     Ok(ScenarioResult {
-        compressed: compressed_matrix(data, rows, cols),
-        metadata: metadata_js(hit.entry.metadata, hit.source),
+        compressed: compressed_matrix(data.into_buffer(env)?, rows, cols),
+        metadata: metadata_js(order.metadata(&hit.entry.metadata), hit.source),
     })
 }
 
@@ -256,11 +265,12 @@ impl ScenarioMatrixCache {
         if let Ok(c) = &cfg {
             let key = crate::key::canonical_key(c);
             if let Ok(Some(hit)) = self.inner.get_from_memory(c, &key) {
-                // A small memory hit in the stored bucket order is answered
-                // right here, without a thread hop.
-                let in_order = ColumnOrder::for_config(c).is_identity();
-                if in_order && hit.entry.payload.len() <= SYNC_COPY_MAX {
-                    return PromiseRaw::resolve(env, result_js_now(env, hit)?);
+                // A small memory hit is answered right here, without a thread hop.
+                if hit.entry.payload.len() <= SYNC_COPY_MAX {
+                    return match result_js_now(env, hit, c) {
+                        Ok(r) => PromiseRaw::resolve(env, r),
+                        Err(e) => PromiseRaw::reject(env, e),
+                    };
                 }
                 let c = c.clone();
                 return promise(env, async move { owned(hit, Some(&c)) }, copy_js);
