@@ -264,7 +264,9 @@ impl Cache {
     }
 
     /// Removes every matrix of a fund (optionally one taxonomy version) from
-    /// every tier; returns how many the durable store held.
+    /// every tier; returns how many the durable store held. Rows the
+    /// TypeScript app left 'pending', 'processing' or 'failed' are not
+    /// matrices: they stay, and are not counted.
     pub async fn invalidate_fund(
         &self,
         fund_id: &str,

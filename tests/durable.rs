@@ -841,6 +841,88 @@ async fn delete_semantics(store: &Durable) {
     assert!(store.get(&k_b1).await.unwrap().is_some(), "other fund kept");
 }
 
+/// The TypeScript app's unfinished rows ('pending', 'processing', 'failed')
+/// of a fund, under keys of their own, as `insert_unfinished` stores them.
+const UNFINISHED: [&str; 3] = ["pending", "processing", "failed"];
+
+/// `delete_fund` removes the fund's cached matrices (complete rows) only, and
+/// returns only their keys; the app's unfinished rows are left alone.
+/// `unfinished` are the keys of the rows `UNFINISHED` the caller stored for
+/// `HOSTILE_FUND`/"t1"; `remaining` counts the rows of a key.
+async fn fund_delete_keeps_unfinished_rows<F, Fut>(
+    store: &Durable,
+    unfinished: &[String],
+    remaining: F,
+) where
+    F: Fn(String) -> Fut,
+    Fut: Future<Output = i64>,
+{
+    let cfg = config(HOSTILE_FUND, "t1", 10);
+    let complete = insert(store, &cfg).await;
+    assert_eq!(
+        store.delete_fund(HOSTILE_FUND, Some("t1")).await.unwrap(),
+        vec![complete.clone()],
+        "only the complete row is a cached matrix"
+    );
+    assert_eq!(store.get(&complete).await.unwrap(), None);
+    for k in unfinished {
+        assert_eq!(
+            remaining(k.clone()).await,
+            1,
+            "unfinished row {k} was deleted"
+        );
+    }
+    let again = insert(store, &cfg).await;
+    assert_eq!(
+        store.delete_fund(HOSTILE_FUND, None).await.unwrap(),
+        vec![again]
+    );
+    assert!(store
+        .delete_fund(HOSTILE_FUND, None)
+        .await
+        .unwrap()
+        .is_empty());
+    for k in unfinished {
+        assert_eq!(
+            remaining(k.clone()).await,
+            1,
+            "unfinished row {k} was deleted"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pg_delete_fund_keeps_unfinished_rows() {
+    with_pg_db(|url| async move {
+        let store = pg_open(&url).await;
+        let mut c = pg_raw(&url).await;
+        let mut unfinished = Vec::new();
+        for status in UNFINISHED {
+            let k = new_key();
+            sqlx::query(
+                "INSERT INTO scenario_matrices (matrix_key, fund_id, taxonomy_version, status)
+                 VALUES ($1, $2, 't1', $3)",
+            )
+            .bind(&k)
+            .bind(HOSTILE_FUND)
+            .bind(status)
+            .execute(&mut c)
+            .await
+            .unwrap();
+            unfinished.push(k);
+        }
+        let _ = c.close().await;
+        let u = url.clone();
+        fund_delete_keeps_unfinished_rows(&store, &unfinished, move |k| {
+            let u = u.clone();
+            async move { pg_count(&u, &k).await }
+        })
+        .await;
+        store.close().await;
+    })
+    .await;
+}
+
 // ---------------------------------------------------------------------------
 // SQLite
 // ---------------------------------------------------------------------------
@@ -1057,6 +1139,37 @@ async fn sqlite_delete_and_delete_fund() {
     let dir = TempDir::new();
     let store = sqlite_open(&dir.0.join("delete.db")).await;
     delete_semantics(&store).await;
+    store.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sqlite_delete_fund_keeps_unfinished_rows() {
+    let dir = TempDir::new();
+    let path = dir.0.join("unfinished.db");
+    let store = sqlite_open(&path).await;
+    let mut c = sqlite_raw(&path).await;
+    let mut unfinished = Vec::new();
+    for status in UNFINISHED {
+        let k = new_key();
+        sqlx::query(
+            "INSERT INTO scenario_matrices (matrix_key, fund_id, taxonomy_version, status)
+             VALUES (?1, ?2, 't1', ?3)",
+        )
+        .bind(&k)
+        .bind(HOSTILE_FUND)
+        .bind(status)
+        .execute(&mut c)
+        .await
+        .unwrap();
+        unfinished.push(k);
+    }
+    let _ = c.close().await;
+    let p = path.clone();
+    fund_delete_keeps_unfinished_rows(&store, &unfinished, move |k| {
+        let p = p.clone();
+        async move { sqlite_count(&p, &k).await }
+    })
+    .await;
     store.close().await;
 }
 
