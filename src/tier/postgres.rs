@@ -674,8 +674,11 @@ mod tests {
             lock_id("ffffffffffffffff0000000000000000000000000000000000000000000000aa"),
             -1
         );
-        assert_eq!(lock_id("not hex at all"), lock_id("not hex at all"));
-        assert_ne!(lock_id("not hex at all"), lock_id("not hex at all!"));
+        // Anything else: FNV-1a, pinned (other processes and versions must agree).
+        assert_eq!(lock_id(""), -3_750_763_034_362_895_579);
+        assert_eq!(lock_id("not hex at all"), 4_096_467_540_552_539_131);
+        assert_eq!(lock_id("not hex at all!"), 2_815_179_666_291_364_718);
+        assert_eq!(lock_id("000000000000000g"), -4_426_441_419_151_540_112);
     }
 
     #[test]
