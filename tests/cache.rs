@@ -136,27 +136,72 @@ async fn concurrent_misses_share_one_generation() {
     assert_eq!(s.generations, 1, "{s:?}");
     assert_eq!(s.single_flight_joins + 1, 16, "{s:?}");
 
+    cache.close().await;
+
     // Several instances (separate pools, as separate processes have) racing on a
-    // new key: PostgreSQL's per-key lock lets exactly one generate.
-    let cfg = config("cross-instance", 20_000);
-    let mut tasks = Vec::new();
-    for _ in 0..4 {
-        let c = Arc::new(Cache::open(options(&db, &prefix)).await.unwrap());
-        for _ in 0..8 {
-            let (c, cfg) = (c.clone(), cfg.clone());
-            tasks.push(tokio::spawn(async move {
-                c.get_or_generate(&cfg).await.unwrap();
-                c.stats().generations
-            }));
-        }
+    // new key: PostgreSQL's per-key lock lets exactly one generate, and the
+    // others read its row. A trigger counts every attempt to store the matrix
+    // (each generation ends in one): without the lock each instance would
+    // generate and try to store, and only the UNIQUE key would keep the row
+    // count at 1. (The first instance's open ran the migrations.)
+    let mut c = db.connect().await;
+    sqlx::raw_sql(
+        "CREATE TABLE smc_test_store_attempts (matrix_key text);
+         CREATE FUNCTION smc_test_count_store() RETURNS trigger LANGUAGE plpgsql AS
+           $$ BEGIN INSERT INTO smc_test_store_attempts VALUES (NEW.matrix_key); RETURN NEW; END $$;
+         CREATE TRIGGER smc_test_count_store BEFORE INSERT ON scenario_matrices
+           FOR EACH ROW EXECUTE FUNCTION smc_test_count_store();",
+    )
+    .execute(&mut c)
+    .await
+    .unwrap();
+    const INSTANCES: usize = 6;
+    let cfg = config("cross-instance", 50_000);
+    let mut caches = Vec::new();
+    for _ in 0..INSTANCES {
+        caches.push(Arc::new(Cache::open(options(&db, &prefix)).await.unwrap()));
     }
-    let mut gens = std::collections::HashSet::new();
+    let barrier = Arc::new(tokio::sync::Barrier::new(INSTANCES));
+    let tasks: Vec<_> = caches
+        .iter()
+        .map(|c| {
+            let (c, cfg, barrier) = (c.clone(), cfg.clone(), barrier.clone());
+            tokio::spawn(async move {
+                barrier.wait().await;
+                c.get_or_generate(&cfg).await.unwrap()
+            })
+        })
+        .collect();
+    let mut sources = Vec::new();
+    let mut payloads = Vec::new();
     for t in tasks {
-        gens.insert(t.await.unwrap());
+        let hit = t.await.unwrap();
+        sources.push(hit.source);
+        payloads.push(hit.entry.payload);
     }
-    assert_eq!(count_rows(&db, &key::canonical_key(&cfg)).await, 1);
-    // Each instance reports 0 or 1 generations; only one reports 1. Count via rows + stats:
-    assert!(gens.contains(&1) && gens.iter().all(|g| *g <= 1));
+    assert!(payloads.windows(2).all(|w| w[0] == w[1]));
+    let generated = sources.iter().filter(|s| **s == Source::Generated).count();
+    assert_eq!(generated, 1, "exactly one instance generates: {sources:?}");
+    assert!(
+        sources
+            .iter()
+            .all(|s| matches!(s, Source::Generated | Source::Postgres)),
+        "{sources:?}"
+    );
+    let generations: u64 = caches.iter().map(|c| c.stats().generations).sum();
+    assert_eq!(generations, 1);
+    let k = key::canonical_key(&cfg);
+    let attempts: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM smc_test_store_attempts WHERE matrix_key = $1")
+            .bind(&k)
+            .fetch_one(&mut c)
+            .await
+            .unwrap();
+    assert_eq!(attempts, 1, "every instance but one waited for the row");
+    assert_eq!(count_rows(&db, &k).await, 1);
+    for c in caches {
+        c.close().await;
+    }
     db.drop_db().await;
     drop_redis_prefix(&prefix).await;
 }
