@@ -2,6 +2,8 @@
 //! Each test has its own database and Redis prefix.
 
 mod common;
+#[path = "common/sample.rs"]
+mod sample;
 
 use std::sync::Arc;
 
@@ -437,6 +439,81 @@ async fn invalidate_removes_from_every_tier_and_allows_regeneration() {
         "E_CLOSED"
     );
     assert_eq!(cache.invalidate(&ka).await.unwrap_err().code(), "E_CLOSED");
+    db.drop_db().await;
+    drop_redis_prefix(&prefix).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn invalidate_waits_for_pending_redis_writes() {
+    let db = TestDb::create().await;
+    let prefix = format!("{}:", unique("smc"));
+    let cache = Cache::open(options(&db, &prefix)).await.unwrap();
+    // A legacy (TypeScript) value of the largest size, in Redis only: a hit on
+    // it schedules a background rewrite of about 16 MB in the new format, and
+    // with no durable row to delete, invalidate reaches Redis quickly, while
+    // that rewrite may still be on its way.
+    let (rows, cols) = (100_000, 50);
+    let cfg = sample::sample_config(rows, cols, 7);
+    let k = key::canonical_key(&cfg);
+    let raw: Vec<u8> = sample::matrix(rows, cols, 7)
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
+    let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut z, &raw).unwrap();
+    let z = z.finish().unwrap();
+    let legacy = serde_json::json!({
+        "data": base64::engine::general_purpose::STANDARD.encode(&z),
+        "numScenarios": rows, "numBuckets": cols, "version": 1,
+        "uncompressedSize": raw.len(), "compressedSize": z.len(),
+    })
+    .to_string();
+    let mut r = redis_conn().await;
+    for attempt in 0..5 {
+        let _: () = r.set(format!("{prefix}{k}"), &legacy).await.unwrap();
+        let hit = cache.get_or_generate(&cfg).await.unwrap();
+        assert_eq!(hit.source, Source::Redis);
+        // The rewrite is pending; it must not bring the key back once
+        // invalidate returns.
+        assert!(cache.invalidate(&k).await.unwrap());
+        cache.flush().await;
+        let exists: bool = r.exists(format!("{prefix}{k}")).await.unwrap();
+        assert!(
+            !exists,
+            "a pending Redis write brought {k} back (attempt {attempt})"
+        );
+        assert!(cache.get(&k).await.unwrap().is_none());
+    }
+    assert_eq!(cache.stats().legacy_rewrites, 5);
+    assert_eq!(cache.stats().generations, 0);
+    cache.close().await;
+    db.drop_db().await;
+    drop_redis_prefix(&prefix).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn redis_hit_fills_memory() {
+    let db = TestDb::create().await;
+    let prefix = format!("{}:", unique("smc"));
+    let cfg = config("redis-fills-memory", 2_000);
+    let k = key::canonical_key(&cfg);
+    let first = Cache::open(options(&db, &prefix)).await.unwrap();
+    let miss = first.get_or_generate(&cfg).await.unwrap();
+    first.close().await;
+
+    let second = Cache::open(options(&db, &prefix)).await.unwrap();
+    let hit = second.get_or_generate(&cfg).await.unwrap();
+    assert_eq!(hit.source, Source::Redis);
+    let again = second.get_or_generate(&cfg).await.unwrap();
+    assert_eq!(again.source, Source::Memory, "a Redis hit fills memory");
+    assert_eq!(again.entry, miss.entry);
+    // The same through lookup by key, on a third instance.
+    let third = Cache::open(options(&db, &prefix)).await.unwrap();
+    assert_eq!(third.get(&k).await.unwrap().unwrap().source, Source::Redis);
+    assert_eq!(third.get(&k).await.unwrap().unwrap().source, Source::Memory);
+    assert_eq!(second.stats().redis.hits, 1);
+    second.close().await;
+    third.close().await;
     db.drop_db().await;
     drop_redis_prefix(&prefix).await;
 }
