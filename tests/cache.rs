@@ -617,13 +617,15 @@ impl TlsRedis {
             .stdout(std::process::Stdio::null())
             .spawn()
             .expect("redis-server is needed for the TLS test");
-        for _ in 0..100 {
+        // A generous deadline: the machine may be busy with other tests.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while std::time::Instant::now() < deadline {
             if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
                 return TlsRedis { child, port, dir };
             }
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
-        panic!("TLS redis-server did not start on port {port}");
+        panic!("TLS redis-server did not start on port {port} within 30 s");
     }
 }
 
