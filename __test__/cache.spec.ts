@@ -1,27 +1,49 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 
 import { canonicalKey, ScenarioMatrixCache } from '../index.js'
 import { config, createDatabase, dropRedisPrefix, query, redisClient, REDIS_URL, uniqueName } from './helpers/services'
 
+/** A database, Redis prefix and cache of one test's own, and their removal. */
+async function isolatedServices() {
+  const db = await createDatabase()
+  const prefix = `${uniqueName('smc_vitest')}:`
+  let cache: ScenarioMatrixCache | undefined
+  let redis: Awaited<ReturnType<typeof redisClient>> | undefined
+  const teardown = async () => {
+    try {
+      await cache?.close()
+      await redis?.quit()
+    } finally {
+      await db.drop()
+      await dropRedisPrefix(prefix)
+    }
+  }
+  try {
+    cache = await ScenarioMatrixCache.open({ databaseUrl: db.url, redisUrl: REDIS_URL, redisKeyPrefix: prefix })
+    redis = await redisClient()
+  } catch (e) {
+    await teardown()
+    throw e
+  }
+  return { db, prefix, cache, redis, teardown }
+}
+
+// Every test gets its own services, so each passes alone and in any order.
 let db: Awaited<ReturnType<typeof createDatabase>>
 let prefix: string
 let cache: ScenarioMatrixCache
 let redis: Awaited<ReturnType<typeof redisClient>>
+let teardown: (() => Promise<void>) | undefined
 
 const open = () => ScenarioMatrixCache.open({ databaseUrl: db.url, redisUrl: REDIS_URL, redisKeyPrefix: prefix })
 
-beforeAll(async () => {
-  db = await createDatabase()
-  prefix = `${uniqueName('smc_vitest')}:`
-  cache = await open()
-  redis = await redisClient()
+beforeEach(async () => {
+  ;({ db, prefix, cache, redis, teardown } = await isolatedServices())
 })
 
-afterAll(async () => {
-  await cache?.close()
-  await redis?.quit()
-  await db?.drop()
-  await dropRedisPrefix(prefix)
+afterEach(async () => {
+  await teardown?.()
+  teardown = undefined
 })
 
 describe('ScenarioMatrixCache', () => {
@@ -97,11 +119,16 @@ describe('ScenarioMatrixCache', () => {
   })
 
   it('reports stats', async () => {
+    const c = config('vitest-stats', 1_000)
+    expect((await cache.getOrGenerate(c)).metadata.source).toBe('generated')
+    expect((await cache.getOrGenerate(c)).metadata.source).toBe('memory')
+    expect((await cache.get(canonicalKey(c)))?.metadata.source).toBe('memory')
     const s = cache.stats()
-    expect(s.generations).toBeGreaterThanOrEqual(3)
-    expect(s.memory.hits).toBeGreaterThanOrEqual(1)
-    expect(s.hitRate).toBeGreaterThan(0)
-    expect(s.latency.memory.count).toBeGreaterThanOrEqual(1)
+    expect(s.generations).toBe(1)
+    expect(s.calls).toBe(3)
+    expect(s.memory.hits).toBe(2)
+    expect(s.hitRate).toBeCloseTo(2 / 3)
+    expect(s.latency.memory.count).toBe(2)
     expect(s.latency.memory.p99Ms).toBeGreaterThan(0)
     expect(s.memoryTier?.maxBytes).toBe(128 * 1024 * 1024)
   })

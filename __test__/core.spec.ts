@@ -119,6 +119,22 @@ describe('codec', () => {
     await expect(decompressMatrix({ ...c, data: Buffer.from('garbage') })).rejects.toMatchObject({ code: 'E_CORRUPT' })
   })
 
+  it('compresses the values the array held at call time, whatever the caller does next', async () => {
+    const rows = 100_000
+    const cols = 50
+    const original = new Float32Array(rows * cols)
+    for (let i = 0; i < original.length; i++) original[i] = 1 + (i % 997) / 997
+    const want = Buffer.from(original.buffer)
+    for (let attempt = 0; attempt < 8; attempt++) {
+      const m = original.slice()
+      const pending = compressMatrix(m, rows, cols)
+      m.fill(2)
+      const back = await decompressMatrix(await pending)
+      const got = Buffer.from(back.buffer, back.byteOffset, back.byteLength)
+      expect(Buffer.compare(got, want), `attempt ${attempt}: the compressed matrix is not the original`).toBe(0)
+    }
+  })
+
   it('rejects a matrix whose length does not match its dimensions', async () => {
     await expect(compressMatrix(new Float32Array(10), 3, 3)).rejects.toMatchObject({ code: 'E_INVALID_ARGUMENT' })
   })

@@ -316,8 +316,9 @@ impl Cache {
     }
 
     /// Removes every matrix of a fund (optionally one taxonomy version) from
-    /// every tier; returns how many the durable store held. Rows of other
-    /// statuses (the TypeScript app's work in progress) are left alone.
+    /// every tier; returns how many the durable store held. Rows the
+    /// TypeScript app left 'pending', 'processing' or 'failed' are not
+    /// matrices: they stay, and are not counted.
     /// Rejects with `E_INVALIDATION_INCOMPLETE` when Redis could not be
     /// reached: the durable rows are gone, and the next invalidation retries
     /// the Redis copies (this process never serves them meanwhile).

@@ -2,6 +2,8 @@
 //! Each test has its own database and Redis prefix.
 
 mod common;
+#[path = "common/sample.rs"]
+mod sample;
 
 use std::sync::Arc;
 
@@ -136,27 +138,72 @@ async fn concurrent_misses_share_one_generation() {
     assert_eq!(s.generations, 1, "{s:?}");
     assert_eq!(s.single_flight_joins + 1, 16, "{s:?}");
 
+    cache.close().await;
+
     // Several instances (separate pools, as separate processes have) racing on a
-    // new key: PostgreSQL's per-key lock lets exactly one generate.
-    let cfg = config("cross-instance", 20_000);
-    let mut tasks = Vec::new();
-    for _ in 0..4 {
-        let c = Arc::new(Cache::open(options(&db, &prefix)).await.unwrap());
-        for _ in 0..8 {
-            let (c, cfg) = (c.clone(), cfg.clone());
-            tasks.push(tokio::spawn(async move {
-                c.get_or_generate(&cfg).await.unwrap();
-                c.stats().generations
-            }));
-        }
+    // new key: PostgreSQL's per-key lock lets exactly one generate, and the
+    // others read its row. A trigger counts every attempt to store the matrix
+    // (each generation ends in one): without the lock each instance would
+    // generate and try to store, and only the UNIQUE key would keep the row
+    // count at 1. (The first instance's open ran the migrations.)
+    let mut c = db.connect().await;
+    sqlx::raw_sql(
+        "CREATE TABLE smc_test_store_attempts (matrix_key text);
+         CREATE FUNCTION smc_test_count_store() RETURNS trigger LANGUAGE plpgsql AS
+           $$ BEGIN INSERT INTO smc_test_store_attempts VALUES (NEW.matrix_key); RETURN NEW; END $$;
+         CREATE TRIGGER smc_test_count_store BEFORE INSERT ON scenario_matrices
+           FOR EACH ROW EXECUTE FUNCTION smc_test_count_store();",
+    )
+    .execute(&mut c)
+    .await
+    .unwrap();
+    const INSTANCES: usize = 6;
+    let cfg = config("cross-instance", 50_000);
+    let mut caches = Vec::new();
+    for _ in 0..INSTANCES {
+        caches.push(Arc::new(Cache::open(options(&db, &prefix)).await.unwrap()));
     }
-    let mut gens = std::collections::HashSet::new();
+    let barrier = Arc::new(tokio::sync::Barrier::new(INSTANCES));
+    let tasks: Vec<_> = caches
+        .iter()
+        .map(|c| {
+            let (c, cfg, barrier) = (c.clone(), cfg.clone(), barrier.clone());
+            tokio::spawn(async move {
+                barrier.wait().await;
+                c.get_or_generate(&cfg).await.unwrap()
+            })
+        })
+        .collect();
+    let mut sources = Vec::new();
+    let mut payloads = Vec::new();
     for t in tasks {
-        gens.insert(t.await.unwrap());
+        let hit = t.await.unwrap();
+        sources.push(hit.source);
+        payloads.push(hit.entry.payload);
     }
-    assert_eq!(count_rows(&db, &key::canonical_key(&cfg)).await, 1);
-    // Each instance reports 0 or 1 generations; only one reports 1. Count via rows + stats:
-    assert!(gens.contains(&1) && gens.iter().all(|g| *g <= 1));
+    assert!(payloads.windows(2).all(|w| w[0] == w[1]));
+    let generated = sources.iter().filter(|s| **s == Source::Generated).count();
+    assert_eq!(generated, 1, "exactly one instance generates: {sources:?}");
+    assert!(
+        sources
+            .iter()
+            .all(|s| matches!(s, Source::Generated | Source::Postgres)),
+        "{sources:?}"
+    );
+    let generations: u64 = caches.iter().map(|c| c.stats().generations).sum();
+    assert_eq!(generations, 1);
+    let k = key::canonical_key(&cfg);
+    let attempts: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM smc_test_store_attempts WHERE matrix_key = $1")
+            .bind(&k)
+            .fetch_one(&mut c)
+            .await
+            .unwrap();
+    assert_eq!(attempts, 1, "every instance but one waited for the row");
+    assert_eq!(count_rows(&db, &k).await, 1);
+    for c in caches {
+        c.close().await;
+    }
     db.drop_db().await;
     drop_redis_prefix(&prefix).await;
 }
@@ -415,6 +462,71 @@ async fn invalidate_removes_from_every_tier_and_allows_regeneration() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn invalidate_waits_for_pending_redis_writes() {
+    let db = TestDb::create().await;
+    let prefix = format!("{}:", unique("smc"));
+    let cache = Cache::open(options(&db, &prefix)).await.unwrap();
+    // A durable hit of the largest size schedules a background Redis write of
+    // about 16 MB; invalidate right after must leave no copy behind. (Two
+    // guards: the invalidation epoch stops writes that have not started, and
+    // invalidate waits for those already under way.)
+    let (rows, cols) = (100_000, 50);
+    let cfg = sample::sample_config(rows, cols, 7);
+    let k = key::canonical_key(&cfg);
+    let r = redis_conn().await;
+    for attempt in 0..5 {
+        let seed = Cache::open(CacheOptions {
+            redis_url: Some(String::new()),
+            ..options(&db, &prefix)
+        })
+        .await
+        .unwrap();
+        seed.get_or_generate(&cfg).await.unwrap();
+        seed.close().await;
+        let hit = cache.get_or_generate(&cfg).await.unwrap();
+        assert_eq!(hit.source, Source::Postgres);
+        assert!(cache.invalidate(&k).await.unwrap());
+        cache.flush().await;
+        let exists: bool = r.clone().exists(format!("{prefix}{k}")).await.unwrap();
+        assert!(
+            !exists,
+            "a pending Redis write brought {k} back (attempt {attempt})"
+        );
+        assert!(cache.get(&k).await.unwrap().is_none());
+    }
+    cache.close().await;
+    db.drop_db().await;
+    drop_redis_prefix(&prefix).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn redis_hit_fills_memory() {
+    let db = TestDb::create().await;
+    let prefix = format!("{}:", unique("smc"));
+    let cfg = config("redis-fills-memory", 2_000);
+    let k = key::canonical_key(&cfg);
+    let first = Cache::open(options(&db, &prefix)).await.unwrap();
+    let miss = first.get_or_generate(&cfg).await.unwrap();
+    first.close().await;
+
+    let second = Cache::open(options(&db, &prefix)).await.unwrap();
+    let hit = second.get_or_generate(&cfg).await.unwrap();
+    assert_eq!(hit.source, Source::Redis);
+    let again = second.get_or_generate(&cfg).await.unwrap();
+    assert_eq!(again.source, Source::Memory, "a Redis hit fills memory");
+    assert_eq!(again.entry, miss.entry);
+    // The same through lookup by key, on a third instance.
+    let third = Cache::open(options(&db, &prefix)).await.unwrap();
+    assert_eq!(third.get(&k).await.unwrap().unwrap().source, Source::Redis);
+    assert_eq!(third.get(&k).await.unwrap().unwrap().source, Source::Memory);
+    assert_eq!(second.stats().redis.hits, 1);
+    second.close().await;
+    third.close().await;
+    db.drop_db().await;
+    drop_redis_prefix(&prefix).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn sqlite_default_serves_a_second_instance() {
     let dir = std::env::temp_dir().join(unique("smc-sqlite"));
     let db = dir.join("nested/cache.db");
@@ -513,13 +625,15 @@ impl TlsRedis {
             .stdout(std::process::Stdio::null())
             .spawn()
             .expect("redis-server is needed for the TLS test");
-        for _ in 0..100 {
+        // A generous deadline: the machine may be busy with other tests.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while std::time::Instant::now() < deadline {
             if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
                 return TlsRedis { child, port, dir };
             }
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
-        panic!("TLS redis-server did not start on port {port}");
+        panic!("TLS redis-server did not start on port {port} within 30 s");
     }
 }
 

@@ -61,8 +61,11 @@ mod tests {
         assert_ne!(a, b);
         assert_ne!(seed_from_key("a"), seed_from_key("a\0"));
         assert_ne!(seed_from_key(""), seed_from_key("\0"));
-        // Pinned: the seed is part of the output contract.
-        assert_eq!(seed_from_key(""), seed_from_key(""));
+        // Pinned: the seed is part of the output contract (empty, partial
+        // and several whole 8-byte chunks).
+        assert_eq!(seed_from_key(""), 0x9c72_61b4_c6ad_019d);
+        assert_eq!(seed_from_key("a"), 0xfeb8_f844_3b62_eb28);
+        assert_eq!(a, 0x64a8_77c1_6922_aa40);
         assert_eq!(mix64(0), 0);
         assert_eq!(draw(0, 1), mix64(GAMMA));
         // SplitMix64 reference value: first output for seed 0.

@@ -340,6 +340,9 @@ pub fn compress_matrix(
     num_scenarios: u32,
     num_buckets: u32,
 ) -> AsyncTask<Job<(Vec<u8>, u32, u32), CompressedMatrix>> {
+    // The values as they are now: the caller may change its array as soon as
+    // this returns, while the worker would still be reading it.
+    let matrix = matrix.to_vec();
     Job::new(
         move || {
             Ok((

@@ -174,7 +174,8 @@ impl Durable {
         }
     }
 
-    /// Removes every row of a fund (optionally one taxonomy version); returns their keys.
+    /// Removes every cached matrix ('complete' row) of a fund (optionally one
+    /// taxonomy version); returns their keys. Rows of other statuses stay.
     pub async fn delete_fund(
         &self,
         fund_id: &str,

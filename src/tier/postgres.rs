@@ -605,6 +605,8 @@ impl PgStore {
         Ok(done.rows_affected() > 0)
     }
 
+    /// Deletes the fund's cached matrices ('complete' rows) only: the
+    /// TypeScript app's 'pending', 'processing' and 'failed' rows are its own.
     pub async fn delete_fund(
         &self,
         fund_id: &str,
@@ -612,13 +614,15 @@ impl PgStore {
     ) -> Result<Vec<String>> {
         let q = match taxonomy_version {
             Some(t) => sqlx::query_scalar(
-                "DELETE FROM scenario_matrices WHERE fund_id = $1 AND taxonomy_version = $2 \
+                "DELETE FROM scenario_matrices \
+                 WHERE fund_id = $1 AND taxonomy_version = $2 AND status = 'complete' \
                  RETURNING matrix_key",
             )
             .bind(fund_id)
             .bind(t),
             None => sqlx::query_scalar(
-                "DELETE FROM scenario_matrices WHERE fund_id = $1 RETURNING matrix_key",
+                "DELETE FROM scenario_matrices WHERE fund_id = $1 AND status = 'complete' \
+                 RETURNING matrix_key",
             )
             .bind(fund_id),
         };
@@ -711,8 +715,11 @@ mod tests {
             lock_id("ffffffffffffffff0000000000000000000000000000000000000000000000aa"),
             -1
         );
-        assert_eq!(lock_id("not hex at all"), lock_id("not hex at all"));
-        assert_ne!(lock_id("not hex at all"), lock_id("not hex at all!"));
+        // Anything else: FNV-1a, pinned (other processes and versions must agree).
+        assert_eq!(lock_id(""), -3_750_763_034_362_895_579);
+        assert_eq!(lock_id("not hex at all"), 4_096_467_540_552_539_131);
+        assert_eq!(lock_id("not hex at all!"), 2_815_179_666_291_364_718);
+        assert_eq!(lock_id("000000000000000g"), -4_426_441_419_151_540_112);
     }
 
     #[test]

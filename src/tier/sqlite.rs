@@ -207,6 +207,8 @@ impl SqliteStore {
         Ok(done.rows_affected() > 0)
     }
 
+    /// Deletes the fund's cached matrices ('complete' rows) only: the
+    /// TypeScript app's 'pending', 'processing' and 'failed' rows are its own.
     pub async fn delete_fund(
         &self,
         fund_id: &str,
@@ -214,13 +216,15 @@ impl SqliteStore {
     ) -> Result<Vec<String>> {
         let q = match taxonomy_version {
             Some(t) => sqlx::query_scalar(
-                "DELETE FROM scenario_matrices WHERE fund_id = ?1 AND taxonomy_version = ?2 \
+                "DELETE FROM scenario_matrices \
+                 WHERE fund_id = ?1 AND taxonomy_version = ?2 AND status = 'complete' \
                  RETURNING matrix_key",
             )
             .bind(fund_id)
             .bind(t),
             None => sqlx::query_scalar(
-                "DELETE FROM scenario_matrices WHERE fund_id = ?1 RETURNING matrix_key",
+                "DELETE FROM scenario_matrices WHERE fund_id = ?1 AND status = 'complete' \
+                 RETURNING matrix_key",
             )
             .bind(fund_id),
         };
