@@ -178,7 +178,10 @@ export interface ConfigIssue {
  */
 export declare function decompressMatrix(compressed: CompressedMatrixInput): Promise<Float32Array>
 
-/** Generates and compresses the matrix for a config, off the JS thread. No cache. */
+/**
+ * Generates and compresses the matrix for a config, off the JS thread. No cache.
+ * Columns and recycling multiples come back in the config's bucket order.
+ */
 export declare function generateScenarios(config: ScenarioConfig): Promise<ScenarioResult>
 
 export interface LatencyStats {

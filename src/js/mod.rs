@@ -265,12 +265,11 @@ fn compressed_matrix(data: Buffer, num_scenarios: u32, num_buckets: u32) -> Comp
 }
 
 fn metadata_js(m: Metadata, source: Source) -> ScenarioMetadata {
-    let known_per_bucket = |v: &[_]| v.len() == m.num_buckets as usize;
+    // Per-bucket lists that do not cover every bucket are unknown: null.
+    let n = m.num_buckets as usize;
     ScenarioMetadata {
-        recycling_multiples: known_per_bucket(&m.recycling_multiples[..])
-            .then_some(m.recycling_multiples.clone()),
-        bucket_names: (m.bucket_names.len() == m.num_buckets as usize)
-            .then_some(m.bucket_names.clone()),
+        recycling_multiples: (m.recycling_multiples.len() == n).then_some(m.recycling_multiples),
+        bucket_names: (m.bucket_names.len() == n).then_some(m.bucket_names),
         config_hash: m.config_hash,
         num_scenarios: m.num_scenarios,
         num_buckets: m.num_buckets,
@@ -307,6 +306,7 @@ pub fn validate_scenario_config(env: Env, config: Unknown) -> napi::Result<()> {
 }
 
 /// Generates and compresses the matrix for a config, off the JS thread. No cache.
+/// Columns and recycling multiples come back in the config's bucket order.
 #[napi(
     ts_args_type = "config: ScenarioConfig",
     ts_return_type = "Promise<ScenarioResult>"
