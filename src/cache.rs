@@ -427,13 +427,18 @@ impl Inner {
         let slot = generated.clone();
         let (entry, inserted) = self
             .durable
-            .get_or_replace(cfg, key, |e| attributable(e, cfg), move || async move {
-                let (entry, matrix) = generate(cfg_owned).await?;
-                if keep_matrix {
-                    *slot.lock().expect("slot lock") = Some(matrix);
-                }
-                Ok(entry)
-            })
+            .get_or_replace(
+                cfg,
+                key,
+                |e| attributable(e, cfg),
+                move || async move {
+                    let (entry, matrix) = generate(cfg_owned).await?;
+                    if keep_matrix {
+                        *slot.lock().expect("slot lock") = Some(matrix);
+                    }
+                    Ok(entry)
+                },
+            )
             .await
             .inspect_err(|_| self.stats.durable.error())?;
         let (entry, source, matrix) = if inserted {
@@ -578,7 +583,12 @@ impl Inner {
         let adopted = entry.clone();
         let (stored, inserted) = self
             .durable
-            .get_or_replace(cfg, key, |e| attributable(e, cfg), move || async move { Ok(adopted) })
+            .get_or_replace(
+                cfg,
+                key,
+                |e| attributable(e, cfg),
+                move || async move { Ok(adopted) },
+            )
             .await
             .inspect_err(|_| self.stats.durable.error())?;
         let (entry, source) = if inserted {
@@ -661,10 +671,15 @@ impl Inner {
                     }
                 }
                 matrix = cells;
-                m.bucket_names = to_key_order.iter().map(|&c| m.bucket_names[c].clone()).collect();
+                m.bucket_names = to_key_order
+                    .iter()
+                    .map(|&c| m.bucket_names[c].clone())
+                    .collect();
                 if m.recycling_multiples.len() == to_key_order.len() {
-                    m.recycling_multiples =
-                        to_key_order.iter().map(|&c| m.recycling_multiples[c]).collect();
+                    m.recycling_multiples = to_key_order
+                        .iter()
+                        .map(|&c| m.recycling_multiples[c])
+                        .collect();
                 }
             }
             if let Some(norm) = &norm {

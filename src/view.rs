@@ -158,7 +158,10 @@ mod tests {
         let o = ColumnOrder::for_config(&cfg(&["Zeta", "Alpha", "Mid"]));
         assert_eq!(o.map, [2, 0, 1]);
         assert!(!o.is_identity());
-        assert_eq!(o.reorder(&["Alpha", "Mid", "Zeta"]), ["Zeta", "Alpha", "Mid"]);
+        assert_eq!(
+            o.reorder(&["Alpha", "Mid", "Zeta"]),
+            ["Zeta", "Alpha", "Mid"]
+        );
         // Rows: stored (a, m, z) values 1, 2, 3 -> caller (z, a, m).
         let mut m = [1.0, 2.0, 3.0, 10.0, 20.0, 30.0];
         o.matrix(&mut m);

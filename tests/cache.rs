@@ -301,7 +301,10 @@ async fn legacy_rows_and_legacy_redis_values_are_read_and_rewritten() {
         for (got, want) in hit.entry.metadata.recycling_multiples.iter().zip(&ts) {
             assert!((got - want).abs() < 1e-6 * want, "{got} vs {want}");
         }
-        assert_eq!(cache.get_or_generate(&cfg).await.unwrap().source, Source::Memory);
+        assert_eq!(
+            cache.get_or_generate(&cfg).await.unwrap().source,
+            Source::Memory
+        );
     }
     assert_eq!(cache.stats().generations, 2);
     assert_eq!(cache.stats().legacy_unattributable, 4);
@@ -309,7 +312,9 @@ async fn legacy_rows_and_legacy_redis_values_are_read_and_rewritten() {
     // A legacy Redis value (JSON + base64 zlib) of a key no row holds is
     // read, stored durably and rewritten as a record.
     let row = &fixture[2];
-    let text = row["config"].to_string().replace("legacy-fund-3", "legacy-fund-3-redis");
+    let text = row["config"]
+        .to_string()
+        .replace("legacy-fund-3", "legacy-fund-3-redis");
     let cfg = scenario_matrix_cache::ScenarioConfig::from_json_str(&text).unwrap();
     let k = key::canonical_key(&cfg);
     let payload = b64.decode(row["payloadBase64"].as_str().unwrap()).unwrap();

@@ -93,15 +93,28 @@ async fn check_call(
     want_mult: &HashMap<String, f64>,
 ) -> Source {
     let (hit, matrix) = cache.get_matrix(cfg).await.unwrap();
-    assert_eq!(&columns(cfg, &matrix), want_cols, "get_matrix from {:?}", hit.source);
+    assert_eq!(
+        &columns(cfg, &matrix),
+        want_cols,
+        "get_matrix from {:?}",
+        hit.source
+    );
     let copy = hit.for_caller(Some(cfg)).unwrap();
     assert_eq!(copy.metadata.bucket_names, caller_names(cfg));
     assert_eq!(&multiples(cfg, &copy.metadata), want_mult);
     let decoded = codec::decode(&copy.payload).unwrap();
-    assert_eq!(&columns(cfg, &decoded), want_cols, "payload from {:?}", hit.source);
+    assert_eq!(
+        &columns(cfg, &decoded),
+        want_cols,
+        "payload from {:?}",
+        hit.source
+    );
     let again = cache.get_or_generate(cfg).await.unwrap();
     let copy2 = again.for_caller(Some(cfg)).unwrap();
-    assert_eq!(&columns(cfg, &codec::decode(&copy2.payload).unwrap()), want_cols);
+    assert_eq!(
+        &columns(cfg, &codec::decode(&copy2.payload).unwrap()),
+        want_cols
+    );
     hit.source
 }
 
@@ -148,11 +161,18 @@ fn generation_gives_a_bucket_the_same_column_in_any_order() {
 async fn every_tier_serves_each_bucket_its_own_column_in_the_callers_order() {
     let db = TestDb::create().await;
     let prefix = format!("{}:", unique("smc_order"));
-    let cfgs: Vec<ScenarioConfig> = ORDERS.iter().map(|o| six(o, 4_000, "order-tiers")).collect();
+    let cfgs: Vec<ScenarioConfig> = ORDERS
+        .iter()
+        .map(|o| six(o, 4_000, "order-tiers"))
+        .collect();
     let (want_cols, want_mult) = reference(&cfgs[0]);
     let opts = |redis: bool, memory: bool| CacheOptions {
         database_url: Some(db.url.clone()),
-        redis_url: Some(if redis { REDIS_URL.into() } else { String::new() }),
+        redis_url: Some(if redis {
+            REDIS_URL.into()
+        } else {
+            String::new()
+        }),
         redis_key_prefix: Some(prefix.clone()),
         memory_max_bytes: Some(if memory { 64 << 20 } else { 0 }),
         ..Default::default()
@@ -166,15 +186,24 @@ async fn every_tier_serves_each_bucket_its_own_column_in_the_callers_order() {
     );
     a.flush().await;
     for cfg in &cfgs {
-        assert_eq!(check_call(&a, cfg, &want_cols, &want_mult).await, Source::Memory);
+        assert_eq!(
+            check_call(&a, cfg, &want_cols, &want_mult).await,
+            Source::Memory
+        );
     }
     let b = Cache::open(opts(true, false)).await.unwrap();
     for cfg in &cfgs {
-        assert_eq!(check_call(&b, cfg, &want_cols, &want_mult).await, Source::Redis);
+        assert_eq!(
+            check_call(&b, cfg, &want_cols, &want_mult).await,
+            Source::Redis
+        );
     }
     let c = Cache::open(opts(false, false)).await.unwrap();
     for cfg in &cfgs {
-        assert_eq!(check_call(&c, cfg, &want_cols, &want_mult).await, Source::Postgres);
+        assert_eq!(
+            check_call(&c, cfg, &want_cols, &want_mult).await,
+            Source::Postgres
+        );
     }
     // A lookup by key hands out the key's order and says so.
     let by_key = c.get(&key::canonical_key(&cfgs[0])).await.unwrap().unwrap();
@@ -198,7 +227,10 @@ async fn every_tier_serves_each_bucket_its_own_column_in_the_callers_order() {
     );
     let s2 = Cache::open(sqlite(false)).await.unwrap();
     for cfg in &cfgs {
-        assert_eq!(check_call(&s2, cfg, &want_cols, &want_mult).await, Source::Sqlite);
+        assert_eq!(
+            check_call(&s2, cfg, &want_cols, &want_mult).await,
+            Source::Sqlite
+        );
     }
     for cache in [a, b, c, s1, s2] {
         cache.close().await;
@@ -252,16 +284,22 @@ async fn rows_written_in_a_callers_order_are_read_by_bucket() {
     .unwrap();
     for (i, order) in ORDERS.iter().enumerate() {
         let cfg = six(order, 500, "old-row");
-        let want = if i == 0 { Source::Postgres } else { Source::Memory };
+        let want = if i == 0 {
+            Source::Postgres
+        } else {
+            Source::Memory
+        };
         assert_eq!(check_call(&cache, &cfg, &want_cols, &want_mult).await, want);
         let (hit, _) = cache.get_matrix(&cfg).await.unwrap();
-        assert_eq!(hit.entry.metadata.generated_at.as_deref(), Some("2026-01-02T03:04:05.678Z"));
+        assert_eq!(
+            hit.entry.metadata.generated_at.as_deref(),
+            Some("2026-01-02T03:04:05.678Z")
+        );
         assert_eq!(hit.entry.metadata.duration_ms, Some(12.5));
     }
     cache.close().await;
     db.drop_db().await;
 }
-
 
 /// A config from its JSON, with one member replaced.
 fn variant(base: &str, from: &str, to: &str) -> ScenarioConfig {
@@ -282,7 +320,11 @@ fn configs_that_share_a_key_get_the_same_bytes() {
     let want = scenario::run(&plain).unwrap();
     // Each pair shares a key (5-decimal rounding) but differed in output.
     let noisy = [
-        variant(base, r#""avgHoldingPeriod": 5"#, r#""avgHoldingPeriod": 5.000001"#),
+        variant(
+            base,
+            r#""avgHoldingPeriod": 5"#,
+            r#""avgHoldingPeriod": 5.000001"#,
+        ),
         variant(base, r#""median": 1,"#, r#""median": 1.000004,"#),
         variant(base, r#""p90": 2}"#, r#""p90": 2.000001}"#),
         variant(
@@ -291,7 +333,10 @@ fn configs_that_share_a_key_get_the_same_bytes() {
             r#""macro": 0.500004, "systematic": 0.249998, "idiosyncratic": 0.249998"#,
         ),
         variant(
-            &base.replace(r#""capitalAllocation": 60"#, r#""capitalAllocation": 59.999996"#),
+            &base.replace(
+                r#""capitalAllocation": 60"#,
+                r#""capitalAllocation": 59.999996"#,
+            ),
             r#""capitalAllocation": 40"#,
             r#""capitalAllocation": 40.000004"#,
         ),
@@ -300,7 +345,11 @@ fn configs_that_share_a_key_get_the_same_bytes() {
     // floors to 1, so computing from the raw value gave no recycling round.
     assert!(want.metadata.recycling_multiples.iter().all(|&m| m > 2.0));
     for (i, cfg) in noisy.iter().enumerate() {
-        assert_eq!(key::canonical_key(cfg), key::canonical_key(&plain), "case {i}");
+        assert_eq!(
+            key::canonical_key(cfg),
+            key::canonical_key(&plain),
+            "case {i}"
+        );
         let got = scenario::run(cfg).unwrap();
         assert_eq!(got.envelope, want.envelope, "case {i}: matrix bytes");
         assert_eq!(
@@ -354,7 +403,14 @@ fn legacy_redis_value(values: &[f32], rows: u32, cols: u32) -> String {
 }
 
 /// A TypeScript-format row: zlib labelled 'zstd', count in scenario_states.
-async fn insert_legacy_row(db: &TestDb, key: &str, fund: &str, values: &[f32], rows: u32, cols: u32) {
+async fn insert_legacy_row(
+    db: &TestDb,
+    key: &str,
+    fund: &str,
+    values: &[f32],
+    rows: u32,
+    cols: u32,
+) {
     let states = serde_json::json!({"scenarios": (0..rows).map(|i| serde_json::json!({"id": i})).collect::<Vec<_>>()});
     let mut c = db.connect().await;
     sqlx::query(
@@ -392,13 +448,19 @@ async fn legacy_copies_of_the_wrong_shape_are_never_served() {
     // the durable store holds the right 10-row matrix.
     let cfg10 = one_bucket("shape-redis", 10);
     let k10 = key::canonical_key(&cfg10);
-    let seeded = Cache::open(CacheOptions { redis_url: Some(String::new()), ..pg_opts(&db, &prefix) })
-        .await
-        .unwrap();
+    let seeded = Cache::open(CacheOptions {
+        redis_url: Some(String::new()),
+        ..pg_opts(&db, &prefix)
+    })
+    .await
+    .unwrap();
     let (_, right) = seeded.get_matrix(&cfg10).await.unwrap();
     seeded.close().await;
     let _: () = r
-        .set(format!("{prefix}{k10}"), legacy_redis_value(&[1.0, 2.0, 3.0, 4.0], 4, 1))
+        .set(
+            format!("{prefix}{k10}"),
+            legacy_redis_value(&[1.0, 2.0, 3.0, 4.0], 4, 1),
+        )
         .await
         .unwrap();
     let cache = Cache::open(pg_opts(&db, &prefix)).await.unwrap();
@@ -408,9 +470,12 @@ async fn legacy_copies_of_the_wrong_shape_are_never_served() {
     assert!(cache.stats().corrupt_entries >= 1);
     cache.flush().await;
     // ... and Redis now holds the right copy.
-    let fresh = Cache::open(CacheOptions { memory_max_bytes: Some(0), ..pg_opts(&db, &prefix) })
-        .await
-        .unwrap();
+    let fresh = Cache::open(CacheOptions {
+        memory_max_bytes: Some(0),
+        ..pg_opts(&db, &prefix)
+    })
+    .await
+    .unwrap();
     let (hit, m) = fresh.get_matrix(&cfg10).await.unwrap();
     assert_eq!((hit.source, m), (Source::Redis, right));
 
@@ -418,7 +483,10 @@ async fn legacy_copies_of_the_wrong_shape_are_never_served() {
     let cfg42 = two("shape-transposed", 4);
     let k42 = key::canonical_key(&cfg42);
     let _: () = r
-        .set(format!("{prefix}{k42}"), legacy_redis_value(&[1.0; 8], 2, 4))
+        .set(
+            format!("{prefix}{k42}"),
+            legacy_redis_value(&[1.0; 8], 2, 4),
+        )
         .await
         .unwrap();
     let (hit, m) = cache.get_matrix(&cfg42).await.unwrap();
@@ -432,9 +500,13 @@ async fn legacy_copies_of_the_wrong_shape_are_never_served() {
     let (hit, m) = cache.get_matrix(&cfg).await.unwrap();
     assert_eq!((hit.source, m.len()), (Source::Generated, 10));
     cache.flush().await;
-    let fresh2 = Cache::open(CacheOptions { memory_max_bytes: Some(0), redis_url: Some(String::new()), ..pg_opts(&db, &prefix) })
-        .await
-        .unwrap();
+    let fresh2 = Cache::open(CacheOptions {
+        memory_max_bytes: Some(0),
+        redis_url: Some(String::new()),
+        ..pg_opts(&db, &prefix)
+    })
+    .await
+    .unwrap();
     let (again, m2) = fresh2.get_matrix(&cfg).await.unwrap();
     assert_eq!((again.source, &m2), (Source::Postgres, &m));
     for c in [cache, fresh, fresh2] {
@@ -463,19 +535,28 @@ async fn legacy_metadata_is_never_invented() {
         .unwrap();
     // By key, before any call brought the config: multiples unknown, never [].
     let by_key = cache.get(&k).await.unwrap().unwrap();
-    assert_eq!(by_key.entry.metadata.generated_at.as_deref(), Some("2024-01-02T00:00:00.000Z"));
+    assert_eq!(
+        by_key.entry.metadata.generated_at.as_deref(),
+        Some("2024-01-02T00:00:00.000Z")
+    );
     assert!(by_key.entry.metadata.lacks_recycling());
     assert_eq!(by_key.entry.metadata.duration_ms, None);
     let (hit, m) = cache.get_matrix(&cfg).await.unwrap();
     assert_eq!(m, values);
     assert_eq!(hit.source, Source::Postgres);
-    assert_eq!(hit.entry.metadata.generated_at.as_deref(), Some("2024-01-02T00:00:00.000Z"));
+    assert_eq!(
+        hit.entry.metadata.generated_at.as_deref(),
+        Some("2024-01-02T00:00:00.000Z")
+    );
     assert_eq!(hit.entry.metadata.duration_ms, None);
     assert_eq!(hit.entry.metadata.recycling_multiples.len(), 1);
     cache.flush().await;
-    let other = Cache::open(CacheOptions { memory_max_bytes: Some(0), ..pg_opts(&db, &prefix) })
-        .await
-        .unwrap();
+    let other = Cache::open(CacheOptions {
+        memory_max_bytes: Some(0),
+        ..pg_opts(&db, &prefix)
+    })
+    .await
+    .unwrap();
     let from_redis = other.get_or_generate(&cfg).await.unwrap();
     assert_eq!(from_redis.source, Source::Redis);
     assert_eq!(from_redis.entry.metadata, hit.entry.metadata);
@@ -511,11 +592,12 @@ async fn legacy_metadata_is_never_invented() {
     assert_eq!(hit4.source, Source::Generated);
     assert!(cache.stats().legacy_unattributable >= 1);
     let mut c = db.connect().await;
-    let format: Option<i16> = sqlx::query_scalar("SELECT payload_format FROM scenario_matrices WHERE matrix_key = $1")
-        .bind(&k3)
-        .fetch_one(&mut c)
-        .await
-        .unwrap();
+    let format: Option<i16> =
+        sqlx::query_scalar("SELECT payload_format FROM scenario_matrices WHERE matrix_key = $1")
+            .bind(&k3)
+            .fetch_one(&mut c)
+            .await
+            .unwrap();
     assert_eq!(format, Some(2));
     for c in [cache, other, durable_only] {
         c.close().await;
@@ -540,11 +622,23 @@ async fn row_count(db: &TestDb, key: &str) -> i64 {
 
 /// After any interleaving of a lookup and an invalidation of one key: if the
 /// durable store no longer has the row, no tier may serve it.
-async fn assert_nothing_outlives_the_row(cache: &Cache, db: &TestDb, prefix: &str, k: &str, what: &str) {
+async fn assert_nothing_outlives_the_row(
+    cache: &Cache,
+    db: &TestDb,
+    prefix: &str,
+    k: &str,
+    what: &str,
+) {
     cache.flush().await;
     if row_count(db, k).await == 0 {
-        assert!(cache.get(k).await.unwrap().is_none(), "{what}: served after invalidation");
-        assert!(!redis_has(prefix, k).await, "{what}: Redis copy outlived the invalidation");
+        assert!(
+            cache.get(k).await.unwrap().is_none(),
+            "{what}: served after invalidation"
+        );
+        assert!(
+            !redis_has(prefix, k).await,
+            "{what}: Redis copy outlived the invalidation"
+        );
     }
 }
 
@@ -556,7 +650,12 @@ async fn invalidation_wins_races_with_durable_hits() {
     let cfg = six(&ORDERS[0], 100_000, "race-fund");
     let k = key::canonical_key(&cfg);
     let waiting = |db_name: String| async move {
-        let mut c = TestDb { name: db_name.clone(), url: format!("postgres://postgres@127.0.0.1:5432/{db_name}") }.connect().await;
+        let mut c = TestDb {
+            name: db_name.clone(),
+            url: format!("postgres://postgres@127.0.0.1:5432/{db_name}"),
+        }
+        .connect()
+        .await;
         sqlx::query_scalar::<_, i64>(
             "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'",
         )
@@ -566,9 +665,12 @@ async fn invalidation_wins_races_with_durable_hits() {
     };
     for round in 0..8 {
         // The row exists; a fresh instance (empty memory, no Redis copy) reads it.
-        let seed = Cache::open(CacheOptions { redis_url: Some(String::new()), ..pg_opts(&db, &prefix) })
-            .await
-            .unwrap();
+        let seed = Cache::open(CacheOptions {
+            redis_url: Some(String::new()),
+            ..pg_opts(&db, &prefix)
+        })
+        .await
+        .unwrap();
         seed.get_or_generate(&cfg).await.unwrap();
         seed.close().await;
         let cache = Arc::new(Cache::open(pg_opts(&db, &prefix)).await.unwrap());
@@ -586,7 +688,10 @@ async fn invalidation_wins_races_with_durable_hits() {
         let lookup = tokio::spawn(async move { a.get(&k1).await });
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
         while waiting(db.name.clone()).await < 1 {
-            assert!(std::time::Instant::now() < deadline, "the lookup never queued");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the lookup never queued"
+            );
             tokio::time::sleep(std::time::Duration::from_millis(2)).await;
         }
         let inval = tokio::spawn(async move {
@@ -597,7 +702,10 @@ async fn invalidation_wins_races_with_durable_hits() {
             }
         });
         while waiting(db.name.clone()).await < 2 {
-            assert!(std::time::Instant::now() < deadline, "the invalidation never queued");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the invalidation never queued"
+            );
             tokio::time::sleep(std::time::Duration::from_millis(2)).await;
         }
         sqlx::query("COMMIT").execute(&mut locker).await.unwrap();
@@ -637,19 +745,36 @@ async fn invalidation_removes_what_a_miss_in_flight_stores() {
             if held > 0 {
                 break;
             }
-            assert!(!miss.is_finished(), "round {round}: the miss ended before it was observed");
-            assert!(std::time::Instant::now() < deadline, "round {round}: no lock seen");
+            assert!(
+                !miss.is_finished(),
+                "round {round}: the miss ended before it was observed"
+            );
+            assert!(
+                std::time::Instant::now() < deadline,
+                "round {round}: no lock seen"
+            );
             tokio::time::sleep(std::time::Duration::from_millis(1)).await;
         }
         if round % 2 == 0 {
             cache.invalidate(&k).await.unwrap();
         } else {
-            cache.invalidate_fund(&format!("miss-race-{round}"), None).await.unwrap();
+            cache
+                .invalidate_fund(&format!("miss-race-{round}"), None)
+                .await
+                .unwrap();
         }
         let hit = miss.await.unwrap().unwrap();
-        assert_eq!(hit.source, Source::Generated, "round {round}: the caller still gets its result");
+        assert_eq!(
+            hit.source,
+            Source::Generated,
+            "round {round}: the caller still gets its result"
+        );
         cache.flush().await;
-        assert_eq!(row_count(&db, &k).await, 0, "round {round}: the miss's row outlived the invalidation");
+        assert_eq!(
+            row_count(&db, &k).await,
+            0,
+            "round {round}: the miss's row outlived the invalidation"
+        );
         assert!(!redis_has(&prefix, &k).await, "round {round}");
         assert!(cache.get(&k).await.unwrap().is_none(), "round {round}");
     }
@@ -691,17 +816,21 @@ async fn invalidation_wins_races_with_sqlite_misses() {
         ))
         .await
         .unwrap();
-        let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM scenario_matrices WHERE matrix_key = ?1")
-            .bind(&k)
-            .fetch_one(&mut c)
-            .await
-            .unwrap();
+        let rows: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM scenario_matrices WHERE matrix_key = ?1")
+                .bind(&k)
+                .fetch_one(&mut c)
+                .await
+                .unwrap();
         if removed {
             assert_eq!(rows, 0, "round {round}");
         }
         if rows == 0 {
             assert!(!redis_copy, "round {round}: Redis copy outlived the row");
-            assert!(cache.get(&k).await.unwrap().is_none(), "round {round}: served after invalidation");
+            assert!(
+                cache.get(&k).await.unwrap().is_none(),
+                "round {round}: served after invalidation"
+            );
         }
     }
     cache.close().await;
@@ -723,7 +852,16 @@ impl OwnRedis {
             .unwrap()
             .port();
         let child = std::process::Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
             .stdout(std::process::Stdio::null())
             .spawn()
             .expect("redis-server is needed for this test");
@@ -768,7 +906,10 @@ async fn an_invalidation_that_cannot_reach_redis_says_so_and_can_be_retried() {
         ..Default::default()
     };
     let cache = Cache::open(opts.clone()).await.unwrap();
-    let cfgs = [one_bucket("fund-unreached", 100), one_bucket("fund-unreached", 200)];
+    let cfgs = [
+        one_bucket("fund-unreached", 100),
+        one_bucket("fund-unreached", 200),
+    ];
     let keys: Vec<String> = cfgs.iter().map(key::canonical_key).collect();
     for c in &cfgs {
         cache.get_or_generate(c).await.unwrap();
@@ -784,8 +925,15 @@ async fn an_invalidation_that_cannot_reach_redis_says_so_and_can_be_retried() {
         assert!(present(&mut admin, k).await);
     }
     // Redis refuses DEL (as a broken or unreachable server would fail it).
-    let _: () = redis::cmd("ACL").arg(&["SETUSER", "default", "-del"][..]).query_async(&mut admin).await.unwrap();
-    let err = cache.invalidate_fund("fund-unreached", None).await.unwrap_err();
+    let _: () = redis::cmd("ACL")
+        .arg(&["SETUSER", "default", "-del"][..])
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    let err = cache
+        .invalidate_fund("fund-unreached", None)
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), "E_INVALIDATION_INCOMPLETE", "{err}");
     assert!(err.to_string().contains("2 Redis copies"), "{err}");
     // The copies are still in Redis, but this process does not serve them.
@@ -794,10 +942,20 @@ async fn an_invalidation_that_cannot_reach_redis_says_so_and_can_be_retried() {
         assert!(cache.get(k).await.unwrap().is_none());
     }
     // A retry, once Redis works, reaches them though the rows are gone.
-    let _: () = redis::cmd("ACL").arg(&["SETUSER", "default", "+del"][..]).query_async(&mut admin).await.unwrap();
-    assert_eq!(cache.invalidate_fund("fund-unreached", None).await.unwrap(), 0);
+    let _: () = redis::cmd("ACL")
+        .arg(&["SETUSER", "default", "+del"][..])
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    assert_eq!(
+        cache.invalidate_fund("fund-unreached", None).await.unwrap(),
+        0
+    );
     for k in &keys {
-        assert!(!present(&mut admin, k).await, "retry left the Redis copy of {k}");
+        assert!(
+            !present(&mut admin, k).await,
+            "retry left the Redis copy of {k}"
+        );
     }
     cache.close().await;
     db.drop_db().await;
@@ -821,10 +979,12 @@ async fn a_row_the_typescript_app_stores_meanwhile_never_splits_callers() {
         // commit the app's own complete row for the key.
         let mut c = db.connect().await;
         for _ in 0..2000 {
-            let held: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted")
-                .fetch_one(&mut c)
-                .await
-                .unwrap();
+            let held: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted",
+            )
+            .fetch_one(&mut c)
+            .await
+            .unwrap();
             if held > 0 || first.is_finished() {
                 break;
             }
@@ -846,14 +1006,28 @@ async fn a_row_the_typescript_app_stores_meanwhile_never_splits_callers() {
         .unwrap();
         let (hit, got) = first.await.unwrap().unwrap();
         cache.flush().await;
-        let later = Cache::open(CacheOptions { memory_max_bytes: Some(0), redis_url: Some(String::new()), ..pg_opts(&db, &prefix) })
-            .await
-            .unwrap();
+        let later = Cache::open(CacheOptions {
+            memory_max_bytes: Some(0),
+            redis_url: Some(String::new()),
+            ..pg_opts(&db, &prefix)
+        })
+        .await
+        .unwrap();
         let (later_hit, later_got) = later.get_matrix(&cfg).await.unwrap();
-        assert_eq!(got, later_got, "round {round}: first caller ({:?}) and later ones disagree", hit.source);
         assert_eq!(
-            (hit.entry.metadata.generated_at, hit.entry.metadata.recycling_multiples),
-            (later_hit.entry.metadata.generated_at, later_hit.entry.metadata.recycling_multiples)
+            got, later_got,
+            "round {round}: first caller ({:?}) and later ones disagree",
+            hit.source
+        );
+        assert_eq!(
+            (
+                hit.entry.metadata.generated_at,
+                hit.entry.metadata.recycling_multiples
+            ),
+            (
+                later_hit.entry.metadata.generated_at,
+                later_hit.entry.metadata.recycling_multiples
+            )
         );
         later.close().await;
         cache.close().await;
@@ -878,10 +1052,20 @@ fn seen(names: &[String], matrix: &[f32], m: &Metadata) -> Seen {
     let columns = names
         .iter()
         .enumerate()
-        .map(|(j, n)| (n.clone(), matrix.iter().skip(j).step_by(nb).copied().collect()))
+        .map(|(j, n)| {
+            (
+                n.clone(),
+                matrix.iter().skip(j).step_by(nb).copied().collect(),
+            )
+        })
         .collect();
-    let multiples = (m.recycling_multiples.len() == nb)
-        .then(|| names.iter().cloned().zip(m.recycling_multiples.iter().copied()).collect());
+    let multiples = (m.recycling_multiples.len() == nb).then(|| {
+        names
+            .iter()
+            .cloned()
+            .zip(m.recycling_multiples.iter().copied())
+            .collect()
+    });
     Seen {
         columns,
         multiples,
@@ -961,7 +1145,12 @@ async fn one_key_one_answer_under_random_operations() {
                 let hit = caches[c].get_or_generate(&cfg).await.unwrap();
                 let copy = hit.for_caller(Some(&cfg)).unwrap();
                 let m = codec::decode(&copy.payload).unwrap();
-                check_seen(&mut truth, &k, seen(&caller_names(&cfg), &m, &copy.metadata), &what);
+                check_seen(
+                    &mut truth,
+                    &k,
+                    seen(&caller_names(&cfg), &m, &copy.metadata),
+                    &what,
+                );
             }
             5 => {
                 *counts.entry("get").or_default() += 1;
@@ -978,7 +1167,10 @@ async fn one_key_one_answer_under_random_operations() {
             }
             6 => {
                 *counts.entry("restart").or_default() += 1;
-                let old = std::mem::replace(&mut caches[c], Cache::open(opts(rng.below(2) == 0)).await.unwrap());
+                let old = std::mem::replace(
+                    &mut caches[c],
+                    Cache::open(opts(rng.below(2) == 0)).await.unwrap(),
+                );
                 old.close().await;
             }
             7 => {
@@ -994,7 +1186,10 @@ async fn one_key_one_answer_under_random_operations() {
                 // cross-instance invalidation, another issue): restart them.
                 for other in 0..caches.len() {
                     if other != c {
-                        let old = std::mem::replace(&mut caches[other], Cache::open(opts(true)).await.unwrap());
+                        let old = std::mem::replace(
+                            &mut caches[other],
+                            Cache::open(opts(true)).await.unwrap(),
+                        );
                         old.close().await;
                     }
                 }
@@ -1008,11 +1203,16 @@ async fn one_key_one_answer_under_random_operations() {
                 // The TypeScript app writes a legacy copy: a Redis value, or a
                 // complete row (it takes no lock; ON CONFLICT DO NOTHING).
                 let rows = cfg.num_scenarios;
-                let values: Vec<f32> = (0..rows * cfg.buckets.len() as u32).map(|i| 1.0 + (i % 97) as f32 / 10.0).collect();
+                let values: Vec<f32> = (0..rows * cfg.buckets.len() as u32)
+                    .map(|i| 1.0 + (i % 97) as f32 / 10.0)
+                    .collect();
                 if rng.below(2) == 0 {
                     *counts.entry("legacy redis value").or_default() += 1;
                     let _: () = r
-                        .set(format!("{prefix}{k}"), legacy_redis_value(&values, rows, cfg.buckets.len() as u32))
+                        .set(
+                            format!("{prefix}{k}"),
+                            legacy_redis_value(&values, rows, cfg.buckets.len() as u32),
+                        )
                         .await
                         .unwrap();
                 } else {

@@ -379,7 +379,10 @@ async fn pg_miss_insert_hit_and_row_shape() {
             .collect();
         assert_eq!(rec, entry.metadata.recycling_multiples);
         assert_eq!(r.get::<Vec<u8>, _>("moic_matrix"), entry.payload.to_vec());
-        assert_eq!(r.get::<Option<f64>, _>("duration_ms"), entry.metadata.duration_ms);
+        assert_eq!(
+            r.get::<Option<f64>, _>("duration_ms"),
+            entry.metadata.duration_ms
+        );
         assert_eq!(r.get::<String, _>("gen"), "2026-11-24 06:00:00.123");
         let _ = c.close().await;
         store.close().await;
@@ -1108,7 +1111,10 @@ async fn sqlite_miss_insert_hit_and_row_shape() {
         (legacy.metadata.num_scenarios, legacy.metadata.num_buckets),
         (3, 1)
     );
-    assert_eq!(legacy.metadata.generated_at.as_deref(), Some("2025-06-01T12:34:56.789Z"));
+    assert_eq!(
+        legacy.metadata.generated_at.as_deref(),
+        Some("2025-06-01T12:34:56.789Z")
+    );
     let broken_key = new_key();
     sqlx::query(
         "INSERT INTO scenario_matrices

@@ -69,7 +69,10 @@ fn keys_without_mode_match_the_typescript_implementation() {
             without_mode += 1;
         }
     }
-    assert!(with_mode >= 3 && without_mode >= 6, "{with_mode} / {without_mode}");
+    assert!(
+        with_mode >= 3 && without_mode >= 6,
+        "{with_mode} / {without_mode}"
+    );
 }
 
 /// Differential check against a file of `{config, json}` lines whose `json` is

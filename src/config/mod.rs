@@ -189,7 +189,11 @@ impl Parser {
             // U+0000: PostgreSQL text cannot hold it (SQLite can), so such a
             // config would work on one store and fail every call on the other.
             Value::String(s) if s.contains('\0') => {
-                self.issue(path, format!("{expected} without U+0000 (NUL)"), "a string containing U+0000");
+                self.issue(
+                    path,
+                    format!("{expected} without U+0000 (NUL)"),
+                    "a string containing U+0000",
+                );
                 None
             }
             Value::String(s) if !s.is_empty() && s.chars().count() <= max_chars => Some(s.clone()),
@@ -630,7 +634,8 @@ mod tests {
         // median 0.000004 rounds to 0 while p90 0.000016 rounds to 0.00002:
         // an infinite ratio once rounded, though 4 before.
         let mut j = base();
-        j["buckets"][0]["moicCalibration"] = serde_json::json!({"median": 0.000004, "p90": 0.000016});
+        j["buckets"][0]["moicCalibration"] =
+            serde_json::json!({"median": 0.000004, "p90": 0.000016});
         let got = issues(j);
         assert_eq!(got[0].path, "buckets[0].moicCalibration.p90");
         assert!(got[0].expected.contains("rounding"), "{}", got[0].expected);

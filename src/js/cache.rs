@@ -17,10 +17,10 @@ use super::{
 };
 use crate::cache::{self, Cache, CallerCopy, Hit};
 use crate::config::ScenarioConfig;
-use crate::view::ColumnOrder;
 use crate::scenario::Metadata;
 use crate::stats::{StatsSnapshot, TierSnapshot};
 use crate::tier::Source;
+use crate::view::ColumnOrder;
 use crate::Error;
 
 #[napi(object)]
@@ -305,14 +305,18 @@ impl ScenarioMatrixCache {
             let metadata = ColumnOrder::for_config(&cfg).metadata(&hit.entry.metadata);
             Ok((metadata, hit.source, matrix))
         };
-        promise(env, work, |_, (metadata, source, matrix): (Metadata, Source, Vec<f32>)| {
-            Ok(MatrixResult {
-                matrix: Float32Array::new(matrix),
-                num_scenarios: metadata.num_scenarios,
-                num_buckets: metadata.num_buckets,
-                metadata: metadata_js(metadata, source),
-            })
-        })
+        promise(
+            env,
+            work,
+            |_, (metadata, source, matrix): (Metadata, Source, Vec<f32>)| {
+                Ok(MatrixResult {
+                    matrix: Float32Array::new(matrix),
+                    num_scenarios: metadata.num_scenarios,
+                    num_buckets: metadata.num_buckets,
+                    metadata: metadata_js(metadata, source),
+                })
+            },
+        )
     }
 
     /// Lookup only, by canonical key: never generates. Resolves to null when no tier has it.

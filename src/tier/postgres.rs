@@ -229,7 +229,12 @@ impl<'a> NewRow<'a> {
         // The stored matrix is in the key's bucket order, and bucket_params
         // records that order (with the values the key hashed).
         let norm = crate::key::normalised(cfg);
-        if !norm.buckets.iter().map(|b| &b.name).eq(m.bucket_names.iter()) {
+        if !norm
+            .buckets
+            .iter()
+            .map(|b| &b.name)
+            .eq(m.bucket_names.iter())
+        {
             return Err(Error::Internal(format!(
                 "refusing to store columns {:?} for {key}: the key's bucket order differs",
                 m.bucket_names

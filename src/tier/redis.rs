@@ -220,7 +220,14 @@ fn record_head(e: &Entry) -> Result<BytesMut> {
         ));
     }
     let names_len: usize = m.bucket_names.iter().map(|n| 2 + n.len()).sum();
-    let meta_len = 64 + 4 + 4 + 1 + 1 + generated_at.len() + 8 + 2
+    let meta_len = 64
+        + 4
+        + 4
+        + 1
+        + 1
+        + generated_at.len()
+        + 8
+        + 2
         + 8 * m.recycling_multiples.len()
         + 2
         + names_len;
@@ -232,8 +239,15 @@ fn record_head(e: &Entry) -> Result<BytesMut> {
     b.put_slice(m.config_hash.as_bytes());
     b.put_u32_le(m.num_scenarios);
     b.put_u32_le(m.num_buckets);
-    let flags = if m.generated_at.is_some() { HAS_GENERATED_AT } else { 0 }
-        | if m.duration_ms.is_some() { HAS_DURATION } else { 0 };
+    let flags = if m.generated_at.is_some() {
+        HAS_GENERATED_AT
+    } else {
+        0
+    } | if m.duration_ms.is_some() {
+        HAS_DURATION
+    } else {
+        0
+    };
     b.put_u8(flags);
     if let Some(t) = &m.generated_at {
         b.put_u8(t.len() as u8);
