@@ -648,7 +648,7 @@ impl Inner {
         // Rows written before columns followed the key list their columns in
         // their writer's order.
         let to_key_order = view::key_order_of(&m.bucket_names);
-        let reorder = to_key_order.iter().enumerate().any(|(i, &c)| i != c);
+        let reorder = !to_key_order.is_identity();
         let fill_recycling = m.lacks_recycling() && cfg.is_some();
         let fill_names = m.bucket_names.is_empty() && cfg.is_some();
         if !legacy && !reorder && !fill_recycling {
@@ -660,27 +660,8 @@ impl Inner {
             let mut e = entry;
             let (rows, cols) = (e.metadata.num_scenarios, e.metadata.num_buckets);
             if reorder {
-                let m = &mut e.metadata;
-                let mut cells = vec![0f32; matrix.len()];
-                for (dst, src) in cells
-                    .chunks_exact_mut(cols as usize)
-                    .zip(matrix.chunks_exact(cols as usize))
-                {
-                    for (d, &c) in dst.iter_mut().zip(&to_key_order) {
-                        *d = src[c];
-                    }
-                }
-                matrix = cells;
-                m.bucket_names = to_key_order
-                    .iter()
-                    .map(|&c| m.bucket_names[c].clone())
-                    .collect();
-                if m.recycling_multiples.len() == to_key_order.len() {
-                    m.recycling_multiples = to_key_order
-                        .iter()
-                        .map(|&c| m.recycling_multiples[c])
-                        .collect();
-                }
+                to_key_order.matrix(&mut matrix);
+                e.metadata = to_key_order.metadata(&e.metadata);
             }
             if let Some(norm) = &norm {
                 if fill_names {

@@ -101,8 +101,9 @@ pub fn check_fits(m: &Metadata, cfg: &ScenarioConfig) -> Result<()> {
             .iter()
             .map(|&i| cfg.buckets[i].name.as_str())
             .eq(key_order_of(&m.bucket_names)
+                .reorder(&m.bucket_names)
                 .iter()
-                .map(|&c| m.bucket_names[c].as_str()));
+                .map(String::as_str));
         if !names_match {
             return Err(Error::corrupt(format!(
                 "stored matrix {} has columns {:?}, its key describes other buckets",
@@ -113,14 +114,15 @@ pub fn check_fits(m: &Metadata, cfg: &ScenarioConfig) -> Result<()> {
     Ok(())
 }
 
-/// The key's order of bucket names recorded in some other order (rows written
-/// before columns followed the key): for each key-order position, the
-/// recorded column. Stable, so names that collate equal keep their recorded
-/// order, as they kept it in the key of the config that wrote them.
-pub fn key_order_of(names: &[String]) -> Vec<usize> {
-    let mut order: Vec<usize> = (0..names.len()).collect();
-    order.sort_by(|&a, &b| key::compare_names(&names[a], &names[b]));
-    order
+/// From columns recorded under `names` in some other order (rows written
+/// before columns followed the key) to the key's order: output column i is
+/// the recorded column of the i-th name in the key's order. Stable, so names
+/// that collate equal keep their recorded order, as they kept it in the key of
+/// the config that wrote them.
+pub fn key_order_of(names: &[String]) -> ColumnOrder {
+    let mut map: Vec<usize> = (0..names.len()).collect();
+    map.sort_by(|&a, &b| key::compare_names(&names[a], &names[b]));
+    ColumnOrder { map }
 }
 
 #[cfg(test)]
@@ -168,7 +170,7 @@ mod tests {
         assert_eq!(m, [3.0, 1.0, 2.0, 30.0, 10.0, 20.0]);
         assert!(ColumnOrder::for_config(&cfg(&["a", "b"])).is_identity());
         assert_eq!(
-            key_order_of(&["Zeta".into(), "Alpha".into(), "Mid".into()]),
+            key_order_of(&["Zeta".into(), "Alpha".into(), "Mid".into()]).map,
             [1, 2, 0]
         );
     }
