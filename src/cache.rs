@@ -33,7 +33,7 @@ use crate::error::{Error, Result};
 use crate::stats::{Stats, StatsSnapshot};
 use crate::tier::durable::{Durable, DurableOptions, DurableUrl, DEFAULT_SQLITE_PATH};
 use crate::tier::memory::MemoryTier;
-use crate::tier::redis::{Lookup, RedisTier};
+use crate::tier::redis::{Lookup, RedisOptions, RedisTier};
 use crate::tier::{Entry, Source};
 use crate::view::{self, ColumnOrder};
 use crate::{generator, key, scenario};
@@ -55,8 +55,13 @@ pub struct CacheOptions {
     pub redis_key_prefix: Option<String>,
     /// Apply the embedded migrations on open. Default true.
     pub run_migrations: Option<bool>,
-    /// Bound on each Redis command (and connect). Default 500 ms.
+    /// Bound on connecting to Redis and on waiting for each reply. Default 100 ms.
     pub redis_timeout_ms: Option<u64>,
+    /// Slowest Redis transfer accepted: a value of N MB gets N / this many
+    /// seconds on top of `redis_timeout_ms`. Default 10 (MB/s).
+    pub redis_min_throughput_mbps: Option<f64>,
+    /// While the Redis circuit breaker is open, the pause between probes. Default 1000 ms.
+    pub redis_breaker_cooldown_ms: Option<u64>,
     /// Bound on connecting to / acquiring a connection of the durable store. Default 10 s.
     pub database_timeout_ms: Option<u64>,
     /// Durable store pool size. Default 8.
@@ -66,6 +71,9 @@ pub struct CacheOptions {
 pub const DEFAULT_MEMORY_MAX_BYTES: u64 = 128 * 1024 * 1024;
 pub const DEFAULT_REDIS_TTL_SECONDS: u64 = 86_400;
 pub const DEFAULT_REDIS_KEY_PREFIX: &str = "scenario-matrix:";
+pub const DEFAULT_REDIS_TIMEOUT_MS: u64 = 100;
+pub const DEFAULT_REDIS_MIN_THROUGHPUT_MBPS: f64 = 10.0;
+pub const DEFAULT_REDIS_BREAKER_COOLDOWN_MS: u64 = 1000;
 
 /// A result: the stored entry (columns in the key's bucket order) and where
 /// it came from. [`Hit::for_caller`] gives a caller its own copy in its order.
@@ -153,14 +161,30 @@ impl Cache {
             .or_else(|| env_nonempty("REDIS_URL"))
             .filter(|s| !s.trim().is_empty());
         let redis = match redis_url {
-            Some(u) => Some(RedisTier::new(
-                &u,
-                opts.redis_key_prefix
-                    .as_deref()
-                    .unwrap_or(DEFAULT_REDIS_KEY_PREFIX),
-                opts.redis_ttl_seconds.unwrap_or(DEFAULT_REDIS_TTL_SECONDS),
-                Duration::from_millis(opts.redis_timeout_ms.unwrap_or(500)),
-            )?),
+            Some(u) => {
+                let tier = RedisTier::new(
+                    &u,
+                    RedisOptions {
+                        prefix: opts
+                            .redis_key_prefix
+                            .unwrap_or_else(|| DEFAULT_REDIS_KEY_PREFIX.to_string()),
+                        ttl_seconds: opts.redis_ttl_seconds.unwrap_or(DEFAULT_REDIS_TTL_SECONDS),
+                        timeout: Duration::from_millis(
+                            opts.redis_timeout_ms.unwrap_or(DEFAULT_REDIS_TIMEOUT_MS),
+                        ),
+                        min_rate: opts
+                            .redis_min_throughput_mbps
+                            .unwrap_or(DEFAULT_REDIS_MIN_THROUGHPUT_MBPS)
+                            * 1e6,
+                        cooldown: Duration::from_millis(
+                            opts.redis_breaker_cooldown_ms
+                                .unwrap_or(DEFAULT_REDIS_BREAKER_COOLDOWN_MS),
+                        ),
+                    },
+                )?;
+                tier.connect().await;
+                Some(tier)
+            }
             None => None,
         };
         let memory_max = opts.memory_max_bytes.unwrap_or(DEFAULT_MEMORY_MAX_BYTES);
@@ -338,22 +362,28 @@ impl Cache {
 
     pub fn stats(&self) -> StatsSnapshot {
         let memory = self.inner.memory.as_ref().map(|m| m.stats());
-        self.inner.stats.snapshot(memory)
+        let breaker = self.inner.redis.as_ref().map(|r| r.breaker());
+        self.inner.stats.snapshot(memory, breaker)
     }
 
-    /// Refuses new calls, waits for background writes, closes the pools.
+    /// Refuses new calls, waits for the background writes pending now,
+    /// closes the pools and the Redis connection.
     pub async fn close(&self) {
         if self.inner.closed.swap(true, Relaxed) {
             return;
         }
         self.inner.background.wait().await;
         self.inner.durable.close().await;
+        if let Some(r) = &self.inner.redis {
+            r.close().await;
+        }
         if let Some(m) = &self.inner.memory {
             m.clear();
         }
     }
 
-    /// Waits until the background writes are done (tests, benchmarks).
+    /// Waits until the background writes pending now are done (later ones
+    /// are not waited for, so steady traffic cannot hold it up).
     pub async fn flush(&self) {
         self.inner.background.wait().await;
     }
@@ -525,6 +555,8 @@ impl Inner {
                     self.stats.redis.miss();
                 }
                 Ok(Lookup::Outdated) | Ok(Lookup::Miss) => self.stats.redis.miss(),
+                // Counted by the breaker.
+                Ok(Lookup::Skipped) => {}
                 Err(_) => self.stats.redis.error(),
             }
         }
@@ -776,42 +808,62 @@ impl Inner {
     }
 }
 
-/// Background writes (Redis rewrites) and a way to wait for all of them.
+/// Background writes (Redis rewrites) and a way to wait for those pending
+/// at a given moment.
 #[derive(Default)]
 struct Background {
-    pending: Arc<std::sync::atomic::AtomicUsize>,
-    idle: Arc<tokio::sync::Notify>,
+    state: Arc<Mutex<Pending>>,
+    done: Arc<tokio::sync::Notify>,
+}
+
+/// Writes are numbered in the order they were spawned.
+#[derive(Default)]
+struct Pending {
+    next: u64,
+    running: std::collections::BTreeSet<u64>,
 }
 
 impl Background {
     fn spawn(&self, work: impl std::future::Future<Output = ()> + Send + 'static) {
-        use std::sync::atomic::Ordering::SeqCst;
-        self.pending.fetch_add(1, SeqCst);
-        let (pending, idle) = (self.pending.clone(), self.idle.clone());
-        tokio::spawn(async move {
-            // Counted down even if `work` panics (the guard drops on unwind).
-            struct Done(
-                Arc<std::sync::atomic::AtomicUsize>,
-                Arc<tokio::sync::Notify>,
-            );
-            impl Drop for Done {
-                fn drop(&mut self) {
-                    if self.0.fetch_sub(1, SeqCst) == 1 {
-                        self.1.notify_waiters();
-                    }
-                }
+        let id = {
+            let mut p = self.state.lock().expect("background lock");
+            p.next += 1;
+            let id = p.next;
+            p.running.insert(id);
+            id
+        };
+        // Removed even if `work` panics (the guard drops on unwind).
+        struct Done(u64, Arc<Mutex<Pending>>, Arc<tokio::sync::Notify>);
+        impl Drop for Done {
+            fn drop(&mut self) {
+                self.1
+                    .lock()
+                    .expect("background lock")
+                    .running
+                    .remove(&self.0);
+                self.2.notify_waiters();
             }
-            let _done = Done(pending, idle);
+        }
+        let done = Done(id, self.state.clone(), self.done.clone());
+        tokio::spawn(async move {
+            let _done = done;
             work.await;
         });
     }
 
-    /// Returns once no background write is pending.
+    /// Returns once every write spawned before this call is done.
     async fn wait(&self) {
-        use std::sync::atomic::Ordering::SeqCst;
+        let last = self.state.lock().expect("background lock").next;
         loop {
-            let notified = self.idle.notified();
-            if self.pending.load(SeqCst) == 0 {
+            let notified = self.done.notified();
+            let oldest = self
+                .state
+                .lock()
+                .expect("background lock")
+                .running
+                .first()
+                .copied();
+            if oldest.is_none_or(|id| id > last) {
                 return;
             }
             notified.await;

@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 use crate::tier::memory::MemoryStats;
+use crate::tier::redis::BreakerSnapshot;
 use crate::tier::Source;
 
 /// Hits, misses, errors and bytes served by one tier.
@@ -116,7 +117,11 @@ impl Stats {
         self.latency[slot(source)].record(took);
     }
 
-    pub fn snapshot(&self, memory: Option<MemoryStats>) -> StatsSnapshot {
+    pub fn snapshot(
+        &self,
+        memory: Option<MemoryStats>,
+        redis_breaker: Option<BreakerSnapshot>,
+    ) -> StatsSnapshot {
         let latency: Vec<LatencySnapshot> = Source::ALL
             .iter()
             .map(|s| {
@@ -140,6 +145,7 @@ impl Stats {
             redis: self.redis.snapshot(),
             durable: self.durable.snapshot(),
             memory_tier: memory,
+            redis_breaker,
             generations: self.generations.load(Relaxed),
             single_flight_joins: self.single_flight_joins.load(Relaxed),
             corrupt_entries: self.corrupt_entries.load(Relaxed),
@@ -180,6 +186,8 @@ pub struct StatsSnapshot {
     pub durable: TierSnapshot,
     /// Occupancy of the memory tier; None when it is off.
     pub memory_tier: Option<MemoryStats>,
+    /// The Redis circuit breaker; None without Redis.
+    pub redis_breaker: Option<BreakerSnapshot>,
     pub generations: u64,
     pub single_flight_joins: u64,
     pub corrupt_entries: u64,

@@ -39,8 +39,13 @@ pub struct CacheOptions {
     pub redis_key_prefix: Option<String>,
     /// Apply the embedded migrations on open. Default true.
     pub run_migrations: Option<bool>,
-    /// Bound on each Redis command and on connecting. Default 500.
+    /// Bound on connecting to Redis and on waiting for each reply. Default 100.
     pub redis_timeout_ms: Option<u32>,
+    /// Slowest Redis transfer accepted, in MB/s: a value of N MB gets N / this
+    /// many seconds on top of `redisTimeoutMs`. Default 10.
+    pub redis_min_throughput_mbps: Option<f64>,
+    /// While the Redis circuit breaker is open, the pause between probes. Default 1000.
+    pub redis_breaker_cooldown_ms: Option<u32>,
     /// Bound on connecting to / acquiring a connection of the database. Default 10000.
     pub database_timeout_ms: Option<u32>,
     /// Database pool size. Default 8.
@@ -56,6 +61,13 @@ fn rust_options(o: CacheOptions) -> crate::Result<cache::CacheOptions> {
         }
         other => other.map(|n| n as u64),
     };
+    if let Some(r) = o.redis_min_throughput_mbps {
+        if !(r.is_finite() && r > 0.0) {
+            return Err(Error::InvalidArgument(format!(
+                "redisMinThroughputMbps must be a positive number, got {r}"
+            )));
+        }
+    }
     Ok(cache::CacheOptions {
         database_url: o.database_url,
         redis_url: o.redis_url,
@@ -64,6 +76,8 @@ fn rust_options(o: CacheOptions) -> crate::Result<cache::CacheOptions> {
         redis_key_prefix: o.redis_key_prefix,
         run_migrations: o.run_migrations,
         redis_timeout_ms: o.redis_timeout_ms.map(u64::from),
+        redis_min_throughput_mbps: o.redis_min_throughput_mbps,
+        redis_breaker_cooldown_ms: o.redis_breaker_cooldown_ms.map(u64::from),
         database_timeout_ms: o.database_timeout_ms.map(u64::from),
         database_max_connections: o.database_max_connections,
     })
@@ -166,6 +180,16 @@ pub struct MemoryTierStats {
 }
 
 #[napi(object)]
+pub struct RedisBreakerStats {
+    /// Open now: Redis is not asked until a probe gets an answer.
+    pub open: bool,
+    /// Times it opened (after a Redis failure or timeout).
+    pub openings: f64,
+    /// Lookups and writes not sent to Redis because it was open.
+    pub skipped: f64,
+}
+
+#[napi(object)]
 pub struct LatencyStats {
     pub count: f64,
     pub p50_ms: f64,
@@ -181,6 +205,8 @@ pub struct CacheStats {
     pub durable: TierStats,
     /// Occupancy of the memory tier; absent when it is off.
     pub memory_tier: Option<MemoryTierStats>,
+    /// The Redis circuit breaker; absent without Redis.
+    pub redis_breaker: Option<RedisBreakerStats>,
     pub generations: f64,
     pub single_flight_joins: f64,
     pub corrupt_entries: f64,
@@ -207,6 +233,11 @@ fn stats_js(s: StatsSnapshot) -> CacheStats {
             max_bytes: m.max_bytes as f64,
             evictions: m.evictions as f64,
             rejected_too_large: m.rejected_too_large as f64,
+        }),
+        redis_breaker: s.redis_breaker.map(|b| RedisBreakerStats {
+            open: b.open,
+            openings: b.openings as f64,
+            skipped: b.skipped as f64,
         }),
         generations: s.generations as f64,
         single_flight_joins: s.single_flight_joins as f64,

@@ -16,15 +16,27 @@
 //!
 //! Values the TypeScript code wrote (JSON `{data: base64 zlib, numScenarios,
 //! numBuckets, version: 1, ...}`) are recognised and returned as legacy entries
-//! for the cache to verify and rewrite. Redis is an optimisation: every failure
-//! is an `E_REDIS` error the cache counts and swallows, and while Redis is down
-//! a reconnect is attempted at most once per second so calls don't wait on it.
+//! for the cache to verify and rewrite.
+//!
+//! Redis is an optimisation, so a sick Redis must cost calls next to nothing:
+//! - "No answer" is bounded by `timeout` (connecting, and each reply's wait);
+//!   a transfer of N bytes gets N / `min_rate` on top, so a large value that
+//!   is still streaming is not cut off. A lookup asks `STRLEN` first (small
+//!   reply, plain `timeout`) so the `GET` deadline can be scaled to the size.
+//! - A circuit breaker: the first transport failure or timeout opens it. While
+//!   open, no call asks Redis (lookups and writes are skipped, deletes fail),
+//!   and a background probe pings Redis every `cooldown` on a new connection;
+//!   the first answer closes the breaker. So a hung Redis costs the calls in
+//!   flight at most `timeout`, and later calls nothing.
 
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
+use std::sync::Arc;
+use std::time::Duration;
 
 use base64::Engine;
 use bytes::{BufMut, Bytes, BytesMut};
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::MultiplexedConnection;
+use redis::AsyncConnectionConfig;
 use tokio::sync::Mutex;
 
 use super::Entry;
@@ -36,7 +48,6 @@ const MAGIC: &[u8; 4] = b"SMCR";
 const RECORD_VERSION: u8 = 2;
 const HAS_GENERATED_AT: u8 = 1;
 const HAS_DURATION: u8 = 2;
-const RETRY_INTERVAL: Duration = Duration::from_secs(1);
 
 /// What a Redis lookup found.
 #[derive(Debug)]
@@ -49,30 +60,172 @@ pub enum Lookup {
     /// A record of an earlier version whose columns cannot be attributed to
     /// buckets: a miss, overwritten by the next write.
     Outdated,
+    /// Not asked: the breaker is open.
+    Skipped,
+}
+
+/// How the tier talks to Redis; see the module docs for the rules.
+#[derive(Debug, Clone)]
+pub struct RedisOptions {
+    pub prefix: String,
+    pub ttl_seconds: u64,
+    /// Bound on connecting and on waiting for a reply.
+    pub timeout: Duration,
+    /// Slowest transfer accepted, in bytes per second.
+    pub min_rate: f64,
+    /// Pause between probes while the breaker is open.
+    pub cooldown: Duration,
+}
+
+/// The breaker's counters, for `stats()`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BreakerSnapshot {
+    pub open: bool,
+    /// Times it opened.
+    pub openings: u64,
+    /// Lookups and writes not sent to Redis because it was open.
+    pub skipped: u64,
 }
 
 pub struct RedisTier {
-    client: redis::Client,
-    conn: Mutex<Conn>,
+    link: Arc<Link>,
     prefix: String,
     ttl_seconds: u64,
-    timeout: Duration,
 }
 
-#[derive(Default)]
-struct Conn {
-    manager: Option<ConnectionManager>,
-    last_failed_attempt: Option<Instant>,
+/// The connection and the breaker, shared with the probe task.
+struct Link {
+    client: redis::Client,
+    conn: Mutex<Option<MultiplexedConnection>>,
+    timeout: Duration,
+    min_rate: f64,
+    cooldown: Duration,
+    open: AtomicBool,
+    openings: AtomicU64,
+    skipped: AtomicU64,
+    /// Set by `close`: no more connections, the probe stops.
+    shut: AtomicBool,
 }
 
 fn redis_err(e: impl std::fmt::Display) -> Error {
     Error::Redis(crate::tier::durable::redact_password(&e.to_string()))
 }
 
+/// Whether an error says Redis (or the way to it) is sick, as opposed to a
+/// reply Redis gave (which proves it is alive).
+fn is_transport(e: &redis::RedisError) -> bool {
+    e.is_io_error()
+        || e.is_timeout()
+        || e.is_connection_dropped()
+        || e.is_connection_refusal()
+        || e.is_unrecoverable_error()
+}
+
+impl Link {
+    fn allowance(&self, bytes: usize) -> Duration {
+        self.timeout + Duration::from_secs_f64(bytes as f64 / self.min_rate)
+    }
+
+    /// The shared connection, connecting when there is none.
+    async fn connection(&self) -> std::result::Result<MultiplexedConnection, String> {
+        let mut c = self.conn.lock().await;
+        if self.shut.load(SeqCst) {
+            return Err("closed".into());
+        }
+        if let Some(m) = &*c {
+            return Ok(m.clone());
+        }
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(self.timeout))
+            // Replies are bounded here, by size (see `allowance`).
+            .set_response_timeout(None);
+        match tokio::time::timeout(
+            self.timeout,
+            self.client
+                .get_multiplexed_async_connection_with_config(&config),
+        )
+        .await
+        {
+            Ok(Ok(m)) => {
+                *c = Some(m.clone());
+                Ok(m)
+            }
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err(format!("connect timed out after {:?}", self.timeout)),
+        }
+    }
+
+    /// Sends `cmd` unless the breaker is open, allowing `bytes` of transfer.
+    /// A transport failure or timeout opens the breaker.
+    async fn run<T: redis::FromRedisValue>(
+        self: &Arc<Self>,
+        cmd: &redis::Cmd,
+        bytes: usize,
+    ) -> Result<T> {
+        if self.open.load(SeqCst) {
+            return Err(Error::Redis(
+                "not asked: the circuit breaker is open after a failure (a probe retries it)"
+                    .into(),
+            ));
+        }
+        match self.send(cmd, bytes).await {
+            Ok(v) => Ok(v),
+            Err((e, transport)) => {
+                if transport {
+                    self.trip();
+                }
+                Err(redis_err(e))
+            }
+        }
+    }
+
+    async fn send<T: redis::FromRedisValue>(
+        &self,
+        cmd: &redis::Cmd,
+        bytes: usize,
+    ) -> std::result::Result<T, (String, bool)> {
+        let mut conn = self.connection().await.map_err(|e| (e, true))?;
+        let allowed = self.allowance(bytes);
+        match tokio::time::timeout(allowed, cmd.query_async::<T>(&mut conn)).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => {
+                let transport = is_transport(&e);
+                Err((e.to_string(), transport))
+            }
+            Err(_) => Err((format!("no answer within {allowed:?}"), true)),
+        }
+    }
+
+    /// Opens the breaker (once) and starts the probe that closes it.
+    fn trip(self: &Arc<Self>) {
+        if self.open.swap(true, SeqCst) || self.shut.load(SeqCst) {
+            return;
+        }
+        self.openings.fetch_add(1, SeqCst);
+        let link = self.clone();
+        tokio::spawn(async move {
+            // The sick connection is dropped: the probe, and then calls, use a new one.
+            *link.conn.lock().await = None;
+            loop {
+                tokio::time::sleep(link.cooldown).await;
+                if link.shut.load(SeqCst) {
+                    return;
+                }
+                let answered = link.send::<String>(&redis::cmd("PING"), 0).await.is_ok();
+                if answered {
+                    link.open.store(false, SeqCst);
+                    return;
+                }
+                *link.conn.lock().await = None;
+            }
+        });
+    }
+}
+
 impl RedisTier {
     /// Never fails for an unreachable server (it is tried again later); only a
     /// malformed URL is an error.
-    pub fn new(url: &str, prefix: &str, ttl_seconds: u64, timeout: Duration) -> Result<Self> {
+    pub fn new(url: &str, opts: RedisOptions) -> Result<Self> {
         if url.starts_with("rediss://") {
             // rustls needs a process-wide crypto provider; keep one already installed.
             let _ = rustls::crypto::ring::default_provider().install_default();
@@ -84,80 +237,79 @@ impl RedisTier {
             ))
         })?;
         Ok(RedisTier {
-            client,
-            conn: Mutex::new(Conn::default()),
-            prefix: prefix.to_string(),
-            ttl_seconds,
-            timeout,
+            link: Arc::new(Link {
+                client,
+                conn: Mutex::new(None),
+                timeout: opts.timeout,
+                min_rate: opts.min_rate,
+                cooldown: opts.cooldown,
+                open: AtomicBool::new(false),
+                openings: AtomicU64::new(0),
+                skipped: AtomicU64::new(0),
+                shut: AtomicBool::new(false),
+            }),
+            prefix: opts.prefix,
+            ttl_seconds: opts.ttl_seconds,
         })
+    }
+
+    /// Connects once, within the timeout; if that fails the breaker opens
+    /// and its probe keeps trying, so no call ever waits to connect.
+    pub async fn connect(&self) {
+        if self.link.connection().await.is_err() {
+            self.link.trip();
+        }
     }
 
     fn redis_key(&self, key: &str) -> String {
         format!("{}{key}", self.prefix)
     }
 
-    async fn connection(&self) -> Result<ConnectionManager> {
-        let mut c = self.conn.lock().await;
-        if let Some(m) = &c.manager {
-            return Ok(m.clone());
+    /// True (and counted) when the breaker is open and a lookup or write
+    /// should not be sent.
+    fn skip(&self) -> bool {
+        let open = self.link.open.load(SeqCst);
+        if open {
+            self.link.skipped.fetch_add(1, SeqCst);
         }
-        if c.last_failed_attempt
-            .is_some_and(|t| t.elapsed() < RETRY_INTERVAL)
-        {
-            return Err(Error::Redis(
-                "unavailable (retrying at most once per second)".into(),
-            ));
-        }
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(self.timeout))
-            .set_response_timeout(Some(self.timeout))
-            .set_number_of_retries(1);
-        match tokio::time::timeout(
-            self.timeout,
-            self.client.get_connection_manager_with_config(config),
-        )
-        .await
-        {
-            Ok(Ok(m)) => {
-                c.manager = Some(m.clone());
-                Ok(m)
-            }
-            Ok(Err(e)) => {
-                c.last_failed_attempt = Some(Instant::now());
-                Err(redis_err(e))
-            }
-            Err(_) => {
-                c.last_failed_attempt = Some(Instant::now());
-                Err(Error::Redis(format!(
-                    "connect timed out after {:?}",
-                    self.timeout
-                )))
-            }
-        }
+        open
     }
 
-    async fn run<T: redis::FromRedisValue>(&self, cmd: redis::Cmd) -> Result<T> {
-        let mut conn = self.connection().await?;
-        match tokio::time::timeout(self.timeout, cmd.query_async::<T>(&mut conn)).await {
-            Ok(r) => r.map_err(redis_err),
-            Err(_) => Err(Error::Redis(format!(
-                "command timed out after {:?}",
-                self.timeout
-            ))),
+    pub fn breaker(&self) -> BreakerSnapshot {
+        BreakerSnapshot {
+            open: self.link.open.load(SeqCst),
+            openings: self.link.openings.load(SeqCst),
+            skipped: self.link.skipped.load(SeqCst),
         }
     }
 
     pub async fn get(&self, key: &str) -> Result<Lookup> {
-        let value: Option<Bytes> = self.run(redis::Cmd::get(self.redis_key(key))).await?;
+        if self.skip() {
+            return Ok(Lookup::Skipped);
+        }
+        let k = self.redis_key(key);
+        // The size first, so a large value still streaming is told apart from
+        // a server that does not answer.
+        let len: usize = self.link.run(&redis::Cmd::strlen(&k), 0).await?;
+        if len == 0 {
+            return Ok(Lookup::Miss);
+        }
+        let value: Option<Bytes> = self.link.run(&redis::Cmd::get(&k), len).await?;
         Ok(match value {
             None => Lookup::Miss,
             Some(v) => decode_value(key, v),
         })
     }
 
+    /// Writes `entry` (skipped while the breaker is open).
     pub async fn put(&self, entry: &Entry) -> Result<()> {
+        if self.skip() {
+            return Ok(());
+        }
+        let head = record_head(entry)?;
+        let bytes = head.len() + entry.payload.len();
         let record = Record {
-            head: record_head(entry)?,
+            head,
             payload: &entry.payload,
         };
         let mut cmd = redis::cmd("SET");
@@ -165,10 +317,11 @@ impl RedisTier {
             .arg(record)
             .arg("EX")
             .arg(self.ttl_seconds);
-        self.run::<()>(cmd).await
+        self.link.run::<()>(&cmd, bytes).await
     }
 
-    /// Deletes the keys; returns how many existed.
+    /// Deletes the keys; returns how many existed. Fails while the breaker is
+    /// open: an invalidation must know its deletes did not happen.
     pub async fn delete(&self, keys: &[String]) -> Result<u64> {
         if keys.is_empty() {
             return Ok(0);
@@ -177,7 +330,13 @@ impl RedisTier {
         for k in keys {
             cmd.arg(self.redis_key(k));
         }
-        self.run(cmd).await
+        self.link.run(&cmd, 0).await
+    }
+
+    /// Drops the connection and stops the probe; later calls fail.
+    pub async fn close(&self) {
+        self.link.shut.store(true, SeqCst);
+        *self.link.conn.lock().await = None;
     }
 }
 

@@ -1,3 +1,4 @@
+#![allow(dead_code)]
 //! Real generator output for codec tests and benchmarks: a `rows` x `cols`
 //! config shaped like `bench/configs.js` (calibrations spread over the usual
 //! range), generated under a key that depends on `seed`.

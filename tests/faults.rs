@@ -1,0 +1,332 @@
+//! Faults of the Redis tier: a hung, killed or absent server, a slow link,
+//! and what `flush` and `close` wait for. Each test runs its own
+//! redis-server on a spare loopback port (so it can pause and kill it) and
+//! its own PostgreSQL database. The tests take turns (`SERIAL`): they time
+//! calls, and a neighbour generating a large matrix would skew the clock.
+
+mod common;
+#[path = "common/sample.rs"]
+mod sample;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{config, unique, OwnRedis, SlowLink, TestDb};
+use scenario_matrix_cache::cache::{Cache, CacheOptions};
+use scenario_matrix_cache::key;
+use scenario_matrix_cache::tier::Source;
+
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// PostgreSQL plus `redis_url`, no memory tier (so lookups reach Redis), a
+/// short breaker cool-down so recovery is quick to observe.
+fn options(db: &TestDb, redis_url: &str) -> CacheOptions {
+    CacheOptions {
+        database_url: Some(db.url.clone()),
+        redis_url: Some(redis_url.into()),
+        redis_key_prefix: Some(format!("{}:", unique("faults"))),
+        memory_max_bytes: Some(0),
+        redis_breaker_cooldown_ms: Some(200),
+        ..Default::default()
+    }
+}
+
+async fn timed(cache: &Cache, cfg: &scenario_matrix_cache::ScenarioConfig) -> (Source, Duration) {
+    let t = Instant::now();
+    let hit = cache.get_or_generate(cfg).await.unwrap();
+    (hit.source, t.elapsed())
+}
+
+/// Waits (up to 5 s) for the breaker to close by itself.
+async fn breaker_closes(cache: &Cache) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while cache.stats().redis_breaker.unwrap().open {
+        assert!(
+            Instant::now() < deadline,
+            "the breaker did not close within 5 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn in_redis(redis: &OwnRedis, prefix: &str, key: &str) -> bool {
+    let mut c = redis.conn().await;
+    redis::cmd("EXISTS")
+        .arg(format!("{prefix}{key}"))
+        .query_async::<bool>(&mut c)
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hung_redis_costs_one_timeout_then_nothing() {
+    let _turn = SERIAL.lock().await;
+    let redis = OwnRedis::start();
+    let db = TestDb::create().await;
+    let cache = Cache::open(options(&db, &redis.url())).await.unwrap();
+    let cfgs: Vec<_> = (0..12)
+        .map(|i| config(&format!("hung-{i}"), 2_000))
+        .collect();
+    for c in &cfgs {
+        assert_eq!(timed(&cache, c).await.0, Source::Generated);
+    }
+    cache.flush().await;
+    assert_eq!(timed(&cache, &cfgs[0]).await.0, Source::Redis);
+
+    // The normal latency of a durable hit, from an instance without Redis.
+    let plain = Cache::open(CacheOptions {
+        redis_url: Some(String::new()),
+        ..options(&db, "")
+    })
+    .await
+    .unwrap();
+    let mut normal = Duration::ZERO;
+    for c in &cfgs[..3] {
+        let (source, took) = timed(&plain, c).await;
+        assert_eq!(source, Source::Postgres);
+        normal = normal.max(took);
+    }
+
+    redis.pause();
+    // The first call finds Redis silent: one timeout (100 ms by default).
+    let (source, took) = timed(&cache, &cfgs[1]).await;
+    assert_eq!(source, Source::Postgres);
+    assert!(
+        took < normal + Duration::from_millis(100 + 100),
+        "first call with Redis hung took {took:?} (normal {normal:?})"
+    );
+    let b = cache.stats().redis_breaker.unwrap();
+    assert!(b.open && b.openings == 1, "{b:?}");
+    let errors = cache.stats().redis.errors;
+
+    // Then the breaker is open: calls take their normal latency.
+    for c in &cfgs[2..] {
+        let (source, took) = timed(&cache, c).await;
+        assert_eq!(source, Source::Postgres);
+        assert!(
+            took < normal + Duration::from_millis(50),
+            "call with the breaker open took {took:?} (normal {normal:?})"
+        );
+    }
+    // A miss too, and its Redis write is skipped rather than left waiting.
+    let fresh = config("hung-fresh", 2_000);
+    assert_eq!(timed(&cache, &fresh).await.0, Source::Generated);
+    let t = Instant::now();
+    cache.flush().await;
+    assert!(t.elapsed() < Duration::from_millis(50), "{:?}", t.elapsed());
+    let s = cache.stats();
+    assert_eq!(s.redis.errors, errors, "skipped calls are not errors");
+    assert!(
+        s.redis_breaker.unwrap().skipped >= 11,
+        "{:?}",
+        s.redis_breaker
+    );
+
+    // Redis answers again: the probe closes the breaker, no restart needed.
+    redis.resume();
+    breaker_closes(&cache).await;
+    assert_eq!(timed(&cache, &cfgs[5]).await.0, Source::Redis);
+    assert_eq!(cache.stats().redis_breaker.unwrap().openings, 1);
+
+    cache.close().await;
+    plain.close().await;
+    db.drop_db().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_killed_or_absent_redis_fails_no_call_and_is_used_again_when_back() {
+    let _turn = SERIAL.lock().await;
+    let mut redis = OwnRedis::start();
+    let db = TestDb::create().await;
+    let opts = options(&db, &redis.url());
+    let prefix = opts.redis_key_prefix.clone().unwrap();
+    let cache = Cache::open(opts.clone()).await.unwrap();
+    let a = config("killed-a", 1_000);
+    let b = config("killed-b", 1_000);
+    assert_eq!(timed(&cache, &a).await.0, Source::Generated);
+    cache.flush().await;
+
+    redis.kill();
+    assert_eq!(timed(&cache, &a).await.0, Source::Postgres);
+    assert_eq!(timed(&cache, &b).await.0, Source::Generated);
+    assert_eq!(timed(&cache, &a).await.0, Source::Postgres);
+    assert!(cache.stats().redis_breaker.unwrap().openings >= 1);
+
+    // Back (empty): used again by the same instance.
+    redis.restart();
+    breaker_closes(&cache).await;
+    assert_eq!(timed(&cache, &b).await.0, Source::Postgres);
+    cache.flush().await;
+    assert!(in_redis(&redis, &prefix, &key::canonical_key(&b)).await);
+    assert_eq!(timed(&cache, &b).await.0, Source::Redis);
+    cache.close().await;
+
+    // Down when the cache opens: opening is quick and calls succeed.
+    redis.kill();
+    let t = Instant::now();
+    let late = Cache::open(opts).await.unwrap();
+    assert!(
+        t.elapsed() < Duration::from_secs(2),
+        "open took {:?}",
+        t.elapsed()
+    );
+    assert_eq!(timed(&late, &a).await.0, Source::Postgres);
+    redis.restart();
+    breaker_closes(&late).await;
+    assert_eq!(timed(&late, &a).await.0, Source::Postgres);
+    late.flush().await;
+    assert_eq!(timed(&late, &a).await.0, Source::Redis);
+    late.close().await;
+    db.drop_db().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_large_value_still_streaming_is_not_cut_off() {
+    let _turn = SERIAL.lock().await;
+    let redis = OwnRedis::start();
+    let db = TestDb::create().await;
+    let opts = options(&db, &redis.url());
+    let writer = Cache::open(opts.clone()).await.unwrap();
+    let cfg = sample::sample_config(100_000, 40, 71);
+    assert_eq!(timed(&writer, &cfg).await.0, Source::Generated);
+    writer.flush().await;
+    let mut c = redis.conn().await;
+    let size: usize = redis::cmd("STRLEN")
+        .arg(format!(
+            "{}{}",
+            opts.redis_key_prefix.as_ref().unwrap(),
+            key::canonical_key(&cfg)
+        ))
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert!(size > 10_000_000, "{size}");
+
+    // A link of 40 MB/s: the value takes well over the 100 ms reply timeout.
+    let link = SlowLink::start(redis.port, 40e6, Duration::ZERO).await;
+    let reader = Cache::open(CacheOptions {
+        redis_url: Some(link.url()),
+        ..opts.clone()
+    })
+    .await
+    .unwrap();
+    let (source, took) = timed(&reader, &cfg).await;
+    assert_eq!(source, Source::Redis);
+    assert!(
+        took > Duration::from_millis(150),
+        "{took:?}: the link was not slow"
+    );
+    assert_eq!(reader.stats().redis_breaker.unwrap().openings, 0);
+
+    // The same read, allowing only 1000 MB/s, is cut off: the rule above is
+    // what let it through.
+    let strict = Cache::open(CacheOptions {
+        redis_url: Some(link.url()),
+        redis_min_throughput_mbps: Some(1000.0),
+        ..opts
+    })
+    .await
+    .unwrap();
+    assert_eq!(timed(&strict, &cfg).await.0, Source::Postgres);
+    assert_eq!(strict.stats().redis_breaker.unwrap().openings, 1);
+
+    for c in [writer, reader, strict] {
+        c.close().await;
+    }
+    db.drop_db().await;
+}
+
+/// Client connections the server has, besides the one asking.
+async fn other_clients(redis: &OwnRedis) -> usize {
+    let mut c = redis.conn().await;
+    let list: String = redis::cmd("CLIENT")
+        .arg("LIST")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    list.lines().count() - 1
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn close_leaves_no_redis_connection() {
+    let _turn = SERIAL.lock().await;
+    let redis = OwnRedis::start();
+    let db = TestDb::create().await;
+    let cache = Cache::open(options(&db, &redis.url())).await.unwrap();
+    let cfg = config("close", 500);
+    cache.get_or_generate(&cfg).await.unwrap();
+    cache.flush().await;
+    assert_eq!(timed(&cache, &cfg).await.0, Source::Redis);
+    assert!(other_clients(&redis).await >= 1);
+    cache.close().await;
+    let deadline = Instant::now() + Duration::from_secs(1);
+    while other_clients(&redis).await > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "a Redis connection is still open 1 s after close()"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    db.drop_db().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn flush_waits_for_the_writes_pending_when_called_not_for_later_ones() {
+    let _turn = SERIAL.lock().await;
+    let redis = OwnRedis::start();
+    let db = TestDb::create().await;
+    // Redis 150 ms away: every background write takes at least that.
+    let link = SlowLink::start(redis.port, 1e9, Duration::from_millis(150)).await;
+    let opts = CacheOptions {
+        redis_timeout_ms: Some(2_000),
+        ..options(&db, &link.url())
+    };
+    let prefix = opts.redis_key_prefix.clone().unwrap();
+    let cache = Arc::new(Cache::open(opts).await.unwrap());
+
+    // Steady traffic of misses for 3 s from 6 callers, staggered so that
+    // background writes always overlap (there is never none pending).
+    let done: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
+    let traffic: Vec<_> = (0..6)
+        .map(|caller| {
+            let (cache, done) = (cache.clone(), done.clone());
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(25 * caller)).await;
+                let end = Instant::now() + Duration::from_secs(3);
+                let mut i = 0;
+                while Instant::now() < end {
+                    let cfg = config(&format!("steady-{caller}-{i}"), 200);
+                    cache.get_or_generate(&cfg).await.unwrap();
+                    done.lock().unwrap().push(key::canonical_key(&cfg));
+                    i += 1;
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let before: Vec<String> = done.lock().unwrap().clone();
+    assert!(!before.is_empty());
+    let t = Instant::now();
+    cache.flush().await;
+    let took = t.elapsed();
+    assert!(
+        took < Duration::from_millis(1_200),
+        "flush took {took:?} under steady traffic"
+    );
+    assert!(
+        traffic.iter().all(|t| !t.is_finished()),
+        "the traffic ended before flush returned"
+    );
+    // Every write pending at the call is done.
+    for k in &before {
+        assert!(
+            in_redis(&redis, &prefix, k).await,
+            "{k} not written by flush"
+        );
+    }
+    for t in traffic {
+        t.await.unwrap();
+    }
+    cache.close().await;
+    db.drop_db().await;
+}
