@@ -47,6 +47,10 @@ pub enum Error {
     /// invalidation call retries them.
     #[error("invalidation incomplete: {0}")]
     InvalidationIncomplete(String),
+    /// Applying the migrations on open needed a table lock that other
+    /// sessions held for longer than the database timeout; nothing changed.
+    #[error("migrations blocked: {0}")]
+    MigrationBlocked(String),
     /// The cache was closed; no call is accepted after `close()`.
     #[error("the cache is closed")]
     Closed,
@@ -74,6 +78,7 @@ impl Error {
             Error::DurableWrite(_) => "E_DURABLE_WRITE",
             Error::Redis(_) => "E_REDIS",
             Error::InvalidationIncomplete(_) => "E_INVALIDATION_INCOMPLETE",
+            Error::MigrationBlocked(_) => "E_MIGRATION_BLOCKED",
             Error::Closed => "E_CLOSED",
             Error::Internal(_) => "E_INTERNAL",
         }

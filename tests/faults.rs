@@ -330,3 +330,77 @@ async fn flush_waits_for_the_writes_pending_when_called_not_for_later_ones() {
     cache.close().await;
     db.drop_db().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn migrations_give_way_to_the_app_and_give_up_with_a_coded_error() {
+    use sqlx::Connection;
+    let _turn = SERIAL.lock().await;
+    let db = TestDb::create().await;
+    // The TypeScript app's table, and one of the app's transactions that has
+    // read it and stays open (it holds a lock our ALTER TABLE must wait for).
+    let mut app = db.connect().await;
+    sqlx::raw_sql(include_str!("fixtures/typescript-schema.sql"))
+        .execute(&mut app)
+        .await
+        .unwrap();
+    let mut tx = app.begin().await.unwrap();
+    sqlx::query("SELECT count(*) FROM scenario_matrices")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+
+    // Meanwhile the app's plain reads from another session never queue
+    // behind our lock request for more than a moment.
+    let reads = {
+        let mut reader = db.connect().await;
+        tokio::spawn(async move {
+            let end = Instant::now() + Duration::from_millis(2_500);
+            let mut slowest = Duration::ZERO;
+            while Instant::now() < end {
+                let t = Instant::now();
+                sqlx::query("SELECT count(*) FROM scenario_matrices")
+                    .execute(&mut reader)
+                    .await
+                    .unwrap();
+                slowest = slowest.max(t.elapsed());
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            slowest
+        })
+    };
+    let opts = CacheOptions {
+        database_url: Some(db.url.clone()),
+        redis_url: Some(String::new()),
+        database_timeout_ms: Some(2_000),
+        ..Default::default()
+    };
+    let t = Instant::now();
+    let err = match tokio::time::timeout(Duration::from_secs(6), Cache::open(opts.clone())).await {
+        Err(_) => panic!("open still pending after 6 s with databaseTimeoutMs 2000"),
+        Ok(Ok(_)) => panic!("open succeeded while the app held the table"),
+        Ok(Err(e)) => e,
+    };
+    let took = t.elapsed();
+    assert_eq!(err.code(), "E_MIGRATION_BLOCKED", "{err}");
+    assert!(err.to_string().contains("runMigrations: false"), "{err}");
+    assert!(
+        took < Duration::from_millis(3_000),
+        "open gave up after {took:?} with databaseTimeoutMs 2000"
+    );
+    let slowest = reads.await.unwrap();
+    assert!(
+        slowest < Duration::from_millis(300),
+        "an app read waited {slowest:?} behind the migration"
+    );
+
+    // Once the app's transaction ends, opening migrates and works.
+    tx.commit().await.unwrap();
+    let cache = Cache::open(opts).await.unwrap();
+    assert_eq!(
+        timed(&cache, &config("after-migration", 200)).await.0,
+        Source::Generated
+    );
+    cache.close().await;
+    drop(app);
+    db.drop_db().await;
+}

@@ -682,31 +682,83 @@ fn millis(d: Duration) -> String {
     d.as_millis().max(1).to_string()
 }
 
-/// Runs the migrations through a one-connection pool of its own: sqlx's
-/// migrator holds a session-level advisory lock (so concurrent opens from
-/// several processes apply each migration once), and closing that pool
-/// releases the lock whatever happened, so a failed run never leaves it in a
-/// connection the store keeps using. No statement timeout here: waiting for
-/// another process's migration, or building the index on a large table, is
-/// legitimate. (A pool rather than a bare connection because `Migrator::run`
-/// on `&mut PgConnection` makes the future not provably `Send`.)
+/// How long one migration attempt waits for a table lock. Our `ALTER TABLE`
+/// needs an exclusive lock, and while its request waits every other
+/// session's reads of the table queue behind it: so it waits only this long,
+/// then gives way, and tries again a little later.
+const MIGRATION_LOCK_WAIT: Duration = Duration::from_millis(100);
+const MIGRATION_RETRY_PAUSE: Duration = Duration::from_millis(250);
+
+/// Runs the migrations, retrying while a lock they need is held by another
+/// session, for at most `timeout`; then `E_MIGRATION_BLOCKED`.
 async fn migrate(connect: &PgConnectOptions, timeout: Duration, redact: &Redactor) -> Result<()> {
+    let deadline = std::time::Instant::now() + timeout;
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        match migrate_once(connect, timeout, redact).await? {
+            Ok(()) => return Ok(()),
+            Err(_) if std::time::Instant::now() + MIGRATION_RETRY_PAUSE < deadline => {
+                tokio::time::sleep(MIGRATION_RETRY_PAUSE).await;
+            }
+            Err(holder) => {
+                return Err(Error::MigrationBlocked(format!(
+                    "the migrations of scenario_matrices could not take the lock they need within {} ms ({attempts} attempts of {} ms each; {holder}). Another session holds the table (a long transaction of the app, or another process migrating); nothing was changed. Retry later, or apply the migrations at deploy time and open with runMigrations: false.",
+                    timeout.as_millis(),
+                    MIGRATION_LOCK_WAIT.as_millis(),
+                )))
+            }
+        }
+    }
+}
+
+/// One attempt through a one-connection pool of its own: sqlx's migrator
+/// holds a session-level advisory lock (so concurrent opens from several
+/// processes apply each migration once), and closing that pool releases the
+/// lock whatever happened, so a failed run never leaves it in a connection
+/// the store keeps using. No statement timeout here (building the index on a
+/// large table is legitimate), but lock waits are bounded: `Ok(Err(why))`
+/// when one ran out. Each migration is one transaction, so a failed attempt
+/// leaves nothing behind. (A pool rather than a bare connection because
+/// `Migrator::run` on `&mut PgConnection` makes the future not provably `Send`.)
+async fn migrate_once(
+    connect: &PgConnectOptions,
+    timeout: Duration,
+    redact: &Redactor,
+) -> Result<std::result::Result<(), String>> {
     let pool = tokio::time::timeout(
         timeout + Duration::from_millis(500),
         PgPoolOptions::new()
             .max_connections(1)
             .acquire_timeout(timeout)
-            .connect_with(connect.clone().options([("statement_timeout", "0")])),
+            .connect_with(connect.clone().options([
+                ("statement_timeout", "0".to_string()),
+                ("lock_timeout", millis(MIGRATION_LOCK_WAIT)),
+            ])),
     )
     .await
     .map_err(|_| redact.unavailable("connecting to PostgreSQL", &"timed out"))?
     .map_err(|e| redact.unavailable("connecting to PostgreSQL", &e))?;
     let result = migrator(sqlx::migrate!("./migrations/postgres"))
         .run(&pool)
-        .await
-        .map_err(|e| redact.unavailable("migrating scenario_matrices", &e));
+        .await;
     pool.close().await;
-    result
+    match result {
+        Ok(()) => Ok(Ok(())),
+        Err(e) if lock_not_available(&e) => Ok(Err(e.to_string())),
+        Err(e) => Err(redact.unavailable("migrating scenario_matrices", &e)),
+    }
+}
+
+/// SQLSTATE 55P03: a lock wait ran into `lock_timeout`.
+fn lock_not_available(e: &sqlx::migrate::MigrateError) -> bool {
+    use sqlx::migrate::MigrateError;
+    let db = match e {
+        MigrateError::Execute(sqlx::Error::Database(d))
+        | MigrateError::ExecuteMigration(sqlx::Error::Database(d), _) => d,
+        _ => return false,
+    };
+    db.code().as_deref() == Some("55P03")
 }
 
 #[cfg(test)]
