@@ -48,6 +48,7 @@ export type ErrorCode =
   | 'E_DURABLE_UNAVAILABLE'
   | 'E_DURABLE_WRITE'
   | 'E_INVALIDATION_INCOMPLETE'
+  | 'E_MIGRATION_BLOCKED'
   | 'E_CLOSED'
   | 'E_INTERNAL'
 
@@ -98,8 +99,15 @@ export interface CacheOptions {
   redisKeyPrefix?: string
   /** Apply the embedded migrations on open. Default true. */
   runMigrations?: boolean
-  /** Bound on each Redis command and on connecting. Default 500. */
+  /** Bound on connecting to Redis and on waiting for each reply. Default 100. */
   redisTimeoutMs?: number
+  /**
+   * Slowest Redis transfer accepted, in MB/s: a value of N MB gets N / this
+   * many seconds on top of `redisTimeoutMs`. Default 10.
+   */
+  redisMinThroughputMbps?: number
+  /** While the Redis circuit breaker is open, the pause between probes. Default 1000. */
+  redisBreakerCooldownMs?: number
   /** Bound on connecting to / acquiring a connection of the database. Default 10000. */
   databaseTimeoutMs?: number
   /** Database pool size. Default 8. */
@@ -113,6 +121,8 @@ export interface CacheStats {
   durable: TierStats
   /** Occupancy of the memory tier; absent when it is off. */
   memoryTier?: MemoryTierStats
+  /** The Redis circuit breaker; absent without Redis. */
+  redisBreaker?: RedisBreakerStats
   generations: number
   singleFlightJoins: number
   corruptEntries: number
@@ -122,6 +132,11 @@ export interface CacheStats {
    * never recorded); their keys are generated afresh.
    */
   legacyUnattributable: number
+  /**
+   * Damaged durable rows regenerated, proven equal to what they held
+   * (through their surviving checksums) and rewritten.
+   */
+  repairs: number
   calls: number
   /** Share of completed calls served without generating. */
   hitRate: number
@@ -215,6 +230,15 @@ export interface MemoryTierStats {
   evictions: number
   /** Entries refused because they alone exceed the bound. */
   rejectedTooLarge: number
+}
+
+export interface RedisBreakerStats {
+  /** Open now: Redis is not asked until a probe gets an answer. */
+  open: boolean
+  /** Times it opened (after a Redis failure or timeout). */
+  openings: number
+  /** Lookups and writes not sent to Redis because it was open. */
+  skipped: number
 }
 
 /** `null` marks what a legacy (TypeScript) copy did not record. */

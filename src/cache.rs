@@ -574,6 +574,7 @@ impl Inner {
             };
         };
         let legacy = entry.codec != Codec::Zstd;
+        let stored = entry.clone(); // cheap: the payload is shared
         match self.normalise(entry, cfg).await {
             Ok(Normalised::Ready(entry)) if self.check(&entry) => {
                 self.stats.durable.hit(entry.payload.len());
@@ -592,10 +593,76 @@ impl Inner {
                 self.stats.durable.miss();
                 Ok(None)
             }
-            // The source of truth is damaged: say so rather than serve or overwrite it.
-            Ok(Normalised::Ready(_)) => Err(self.corrupt(key, "envelope header check failed")),
-            Err(e) => Err(self.corrupt(key, &e.to_string())),
+            // The source of truth is damaged: repaired when the config is
+            // known and the repair can be proven, else reported.
+            Ok(Normalised::Ready(_)) => {
+                self.repair(stored, cfg, key, "a checksum or length check failed", epoch)
+                    .await
+            }
+            Err(e) => self.repair(stored, cfg, key, &e.to_string(), epoch).await,
         }
+    }
+
+    /// A damaged durable row of ours, for a call that knows its config: the
+    /// generator is deterministic, so the matrix is generated again, proven
+    /// equal to what was stored through the raw-data checksums that survive
+    /// in the row's chunk table, and the row is rewritten. Without the
+    /// config, or without that proof, `E_CORRUPT` (and nothing overwritten).
+    async fn repair(
+        self: &Arc<Self>,
+        damaged: Entry,
+        cfg: Option<&ScenarioConfig>,
+        key: &str,
+        why: &str,
+        epoch: u64,
+    ) -> Result<Option<Hit>> {
+        let Some(cfg) = cfg else {
+            return Err(self.corrupt(key, why));
+        };
+        // Only rows in the key's column order are compared (rows of older
+        // versions in another order are not repaired).
+        let comparable = damaged.codec == Codec::Zstd
+            && view::key_order_of(&damaged.metadata.bucket_names).is_identity();
+        if !comparable || codec::read_header(&damaged.payload).is_err() {
+            return Err(self.corrupt(
+                key,
+                &format!("{why}; not repaired: no readable checksums to prove a regenerated matrix equal to it"),
+            ));
+        }
+        let (fresh, matrix) = generate(cfg.clone()).await?;
+        let payload = damaged.payload.clone();
+        let proven = blocking(move || codec::raw_checksums_match(&payload, &matrix)).await;
+        if !matches!(proven, Ok(true)) {
+            return Err(self.corrupt(
+                key,
+                &format!("{why}; not repaired: the regenerated matrix contradicts the checksums the row still holds, so the row was left as it is"),
+            ));
+        }
+        // Replace the damaged row. If another process repaired or
+        // regenerated it meanwhile, its row is the same bytes (the generator
+        // and encoder are deterministic) and is kept.
+        self.durable
+            .delete(key)
+            .await
+            .inspect_err(|_| self.stats.durable.error())?;
+        let (entry, _) = self
+            .durable
+            .get_or_replace(
+                cfg,
+                key,
+                |e| attributable(e, cfg) && self.check(e),
+                move || async move { Ok(fresh) },
+            )
+            .await
+            .inspect_err(|_| self.stats.durable.error())?;
+        self.stats.corrupt_entries.fetch_add(1, Relaxed);
+        self.stats.repairs.fetch_add(1, Relaxed);
+        self.fill(&entry, epoch, true);
+        Ok(Some(Hit {
+            entry,
+            source: Source::Generated,
+            matrix: None,
+        }))
     }
 
     /// A verified TypeScript matrix found only in Redis: stored durably (with

@@ -102,6 +102,9 @@ pub struct Stats {
     /// recorded no column order, so their columns cannot be attributed to
     /// buckets. The key is generated afresh (replacing a legacy durable row).
     pub legacy_unattributable: AtomicU64,
+    /// Damaged durable rows regenerated, proven equal through their
+    /// surviving checksums, and rewritten.
+    pub repairs: AtomicU64,
     latency: [Histogram; 5],
 }
 
@@ -151,6 +154,7 @@ impl Stats {
             corrupt_entries: self.corrupt_entries.load(Relaxed),
             legacy_rewrites: self.legacy_rewrites.load(Relaxed),
             legacy_unattributable: self.legacy_unattributable.load(Relaxed),
+            repairs: self.repairs.load(Relaxed),
             calls,
             hit_rate: if calls == 0 {
                 0.0
@@ -193,6 +197,7 @@ pub struct StatsSnapshot {
     pub corrupt_entries: u64,
     pub legacy_rewrites: u64,
     pub legacy_unattributable: u64,
+    pub repairs: u64,
     /// Completed lookups (getOrGenerate, getMatrix, get hits).
     pub calls: u64,
     /// Share of completed calls served without generating.

@@ -11,10 +11,12 @@ mod sample;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{config, unique, OwnRedis, SlowLink, TestDb};
+use common::{
+    config, drop_redis_prefix, unique, OwnPostgres, OwnRedis, SlowLink, TestDb, REDIS_URL,
+};
 use scenario_matrix_cache::cache::{Cache, CacheOptions};
-use scenario_matrix_cache::key;
 use scenario_matrix_cache::tier::Source;
+use scenario_matrix_cache::{codec, key};
 
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
@@ -403,4 +405,241 @@ async fn migrations_give_way_to_the_app_and_give_up_with_a_coded_error() {
     cache.close().await;
     drop(app);
     db.drop_db().await;
+}
+
+/// Options for a cache on an own PostgreSQL cluster and the machine's Redis.
+fn own_pg_options(pg: &OwnPostgres, prefix: &str) -> CacheOptions {
+    CacheOptions {
+        database_url: Some(pg.url()),
+        redis_url: Some(REDIS_URL.into()),
+        redis_key_prefix: Some(prefix.into()),
+        database_timeout_ms: Some(1_000),
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_postgres_stopped_hits_go_on_misses_fail_fast_and_the_instance_recovers() {
+    let _turn = SERIAL.lock().await;
+    let pg = OwnPostgres::start();
+    let prefix = format!("{}:", unique("pgdown"));
+    let with_memory = Cache::open(own_pg_options(&pg, &prefix)).await.unwrap();
+    let redis_only = Cache::open(CacheOptions {
+        memory_max_bytes: Some(0),
+        ..own_pg_options(&pg, &prefix)
+    })
+    .await
+    .unwrap();
+    let (a, b, c) = (
+        config("pg-a", 500),
+        config("pg-b", 500),
+        config("pg-c", 500),
+    );
+    assert_eq!(timed(&with_memory, &a).await.0, Source::Generated);
+    assert_eq!(timed(&with_memory, &b).await.0, Source::Generated);
+    with_memory.flush().await;
+
+    pg.stop();
+    let (source, took) = timed(&with_memory, &a).await;
+    assert_eq!(source, Source::Memory);
+    assert!(took < Duration::from_millis(50), "{took:?}");
+    let (source, took) = timed(&redis_only, &b).await;
+    assert_eq!(source, Source::Redis);
+    assert!(took < Duration::from_millis(100), "{took:?}");
+    let t = Instant::now();
+    let err = with_memory.get_or_generate(&c).await.unwrap_err();
+    assert_eq!(err.code(), "E_DURABLE_UNAVAILABLE", "{err}");
+    assert!(
+        t.elapsed() < Duration::from_millis(1_000 + 500),
+        "a miss with PostgreSQL down took {:?} (databaseTimeoutMs 1000)",
+        t.elapsed()
+    );
+
+    // Back: the same instance stores misses again, by itself.
+    pg.restart();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match with_memory.get_or_generate(&c).await {
+            Ok(hit) => {
+                assert_eq!(hit.source, Source::Generated);
+                break;
+            }
+            Err(e) if Instant::now() < deadline => {
+                assert_eq!(e.code(), "E_DURABLE_UNAVAILABLE", "{e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("no recovery within 20 s: {e}"),
+        }
+    }
+    assert_eq!(timed(&redis_only, &c).await.0, Source::Redis);
+    with_memory.close().await;
+    redis_only.close().await;
+    drop_redis_prefix(&prefix).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_killed_mid_insert_leaves_no_damaged_complete_row() {
+    use sqlx::Connection;
+    let _turn = SERIAL.lock().await;
+    let pg = OwnPostgres::start();
+    let prefix = format!("{}:", unique("pgkill"));
+    let opts = CacheOptions {
+        database_timeout_ms: Some(5_000),
+        ..own_pg_options(&pg, &prefix)
+    };
+    let cache = Arc::new(Cache::open(opts.clone()).await.unwrap());
+    let cfg = sample::sample_config(100_000, 50, 72);
+    let k = key::canonical_key(&cfg);
+
+    let mut watch = sqlx::PgConnection::connect(&pg.url()).await.unwrap();
+    let call = {
+        let (cache, cfg) = (cache.clone(), cfg.clone());
+        tokio::spawn(async move { cache.get_or_generate(&cfg).await })
+    };
+    // Kill the server as soon as our INSERT of the 20 MB row is running.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let inserting: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM pg_stat_activity
+               WHERE state = 'active' AND query ILIKE 'INSERT INTO scenario_matrices%')",
+        )
+        .fetch_one(&mut watch)
+        .await
+        .unwrap();
+        if inserting {
+            break;
+        }
+        assert!(
+            !call.is_finished(),
+            "the insert finished before it was seen"
+        );
+        assert!(Instant::now() < deadline, "no insert within 30 s");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    pg.kill();
+    let err = call.await.unwrap().unwrap_err();
+    assert!(
+        ["E_DURABLE_WRITE", "E_DURABLE_UNAVAILABLE"].contains(&err.code()),
+        "{err}"
+    );
+    pg.restart();
+
+    // After recovery: no complete row that is partial or damaged.
+    let mut c = loop {
+        match sqlx::PgConnection::connect(&pg.url()).await {
+            Ok(c) => break c,
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    };
+    let rows: Vec<(String, Option<Vec<u8>>)> = sqlx::query_as(
+        "SELECT matrix_key, moic_matrix FROM scenario_matrices WHERE status = 'complete'",
+    )
+    .fetch_all(&mut c)
+    .await
+    .unwrap();
+    for (key, payload) in &rows {
+        let payload = payload.as_deref().expect("a complete row has a payload");
+        codec::decode(payload).unwrap_or_else(|e| panic!("row {key} is damaged: {e}"));
+    }
+
+    // The next call stores a good one.
+    let fresh = Cache::open(CacheOptions {
+        memory_max_bytes: Some(0),
+        redis_url: Some(String::new()),
+        ..opts
+    })
+    .await
+    .unwrap();
+    let hit = fresh.get_or_generate(&cfg).await.unwrap();
+    assert!(matches!(hit.source, Source::Generated | Source::Postgres));
+    let stored: Vec<u8> = sqlx::query_scalar(
+        "SELECT moic_matrix FROM scenario_matrices WHERE matrix_key = $1 AND status = 'complete'",
+    )
+    .bind(&k)
+    .fetch_one(&mut c)
+    .await
+    .unwrap();
+    assert_eq!(
+        codec::decode(&stored).unwrap(),
+        codec::decode(&hit.entry.payload).unwrap()
+    );
+    fresh.close().await;
+    cache.close().await;
+    drop_redis_prefix(&prefix).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_exhausted_database_pool_never_holds_up_memory_and_redis_hits() {
+    let _turn = SERIAL.lock().await;
+    let db = TestDb::create().await;
+    let prefix = format!("{}:", unique("pool"));
+    let base = CacheOptions {
+        database_url: Some(db.url.clone()),
+        redis_url: Some(REDIS_URL.into()),
+        redis_key_prefix: Some(prefix.clone()),
+        database_max_connections: Some(1),
+        ..Default::default()
+    };
+    let cache = Arc::new(Cache::open(base.clone()).await.unwrap());
+    let redis_only = Arc::new(
+        Cache::open(CacheOptions {
+            memory_max_bytes: Some(0),
+            ..base
+        })
+        .await
+        .unwrap(),
+    );
+    let (a, b) = (config("pool-a", 500), config("pool-b", 500));
+    cache.get_or_generate(&a).await.unwrap();
+    cache.get_or_generate(&b).await.unwrap();
+    cache.flush().await;
+
+    // Slow misses hold each instance's only connection: another session
+    // holds their keys' generation locks (the advisory lock of a key is its
+    // first 16 hex digits), so each miss waits inside its transaction.
+    use sqlx::Connection;
+    let slow: Vec<_> = (0..2)
+        .map(|i| config(&format!("pool-slow-{i}"), 500))
+        .collect();
+    let mut holder = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    for cfg in &slow {
+        let k = key::canonical_key(cfg);
+        sqlx::query("SELECT pg_advisory_lock($1)")
+            .bind(u64::from_str_radix(&k[..16], 16).unwrap() as i64)
+            .execute(&mut holder)
+            .await
+            .unwrap();
+    }
+    let misses: Vec<_> = [cache.clone(), redis_only.clone()]
+        .into_iter()
+        .zip(slow.clone())
+        .map(|(c, cfg)| tokio::spawn(async move { c.get_or_generate(&cfg).await.unwrap() }))
+        .collect();
+    let end = Instant::now() + Duration::from_millis(1_500);
+    while Instant::now() < end {
+        let (source, took) = timed(&cache, &a).await;
+        assert_eq!(source, Source::Memory);
+        assert!(
+            took < Duration::from_millis(100),
+            "memory hit took {took:?}"
+        );
+        let (source, took) = timed(&redis_only, &b).await;
+        assert_eq!(source, Source::Redis);
+        assert!(took < Duration::from_millis(100), "Redis hit took {took:?}");
+        // A durable lookup does need the connection: it waits (bounded by
+        // databaseTimeoutMs), which is right.
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        misses.iter().all(|m| !m.is_finished()),
+        "the misses did not wait for the lock"
+    );
+    drop(holder); // releases the locks
+    for m in misses {
+        assert_eq!(m.await.unwrap().source, Source::Generated);
+    }
+    cache.close().await;
+    redis_only.close().await;
+    db.drop_db().await;
+    drop_redis_prefix(&prefix).await;
 }

@@ -730,6 +730,27 @@ pub(crate) fn verify(bytes: &[u8]) -> Result<Header> {
     Ok(h)
 }
 
+/// Whether `matrix` (row-major, in the envelope's stored column order) has,
+/// for every chunk, the raw-data checksum the table records. Only the header
+/// and the table must be intact; the chunks' bytes are not read, so this can
+/// prove that a regenerated matrix is the one a damaged envelope held.
+pub(crate) fn raw_checksums_match(bytes: &[u8], matrix: &[f32]) -> Result<bool> {
+    let (h, chunks) = parse(bytes)?;
+    let cells = h.num_scenarios as usize * h.num_buckets as usize;
+    if h.column_map.is_some() || matrix.len() != cells {
+        return Ok(false);
+    }
+    let chunk_cells = h.rows_per_chunk as usize * h.num_buckets as usize;
+    Ok(matrix
+        .par_chunks(chunk_cells)
+        .zip(chunks.par_iter())
+        .all(|(values, c)| {
+            let mut raw = vec![0u8; values.len() * 4];
+            f32_to_le(values, &mut raw);
+            xxh3_64(&raw) == c.raw_hash
+        }))
+}
+
 pub(crate) fn decode(bytes: &[u8]) -> Result<Vec<f32>> {
     let (h, chunks) = parse(bytes)?;
     // Every size below was checked against the limits in `parse`: this is at

@@ -164,6 +164,12 @@ pub fn verify(bytes: &[u8]) -> Result<Header> {
     envelope::verify(bytes)
 }
 
+/// Whether `matrix` has the raw-data checksums of envelope `bytes`, chunk by
+/// chunk; only its header and chunk table need be intact (an error if not).
+pub fn raw_checksums_match(bytes: &[u8], matrix: &[f32]) -> Result<bool> {
+    envelope::raw_checksums_match(bytes, matrix)
+}
+
 /// Decodes an envelope, verifying every checksum.
 pub fn decode(bytes: &[u8]) -> Result<Vec<f32>> {
     envelope::decode(bytes)

@@ -214,6 +214,9 @@ pub struct CacheStats {
     /// Legacy copies of several buckets not served (their column order was
     /// never recorded); their keys are generated afresh.
     pub legacy_unattributable: f64,
+    /// Damaged durable rows regenerated, proven equal to what they held
+    /// (through their surviving checksums) and rewritten.
+    pub repairs: f64,
     pub calls: f64,
     /// Share of completed calls served without generating.
     pub hit_rate: f64,
@@ -244,6 +247,7 @@ fn stats_js(s: StatsSnapshot) -> CacheStats {
         corrupt_entries: s.corrupt_entries as f64,
         legacy_rewrites: s.legacy_rewrites as f64,
         legacy_unattributable: s.legacy_unattributable as f64,
+        repairs: s.repairs as f64,
         calls: s.calls as f64,
         hit_rate: s.hit_rate,
         latency: s

@@ -256,3 +256,87 @@ impl SlowLink {
         format!("redis://127.0.0.1:{}/", self.port)
     }
 }
+
+/// A PostgreSQL cluster of the test's own (Debian's `pg_createcluster`, trust
+/// auth, on a spare loopback port), so the test can stop or kill it; dropped
+/// with its data on drop.
+pub struct OwnPostgres {
+    version: String,
+    name: String,
+    pub port: u16,
+}
+
+impl OwnPostgres {
+    pub fn start() -> OwnPostgres {
+        let version = std::fs::read_dir("/etc/postgresql")
+            .expect("PostgreSQL (Debian packaging) is needed for this test")
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .max()
+            .expect("a PostgreSQL version under /etc/postgresql");
+        let pg = OwnPostgres {
+            version,
+            name: unique("smc"),
+            port: free_port(),
+        };
+        pg.run(
+            "pg_createcluster",
+            &["-p", &pg.port.to_string(), &pg.version, &pg.name, "--"],
+            &["--auth-host=trust", "--auth-local=trust"],
+        );
+        pg.ctl("start", &[]);
+        pg
+    }
+
+    fn run(&self, program: &str, args: &[&str], more: &[&str]) {
+        let out = std::process::Command::new(program)
+            .args(args)
+            .args(more)
+            .output()
+            .unwrap_or_else(|e| panic!("{program}: {e}"));
+        assert!(
+            out.status.success(),
+            "{program} {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn ctl(&self, action: &str, extra: &[&str]) {
+        self.run(
+            "pg_ctlcluster",
+            &[
+                "--skip-systemctl-redirect",
+                &self.version,
+                &self.name,
+                action,
+            ],
+            extra,
+        );
+    }
+
+    /// The database `postgres` of this cluster.
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    /// A clean, fast shutdown.
+    pub fn stop(&self) {
+        self.ctl("stop", &["-m", "fast"]);
+    }
+
+    /// Like a crash or power cut: no shutdown checkpoint; recovery replays WAL.
+    pub fn kill(&self) {
+        self.ctl("stop", &["-m", "immediate"]);
+    }
+
+    pub fn restart(&self) {
+        self.ctl("start", &[]);
+    }
+}
+
+impl Drop for OwnPostgres {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("pg_dropcluster")
+            .args(["--stop", &self.version, &self.name])
+            .output();
+    }
+}
