@@ -501,7 +501,8 @@ async fn postgres_killed_mid_insert_leaves_no_damaged_complete_row() {
     loop {
         let inserting: bool = sqlx::query_scalar(
             "SELECT EXISTS (SELECT 1 FROM pg_stat_activity
-               WHERE state = 'active' AND query ILIKE 'INSERT INTO scenario_matrices%')",
+               WHERE state = 'active' AND pid <> pg_backend_pid()
+                 AND query ILIKE '%INSERT INTO scenario_matrices%')",
         )
         .fetch_one(&mut watch)
         .await
