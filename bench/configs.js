@@ -23,6 +23,7 @@ function config(numScenarios, numBuckets, fundId) {
 }
 
 module.exports = {
+  sized: (numScenarios, numBuckets, fundId) => config(numScenarios, numBuckets, fundId),
   small: (fundId = 'bench-fund') => config(10_000, 5, fundId),
   large: (fundId = 'bench-fund') => config(100_000, 50, fundId),
 }

@@ -471,6 +471,7 @@ async fn with_postgres_stopped_hits_go_on_misses_fail_fast_and_the_instance_reco
             Err(e) => panic!("no recovery within 20 s: {e}"),
         }
     }
+    with_memory.flush().await;
     assert_eq!(timed(&redis_only, &c).await.0, Source::Redis);
     with_memory.close().await;
     redis_only.close().await;

@@ -1,0 +1,153 @@
+// npm run load: sustained concurrent traffic against PostgreSQL and Redis (not
+// part of the test command). 200 callers loop over 50 keys (40 of 10,000 x 5,
+// 10 of 50,000 x 20) for LOAD_SECONDS (default 60), with a memory tier and a
+// Redis TTL small enough that memory, Redis and PostgreSQL all answer. Checks:
+// no error; every answer byte-identical to the first one for its key; database
+// connections within the pool; none (database or Redis) left after close();
+// resident memory flat after warm-up. Prints throughput, latency and RSS.
+const { Client } = require('pg')
+const { createClient } = require('redis')
+const os = require('node:os')
+const { ScenarioMatrixCache } = require('..')
+const configs = require('./configs')
+
+const PG_ADMIN = process.env.PG_ADMIN_URL || 'postgres://postgres@127.0.0.1:5432/postgres'
+const REDIS = process.env.REDIS_URL || 'redis://127.0.0.1:6379'
+const SECONDS = Number(process.env.LOAD_SECONDS || 60)
+const CALLERS = 200
+const POOL = 8
+
+const keys = [
+  ...Array.from({ length: 40 }, (_, i) => configs.sized(10_000, 5, `load-small-${i}`)),
+  ...Array.from({ length: 10 }, (_, i) => configs.sized(50_000, 20, `load-large-${i}`)),
+]
+
+const quantile = (sorted, q) => sorted[Math.min(sorted.length - 1, Math.ceil(q * sorted.length) - 1)]
+const rssMb = () => Math.round(process.memoryUsage().rss / 1048576)
+
+async function main() {
+  const name = `smc_load_${process.pid}`
+  const admin = new Client({ connectionString: PG_ADMIN })
+  await admin.connect()
+  await admin.query(`CREATE DATABASE ${name}`)
+  const dbUrl = PG_ADMIN.replace(/\/[^/]*$/, `/${name}`)
+  const prefix = `smc-load-${process.pid}:`
+  const redis = createClient({ url: REDIS })
+  await redis.connect()
+  const redisClients = async () => (await redis.sendCommand(['CLIENT', 'LIST'])).trim().split('\n').length
+  const redisBefore = await redisClients()
+
+  const cache = await ScenarioMatrixCache.open({
+    databaseUrl: dbUrl,
+    redisUrl: REDIS,
+    redisKeyPrefix: prefix,
+    redisTtlSeconds: 5,
+    memoryMaxBytes: 8 * 1024 * 1024,
+    databaseMaxConnections: POOL,
+  })
+  const first = new Map()
+  const latencies = []
+  let calls = 0
+  let errors = 0
+  let mismatches = 0
+  let maxDbConnections = 0
+  const errorSamples = []
+  const sources = {}
+
+  const start = performance.now()
+  const warmUntil = start + Math.min(15, SECONDS / 4) * 1000
+  const end = start + SECONDS * 1000
+  let rssAfterWarmup = 0
+  let rssPeak = rssMb()
+  let rssLast = 0
+
+  const watcher = setInterval(async () => {
+    rssPeak = Math.max(rssPeak, rssMb())
+    if (!rssAfterWarmup && performance.now() > warmUntil) rssAfterWarmup = rssMb()
+    const r = await admin.query('SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = $1', [name])
+    maxDbConnections = Math.max(maxDbConnections, r.rows[0].n)
+  }, 250)
+
+  async function caller(c) {
+    let i = c
+    while (performance.now() < end) {
+      const k = i++ % keys.length
+      const t = performance.now()
+      try {
+        const res = await cache.getOrGenerate(keys[k])
+        latencies.push(performance.now() - t)
+        sources[res.metadata.source] = (sources[res.metadata.source] || 0) + 1
+        const data = res.compressed.data
+        const seen = first.get(k)
+        if (!seen) first.set(k, Buffer.from(data))
+        else if (!seen.equals(data)) mismatches++
+      } catch (e) {
+        errors++
+        if (errorSamples.length < 5) errorSamples.push(`${e.code}: ${e.message}`)
+      }
+      calls++
+    }
+  }
+  await Promise.all(Array.from({ length: CALLERS }, (_, c) => caller(c)))
+  const elapsed = (performance.now() - start) / 1000
+  clearInterval(watcher)
+  rssLast = rssMb()
+  const stats = cache.stats()
+  await cache.close()
+
+  // Nothing left open: give the server a moment to see the sockets close.
+  await new Promise((r) => setTimeout(r, 1000))
+  const dbLeft = (await admin.query('SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = $1', [name])).rows[0].n
+  const redisLeft = (await redisClients()) - redisBefore
+
+  latencies.sort((a, b) => a - b)
+  const growth = rssAfterWarmup ? (rssLast - rssAfterWarmup) / rssAfterWarmup : 0
+  const report = {
+    machine: `${os.cpus().length} cores, Node ${process.version}`,
+    seconds: Math.round(elapsed),
+    callers: CALLERS,
+    calls,
+    callsPerSecond: Math.round(calls / elapsed),
+    p50Ms: +quantile(latencies, 0.5).toFixed(2),
+    p99Ms: +quantile(latencies, 0.99).toFixed(2),
+    maxMs: +latencies[latencies.length - 1].toFixed(1),
+    sources,
+    generations: stats.generations,
+    errors,
+    mismatches,
+    maxDbConnections,
+    pool: POOL,
+    dbConnectionsAfterClose: dbLeft,
+    redisConnectionsAfterClose: redisLeft,
+    rssAfterWarmupMb: rssAfterWarmup,
+    rssEndMb: rssLast,
+    rssPeakMb: rssPeak,
+    rssGrowthAfterWarmup: +(growth * 100).toFixed(1) + '%',
+  }
+  console.log(JSON.stringify(report, null, 2))
+  if (errorSamples.length) console.log('errors:', errorSamples)
+
+  await admin.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`)
+  await admin.end()
+  const left = await redis.keys(`${prefix}*`)
+  if (left.length) await redis.del(left)
+  await redis.quit()
+
+  const failures = []
+  if (errors) failures.push(`${errors} errors`)
+  if (mismatches) failures.push(`${mismatches} answers differ from the first for their key`)
+  if (maxDbConnections > POOL) failures.push(`${maxDbConnections} database connections, pool ${POOL}`)
+  if (dbLeft) failures.push(`${dbLeft} database connections left after close()`)
+  if (redisLeft > 0) failures.push(`${redisLeft} Redis connections left after close()`)
+  if (growth > 0.1) failures.push(`RSS grew ${(growth * 100).toFixed(1)}% after warm-up`)
+  if (failures.length) {
+    console.error('FAILED:', failures.join('; '))
+    process.exit(1)
+  }
+  console.log('OK')
+}
+
+main().catch((e) => {
+  console.error(e)
+  process.exit(1)
+})
