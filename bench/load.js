@@ -5,6 +5,11 @@
 // no error; every answer byte-identical to the first one for its key; database
 // connections within the pool; none (database or Redis) left after close();
 // resident memory flat after warm-up. Prints throughput, latency and RSS.
+// Redis is a redis-server of its own on a spare loopback port (so its client
+// list counts this process only); PostgreSQL is the local server (its own
+// database).
+const { spawn } = require('node:child_process')
+const net = require('node:net')
 const { Client } = require('pg')
 const { createClient } = require('redis')
 const os = require('node:os')
@@ -12,7 +17,6 @@ const { ScenarioMatrixCache } = require('..')
 const configs = require('./configs')
 
 const PG_ADMIN = process.env.PG_ADMIN_URL || 'postgres://postgres@127.0.0.1:5432/postgres'
-const REDIS = process.env.REDIS_URL || 'redis://127.0.0.1:6379'
 const SECONDS = Number(process.env.LOAD_SECONDS || 60)
 const CALLERS = 200
 const POOL = 8
@@ -25,7 +29,30 @@ const keys = [
 const quantile = (sorted, q) => sorted[Math.min(sorted.length - 1, Math.ceil(q * sorted.length) - 1)]
 const rssMb = () => Math.round(process.memoryUsage().rss / 1048576)
 
+async function ownRedis() {
+  const port = await new Promise((resolve) => {
+    const s = net.createServer().listen(0, '127.0.0.1', () => {
+      const p = s.address().port
+      s.close(() => resolve(p))
+    })
+  })
+  const child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], {
+    stdio: 'ignore',
+  })
+  for (let i = 0; i < 200; i++) {
+    const up = await new Promise((resolve) => {
+      const c = net.connect(port, '127.0.0.1', () => (c.end(), resolve(true))).on('error', () => resolve(false))
+    })
+    if (up) return { url: `redis://127.0.0.1:${port}`, stop: () => child.kill('SIGKILL') }
+    await new Promise((r) => setTimeout(r, 25))
+  }
+  child.kill('SIGKILL')
+  throw new Error('redis-server did not start')
+}
+
 async function main() {
+  const own = await ownRedis()
+  const REDIS = own.url
   const name = `smc_load_${process.pid}`
   const admin = new Client({ connectionString: PG_ADMIN })
   await admin.connect()
@@ -98,7 +125,7 @@ async function main() {
   // Nothing left open: give the server a moment to see the sockets close.
   await new Promise((r) => setTimeout(r, 1000))
   const dbLeft = (await admin.query('SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = $1', [name])).rows[0].n
-  const redisLeft = (await redisClients()) - redisBefore
+  const redisLeft = (await redisClients()) - redisBefore // this script's own client is in both
 
   latencies.sort((a, b) => a - b)
   const growth = rssAfterWarmup ? (rssLast - rssAfterWarmup) / rssAfterWarmup : 0
@@ -113,6 +140,8 @@ async function main() {
     maxMs: +latencies[latencies.length - 1].toFixed(1),
     sources,
     generations: stats.generations,
+    redisBreaker: stats.redisBreaker,
+    redisErrors: stats.redis.errors,
     errors,
     mismatches,
     maxDbConnections,
@@ -132,6 +161,7 @@ async function main() {
   const left = await redis.keys(`${prefix}*`)
   if (left.length) await redis.del(left)
   await redis.quit()
+  own.stop()
 
   const failures = []
   if (errors) failures.push(`${errors} errors`)

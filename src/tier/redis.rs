@@ -48,6 +48,11 @@ const MAGIC: &[u8; 4] = b"SMCR";
 const RECORD_VERSION: u8 = 2;
 const HAS_GENERATED_AT: u8 = 1;
 const HAS_DURATION: u8 = 2;
+/// The least a probe waits for its answer. A probe delays no caller, so it
+/// can be patient: on a machine whose cores are saturated, a healthy Redis
+/// may take longer than `timeout` to be heard, and the breaker should not
+/// stay open for that.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// What a Redis lookup found.
 #[derive(Debug)]
@@ -126,8 +131,11 @@ impl Link {
         self.timeout + Duration::from_secs_f64(bytes as f64 / self.min_rate)
     }
 
-    /// The shared connection, connecting when there is none.
-    async fn connection(&self) -> std::result::Result<MultiplexedConnection, String> {
+    /// The shared connection, connecting (within `timeout`) when there is none.
+    async fn connection(
+        &self,
+        timeout: Duration,
+    ) -> std::result::Result<MultiplexedConnection, String> {
         let mut c = self.conn.lock().await;
         if self.shut.load(SeqCst) {
             return Err("closed".into());
@@ -136,11 +144,11 @@ impl Link {
             return Ok(m.clone());
         }
         let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(self.timeout))
+            .set_connection_timeout(Some(timeout))
             // Replies are bounded here, by size (see `allowance`).
             .set_response_timeout(None);
         match tokio::time::timeout(
-            self.timeout,
+            timeout,
             self.client
                 .get_multiplexed_async_connection_with_config(&config),
         )
@@ -151,7 +159,7 @@ impl Link {
                 Ok(m)
             }
             Ok(Err(e)) => Err(e.to_string()),
-            Err(_) => Err(format!("connect timed out after {:?}", self.timeout)),
+            Err(_) => Err(format!("connect timed out after {timeout:?}")),
         }
     }
 
@@ -168,7 +176,7 @@ impl Link {
                     .into(),
             ));
         }
-        match self.send(cmd, bytes).await {
+        match self.send(cmd, self.timeout, self.allowance(bytes)).await {
             Ok(v) => Ok(v),
             Err((e, transport)) => {
                 if transport {
@@ -179,13 +187,16 @@ impl Link {
         }
     }
 
+    /// Sends `cmd`, connecting first (within `connect`) if needed, and waits
+    /// at most `allowed` for the reply. The error says whether it is a
+    /// transport failure.
     async fn send<T: redis::FromRedisValue>(
         &self,
         cmd: &redis::Cmd,
-        bytes: usize,
+        connect: Duration,
+        allowed: Duration,
     ) -> std::result::Result<T, (String, bool)> {
-        let mut conn = self.connection().await.map_err(|e| (e, true))?;
-        let allowed = self.allowance(bytes);
+        let mut conn = self.connection(connect).await.map_err(|e| (e, true))?;
         match tokio::time::timeout(allowed, cmd.query_async::<T>(&mut conn)).await {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => {
@@ -211,7 +222,11 @@ impl Link {
                 if link.shut.load(SeqCst) {
                     return;
                 }
-                let answered = link.send::<String>(&redis::cmd("PING"), 0).await.is_ok();
+                let patience = link.timeout.max(PROBE_TIMEOUT);
+                let answered = link
+                    .send::<String>(&redis::cmd("PING"), patience, patience)
+                    .await
+                    .is_ok();
                 if answered {
                     link.open.store(false, SeqCst);
                     return;
@@ -256,7 +271,7 @@ impl RedisTier {
     /// Connects once, within the timeout; if that fails the breaker opens
     /// and its probe keeps trying, so no call ever waits to connect.
     pub async fn connect(&self) {
-        if self.link.connection().await.is_err() {
+        if self.link.connection(self.link.timeout).await.is_err() {
             self.link.trip();
         }
     }
