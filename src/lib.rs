@@ -13,6 +13,7 @@ pub mod codec;
 pub mod config;
 pub mod error;
 pub mod generator;
+pub mod js_number;
 pub mod key;
 pub mod scenario;
 pub mod stats;

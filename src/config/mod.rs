@@ -11,7 +11,7 @@ mod value;
 pub use value::{Value, MAX_DEPTH};
 
 use crate::error::{ConfigIssue, Error, Result};
-use crate::key::round5;
+use crate::js_number::{format_js_number, round5};
 
 pub const MAX_SCENARIOS: u32 = 100_000;
 pub const MAX_BUCKETS: usize = 50;
@@ -357,7 +357,7 @@ impl Parser {
                 self.issue(
                     "buckets[].capitalAllocation",
                     "allocations summing to 100 (percent, within 0.01) or to 1 (fractions, within 0.0001)",
-                    format!("a sum of {}", crate::key::format_js_number(sum)),
+                    format!("a sum of {}", format_js_number(sum)),
                 );
             }
         }
@@ -398,17 +398,17 @@ impl Parser {
                 if p < med {
                     self.issue(
                         &pp,
-                        format!("a number >= median ({})", crate::key::format_js_number(med)),
-                        crate::key::format_js_number(p),
+                        format!("a number >= median ({})", format_js_number(med)),
+                        format_js_number(p),
                     );
                 } else if !tail_is_finite(med, p) {
                     self.issue(
                         &pp,
                         format!(
                             "p90 / median < 5 (a power-law tail with alpha > 1, finite mean), or p90 == median; median is {}",
-                            crate::key::format_js_number(med)
+                            format_js_number(med)
                         ),
-                        crate::key::format_js_number(p),
+                        format_js_number(p),
                     );
                 } else if !tail_is_finite(round5(med), round5(p)) {
                     // The generator uses the values the key hashes, rounded
@@ -417,10 +417,10 @@ impl Parser {
                         &pp,
                         format!(
                             "p90 / median < 5 also after rounding both to 5 decimals as the key does (median rounds to {}, p90 to {})",
-                            crate::key::format_js_number(round5(med)),
-                            crate::key::format_js_number(round5(p))
+                            format_js_number(round5(med)),
+                            format_js_number(round5(p))
                         ),
-                        crate::key::format_js_number(p),
+                        format_js_number(p),
                     );
                 } else {
                     p90 = Some(p);
@@ -453,7 +453,7 @@ impl Parser {
             self.issue(
                 path,
                 "weights summing to 1 (within 1e-6)",
-                format!("a sum of {}", crate::key::format_js_number(sum)),
+                format!("a sum of {}", format_js_number(sum)),
             );
             return None;
         }

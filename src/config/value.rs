@@ -30,7 +30,7 @@ impl Value {
             Value::Undefined => "undefined".into(),
             Value::Null => "null".into(),
             Value::Bool(b) => b.to_string(),
-            Value::Number(n) => crate::key::format_js_number(*n),
+            Value::Number(n) => crate::js_number::format_js_number(*n),
             Value::String(s) => {
                 let short: String = s.chars().take(40).collect();
                 let ell = if s.chars().count() > 40 { "..." } else { "" };

@@ -7,6 +7,7 @@ pub mod durable;
 pub mod memory;
 mod postgres;
 pub mod redis;
+mod rows;
 mod sqlite;
 
 use bytes::Bytes;

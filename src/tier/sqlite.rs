@@ -19,7 +19,7 @@ use sqlx::sqlite::{
 use sqlx::Row;
 
 use super::durable::DurableOptions;
-use super::postgres::{
+use super::rows::{
     migrator, NewRow, StoredRow, MIGRATIONS_TABLE, MIN_LOCK_WAIT, PAYLOAD_FORMAT_ENVELOPE,
 };
 use super::Entry;
