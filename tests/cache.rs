@@ -809,3 +809,74 @@ async fn damaged_payloads_are_never_served_and_durable_rows_are_repaired_when_pr
     db.drop_db().await;
     drop_redis_prefix(&prefix).await;
 }
+
+/// Strings that look like SQL or Redis protocol in `fundId` and bucket names
+/// are data: stored and returned verbatim, in every tier, and invalidation by
+/// such a fund touches that fund only.
+#[tokio::test(flavor = "multi_thread")]
+async fn sql_and_redis_lookalikes_are_stored_and_returned_verbatim() {
+    let db = TestDb::create().await;
+    let prefix = format!("{}:", unique("smc"));
+    let fund = "x'); DROP TABLE scenario_matrices; -- \" $1 ?1 %s \\";
+    let names = [
+        "*1\r\n$8\r\nFLUSHALL\r\n",
+        "'; SELECT pg_sleep(10); --",
+        "KEYS *",
+        "\\x00ff; COPY scenario_matrices TO PROGRAM 'true'",
+    ];
+    let buckets: Vec<serde_json::Value> = names
+        .iter()
+        .map(|n| serde_json::json!({"name": n, "capitalAllocation": 25, "moicCalibration": {"median": 1.5, "p90": 4}}))
+        .collect();
+    let json = serde_json::json!({
+        "fundId": fund, "taxonomyVersion": "v1; DEL *", "numScenarios": 300, "buckets": buckets,
+        "correlationWeights": {"macro": 0.5, "systematic": 0.25, "idiosyncratic": 0.25},
+        "recycling": {"enabled": false}
+    });
+    let cfg = scenario_matrix_cache::ScenarioConfig::from_json_str(&json.to_string()).unwrap();
+    let k = key::canonical_key(&cfg);
+    let other = config("bystander", 300);
+
+    let cache = Cache::open(options(&db, &prefix)).await.unwrap();
+    let first = cache.get_or_generate(&cfg).await.unwrap();
+    cache.get_or_generate(&other).await.unwrap();
+    cache.flush().await;
+    let mut sorted = names.map(String::from).to_vec();
+    sorted.sort_by(|a, b| key::compare_names(a, b));
+    assert_eq!(first.entry.metadata.bucket_names, sorted);
+    let mine = first.for_caller(Some(&cfg)).unwrap();
+    assert_eq!(mine.metadata.bucket_names, names.map(String::from).to_vec());
+
+    let mut c = db.connect().await;
+    let (fund_id, taxonomy): (String, String) = sqlx::query_as(
+        "SELECT fund_id, taxonomy_version FROM scenario_matrices WHERE matrix_key = $1",
+    )
+    .bind(&k)
+    .fetch_one(&mut c)
+    .await
+    .unwrap();
+    assert_eq!((fund_id.as_str(), taxonomy.as_str()), (fund, "v1; DEL *"));
+
+    // From Redis, and from PostgreSQL, by key: the same names.
+    for (memory_and_redis, source) in [(Some(0), Source::Redis), (None, Source::Postgres)] {
+        let fresh = Cache::open(CacheOptions {
+            memory_max_bytes: memory_and_redis,
+            redis_url: memory_and_redis.map_or(Some(String::new()), |_| Some(REDIS_URL.into())),
+            ..options(&db, &prefix)
+        })
+        .await
+        .unwrap();
+        let hit = fresh.get(&k).await.unwrap().unwrap();
+        assert_eq!(hit.source, source);
+        assert_eq!(hit.entry.metadata.bucket_names, sorted);
+        assert_eq!(hit.entry.payload, first.entry.payload);
+        fresh.close().await;
+    }
+
+    assert_eq!(cache.invalidate_fund(fund, None).await.unwrap(), 1);
+    assert_eq!(count_rows(&db, &k).await, 0);
+    assert_eq!(count_rows(&db, &key::canonical_key(&other)).await, 1);
+    cache.close().await;
+    db.drop_db().await;
+    drop_redis_prefix(&prefix).await;
+}
