@@ -10,7 +10,8 @@
 //! - Concurrent calls for one key in this process share one lookup and one
 //!   generation; across processes the durable store's per-key lock makes the
 //!   first one generate and the others read its row.
-//! - Redis never fails a call: its errors are counted and skipped.
+//! - Redis never fails a call: its errors are counted and skipped, and after
+//!   one a circuit breaker stops asking it until a probe gets an answer.
 //! - Stored payloads are checked before they are served, and must have the
 //!   shape their key describes; legacy (TypeScript) payloads are verified,
 //!   re-encoded and written back in the new format. Every copy is in the key's

@@ -403,7 +403,7 @@ impl ScenarioMatrixCache {
         stats_js(self.inner.stats())
     }
 
-    /// Resolves once background writes (Redis fills after a miss or a durable hit) are done.
+    /// Resolves once the background writes pending now (Redis fills after a miss or a durable hit) are done; later ones are not waited for.
     #[napi(ts_return_type = "Promise<void>")]
     pub fn flush<'e>(&self, env: &'e Env) -> napi::Result<PromiseRaw<'e, ()>> {
         let cache = self.inner.clone();
