@@ -161,6 +161,14 @@ impl Cache {
             .redis_url
             .or_else(|| env_nonempty("REDIS_URL"))
             .filter(|s| !s.trim().is_empty());
+        let min_throughput = opts
+            .redis_min_throughput_mbps
+            .unwrap_or(DEFAULT_REDIS_MIN_THROUGHPUT_MBPS);
+        if !(min_throughput.is_finite() && min_throughput > 0.0) {
+            return Err(Error::InvalidArgument(format!(
+                "redisMinThroughputMbps must be a positive number, got {min_throughput}"
+            )));
+        }
         let redis = match redis_url {
             Some(u) => {
                 let tier = RedisTier::new(
@@ -173,10 +181,7 @@ impl Cache {
                         timeout: Duration::from_millis(
                             opts.redis_timeout_ms.unwrap_or(DEFAULT_REDIS_TIMEOUT_MS),
                         ),
-                        min_rate: opts
-                            .redis_min_throughput_mbps
-                            .unwrap_or(DEFAULT_REDIS_MIN_THROUGHPUT_MBPS)
-                            * 1e6,
+                        min_rate: min_throughput * 1e6,
                         cooldown: Duration::from_millis(
                             opts.redis_breaker_cooldown_ms
                                 .unwrap_or(DEFAULT_REDIS_BREAKER_COOLDOWN_MS),

@@ -61,13 +61,6 @@ fn rust_options(o: CacheOptions) -> crate::Result<cache::CacheOptions> {
         }
         other => other.map(|n| n as u64),
     };
-    if let Some(r) = o.redis_min_throughput_mbps {
-        if !(r.is_finite() && r > 0.0) {
-            return Err(Error::InvalidArgument(format!(
-                "redisMinThroughputMbps must be a positive number, got {r}"
-            )));
-        }
-    }
     Ok(cache::CacheOptions {
         database_url: o.database_url,
         redis_url: o.redis_url,

@@ -128,7 +128,9 @@ fn is_transport(e: &redis::RedisError) -> bool {
 
 impl Link {
     fn allowance(&self, bytes: usize) -> Duration {
-        self.timeout + Duration::from_secs_f64(bytes as f64 / self.min_rate)
+        let transfer = Duration::try_from_secs_f64(bytes as f64 / self.min_rate)
+            .unwrap_or(Duration::MAX);
+        self.timeout.saturating_add(transfer)
     }
 
     /// The shared connection, connecting (within `timeout`) when there is none.
