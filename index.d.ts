@@ -77,7 +77,7 @@ export declare class ScenarioMatrixCache {
   invalidateFund(fundId: string, taxonomyVersion?: string | undefined | null): Promise<number>
   /** Counters and latency quantiles; cheap. */
   stats(): CacheStats
-  /** Resolves once background writes (Redis fills after a miss or a durable hit) are done. */
+  /** Resolves once the background writes pending now (Redis fills after a miss or a durable hit) are done; later ones are not waited for. */
   flush(): Promise<void>
   /** Waits for background writes and closes the connections; later calls reject with `E_CLOSED`. */
   close(): Promise<void>

@@ -169,6 +169,15 @@ impl Cache {
                 "redisMinThroughputMbps must be a positive number, got {min_throughput}"
             )));
         }
+        let redis_timeout = opts.redis_timeout_ms.unwrap_or(DEFAULT_REDIS_TIMEOUT_MS);
+        let cooldown = opts
+            .redis_breaker_cooldown_ms
+            .unwrap_or(DEFAULT_REDIS_BREAKER_COOLDOWN_MS);
+        if redis_timeout == 0 || cooldown < 10 {
+            return Err(Error::InvalidArgument(format!(
+                "redisTimeoutMs must be at least 1 and redisBreakerCooldownMs at least 10, got {redis_timeout} and {cooldown}"
+            )));
+        }
         let redis = match redis_url {
             Some(u) => {
                 let tier = RedisTier::new(
@@ -178,14 +187,9 @@ impl Cache {
                             .redis_key_prefix
                             .unwrap_or_else(|| DEFAULT_REDIS_KEY_PREFIX.to_string()),
                         ttl_seconds: opts.redis_ttl_seconds.unwrap_or(DEFAULT_REDIS_TTL_SECONDS),
-                        timeout: Duration::from_millis(
-                            opts.redis_timeout_ms.unwrap_or(DEFAULT_REDIS_TIMEOUT_MS),
-                        ),
+                        timeout: Duration::from_millis(redis_timeout),
                         min_rate: min_throughput * 1e6,
-                        cooldown: Duration::from_millis(
-                            opts.redis_breaker_cooldown_ms
-                                .unwrap_or(DEFAULT_REDIS_BREAKER_COOLDOWN_MS),
-                        ),
+                        cooldown: Duration::from_millis(cooldown),
                     },
                 )?;
                 tier.connect().await;
@@ -636,13 +640,18 @@ impl Inner {
             ));
         }
         let (fresh, matrix) = generate(cfg.clone()).await?;
+        self.stats.generations.fetch_add(1, Relaxed);
         let payload = damaged.payload.clone();
-        let proven = blocking(move || codec::raw_checksums_match(&payload, &matrix)).await;
-        if !matches!(proven, Ok(true)) {
-            return Err(self.corrupt(
+        match blocking(move || codec::raw_checksums_match(&payload, &matrix)).await {
+            Ok(true) => {}
+            Ok(false) => return Err(self.corrupt(
                 key,
                 &format!("{why}; not repaired: the regenerated matrix contradicts the checksums the row still holds, so the row was left as it is"),
-            ));
+            )),
+            Err(e) => return Err(self.corrupt(
+                key,
+                &format!("{why}; not repaired: no readable checksums to prove a regenerated matrix equal to it ({e})"),
+            )),
         }
         // Replace the damaged row. If another process repaired or
         // regenerated it meanwhile, its row is the same bytes (the generator
@@ -651,7 +660,7 @@ impl Inner {
             .delete(key)
             .await
             .inspect_err(|_| self.stats.durable.error())?;
-        let (entry, _) = self
+        let (entry, inserted) = self
             .durable
             .get_or_replace(
                 cfg,
@@ -661,6 +670,20 @@ impl Inner {
             )
             .await
             .inspect_err(|_| self.stats.durable.error())?;
+        let entry = if inserted {
+            entry
+        } else {
+            // A writer that takes no lock stored a row meanwhile: served only
+            // once it passes the checks every stored row passes.
+            match self.normalise(entry, Some(cfg)).await {
+                Ok(Normalised::Ready(e)) if self.check(&e) => e,
+                _ => {
+                    return Err(
+                        self.corrupt(key, "the row stored during the repair does not fit its key")
+                    )
+                }
+            }
+        };
         self.stats.corrupt_entries.fetch_add(1, Relaxed);
         self.stats.repairs.fetch_add(1, Relaxed);
         self.fill(&entry, epoch, true);

@@ -106,7 +106,7 @@ async fn a_hung_redis_costs_one_timeout_then_nothing() {
         let (source, took) = timed(&cache, c).await;
         assert_eq!(source, Source::Postgres);
         assert!(
-            took < normal + Duration::from_millis(50),
+            took < normal + Duration::from_millis(75),
             "call with the breaker open took {took:?} (normal {normal:?})"
         );
     }
@@ -115,7 +115,11 @@ async fn a_hung_redis_costs_one_timeout_then_nothing() {
     assert_eq!(timed(&cache, &fresh).await.0, Source::Generated);
     let t = Instant::now();
     cache.flush().await;
-    assert!(t.elapsed() < Duration::from_millis(50), "{:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_millis(150),
+        "{:?}",
+        t.elapsed()
+    );
     let s = cache.stats();
     assert_eq!(s.redis.errors, errors, "skipped calls are not errors");
     assert!(
@@ -212,7 +216,20 @@ async fn a_large_value_still_streaming_is_not_cut_off() {
     })
     .await
     .unwrap();
-    let (source, took) = timed(&reader, &cfg).await;
+    // A small key too, to be looked up while the large value streams.
+    let small = config("streaming-small", 200);
+    assert_eq!(timed(&writer, &small).await.0, Source::Generated);
+    writer.flush().await;
+    let reader = Arc::new(reader);
+    let large = {
+        let (reader, cfg) = (reader.clone(), cfg.clone());
+        tokio::spawn(async move { timed(&reader, &cfg).await })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Its reply queues behind the large one on the connection: it must be
+    // allowed that transfer's time, not judged by the 100 ms bound.
+    assert_eq!(timed(&reader, &small).await.0, Source::Redis);
+    let (source, took) = large.await.unwrap();
     assert_eq!(source, Source::Redis);
     assert!(
         took > Duration::from_millis(150),
@@ -232,7 +249,7 @@ async fn a_large_value_still_streaming_is_not_cut_off() {
     assert_eq!(timed(&strict, &cfg).await.0, Source::Postgres);
     assert_eq!(strict.stats().redis_breaker.unwrap().openings, 1);
 
-    for c in [writer, reader, strict] {
+    for c in [&writer, &*reader, &strict] {
         c.close().await;
     }
     db.drop_db().await;
@@ -442,7 +459,7 @@ async fn with_postgres_stopped_hits_go_on_misses_fail_fast_and_the_instance_reco
     pg.stop();
     let (source, took) = timed(&with_memory, &a).await;
     assert_eq!(source, Source::Memory);
-    assert!(took < Duration::from_millis(50), "{took:?}");
+    assert!(took < Duration::from_millis(150), "{took:?}");
     let (source, took) = timed(&redis_only, &b).await;
     assert_eq!(source, Source::Redis);
     assert!(took < Duration::from_millis(100), "{took:?}");
@@ -622,12 +639,12 @@ async fn an_exhausted_database_pool_never_holds_up_memory_and_redis_hits() {
         let (source, took) = timed(&cache, &a).await;
         assert_eq!(source, Source::Memory);
         assert!(
-            took < Duration::from_millis(100),
+            took < Duration::from_millis(200),
             "memory hit took {took:?}"
         );
         let (source, took) = timed(&redis_only, &b).await;
         assert_eq!(source, Source::Redis);
-        assert!(took < Duration::from_millis(100), "Redis hit took {took:?}");
+        assert!(took < Duration::from_millis(200), "Redis hit took {took:?}");
         // A durable lookup does need the connection: it waits (bounded by
         // databaseTimeoutMs), which is right.
         tokio::time::sleep(Duration::from_millis(10)).await;

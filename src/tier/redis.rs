@@ -29,7 +29,7 @@
 //!   the first answer closes the breaker. So a hung Redis costs the calls in
 //!   flight at most `timeout`, and later calls nothing.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -101,7 +101,13 @@ pub struct RedisTier {
 /// The connection and the breaker, shared with the probe task.
 struct Link {
     client: redis::Client,
-    conn: Mutex<Option<MultiplexedConnection>>,
+    /// The connection and its generation (bumped by every new connection).
+    conn: Mutex<Option<(MultiplexedConnection, u64)>>,
+    generation: AtomicU64,
+    /// Bytes of transfers under way. Replies come back in order on the one
+    /// connection, so a small reply queued behind a large transfer is
+    /// allowed that transfer's time too (no head-of-line false alarm).
+    in_flight: AtomicUsize,
     timeout: Duration,
     min_rate: f64,
     cooldown: Duration,
@@ -127,23 +133,25 @@ fn is_transport(e: &redis::RedisError) -> bool {
 }
 
 impl Link {
-    fn allowance(&self, bytes: usize) -> Duration {
-        let transfer = Duration::try_from_secs_f64(bytes as f64 / self.min_rate)
-            .unwrap_or(Duration::MAX);
-        self.timeout.saturating_add(transfer)
+    /// `base` plus the time to transfer `bytes` at the slowest rate accepted.
+    fn allowance(&self, base: Duration, bytes: usize) -> Duration {
+        let transfer =
+            Duration::try_from_secs_f64(bytes as f64 / self.min_rate).unwrap_or(Duration::MAX);
+        base.saturating_add(transfer)
     }
 
-    /// The shared connection, connecting (within `timeout`) when there is none.
+    /// The shared connection and its generation, connecting (within
+    /// `timeout`) when there is none.
     async fn connection(
         &self,
         timeout: Duration,
-    ) -> std::result::Result<MultiplexedConnection, String> {
+    ) -> std::result::Result<(MultiplexedConnection, u64), String> {
         let mut c = self.conn.lock().await;
         if self.shut.load(SeqCst) {
             return Err("closed".into());
         }
-        if let Some(m) = &*c {
-            return Ok(m.clone());
+        if let Some((m, g)) = &*c {
+            return Ok((m.clone(), *g));
         }
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(timeout))
@@ -157,8 +165,9 @@ impl Link {
         .await
         {
             Ok(Ok(m)) => {
-                *c = Some(m.clone());
-                Ok(m)
+                let g = self.generation.fetch_add(1, SeqCst) + 1;
+                *c = Some((m.clone(), g));
+                Ok((m, g))
             }
             Ok(Err(e)) => Err(e.to_string()),
             Err(_) => Err(format!("connect timed out after {timeout:?}")),
@@ -178,40 +187,61 @@ impl Link {
                     .into(),
             ));
         }
-        match self.send(cmd, self.timeout, self.allowance(bytes)).await {
+        match self.send(cmd, self.timeout, self.timeout, bytes).await {
             Ok(v) => Ok(v),
-            Err((e, transport)) => {
-                if transport {
-                    self.trip();
+            Err(Failure { message, transport }) => {
+                if let Some(generation) = transport {
+                    self.trip(generation);
                 }
-                Err(redis_err(e))
+                Err(redis_err(message))
             }
         }
     }
 
     /// Sends `cmd`, connecting first (within `connect`) if needed, and waits
-    /// at most `allowed` for the reply. The error says whether it is a
-    /// transport failure.
+    /// for the reply at most `base` plus the time to transfer `bytes` and the
+    /// transfers already under way.
     async fn send<T: redis::FromRedisValue>(
         &self,
         cmd: &redis::Cmd,
         connect: Duration,
-        allowed: Duration,
-    ) -> std::result::Result<T, (String, bool)> {
-        let mut conn = self.connection(connect).await.map_err(|e| (e, true))?;
+        base: Duration,
+        bytes: usize,
+    ) -> std::result::Result<T, Failure> {
+        let (mut conn, generation) = self.connection(connect).await.map_err(|message| Failure {
+            message,
+            transport: Some(None),
+        })?;
+        let ahead = self.in_flight.fetch_add(bytes, SeqCst);
+        struct Done<'a>(&'a AtomicUsize, usize);
+        impl Drop for Done<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(self.1, SeqCst);
+            }
+        }
+        let _done = Done(&self.in_flight, bytes);
+        let allowed = self.allowance(base, bytes.saturating_add(ahead));
         match tokio::time::timeout(allowed, cmd.query_async::<T>(&mut conn)).await {
             Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => {
-                let transport = is_transport(&e);
-                Err((e.to_string(), transport))
-            }
-            Err(_) => Err((format!("no answer within {allowed:?}"), true)),
+            Ok(Err(e)) => Err(Failure {
+                message: e.to_string(),
+                transport: is_transport(&e).then_some(Some(generation)),
+            }),
+            Err(_) => Err(Failure {
+                message: format!("no answer within {allowed:?}"),
+                transport: Some(Some(generation)),
+            }),
         }
     }
 
-    /// Opens the breaker (once) and starts the probe that closes it.
-    fn trip(self: &Arc<Self>) {
-        if self.open.swap(true, SeqCst) || self.shut.load(SeqCst) {
+    /// Opens the breaker (once) and starts the probe that closes it. A
+    /// failure on an older connection than the current one (a request sent
+    /// before the last recovery) is stale and changes nothing.
+    fn trip(self: &Arc<Self>, generation: Option<u64>) {
+        if self.shut.load(SeqCst)
+            || generation.is_some_and(|g| g != self.generation.load(SeqCst))
+            || self.open.swap(true, SeqCst)
+        {
             return;
         }
         self.openings.fetch_add(1, SeqCst);
@@ -226,7 +256,7 @@ impl Link {
                 }
                 let patience = link.timeout.max(PROBE_TIMEOUT);
                 let answered = link
-                    .send::<String>(&redis::cmd("PING"), patience, patience)
+                    .send::<String>(&redis::cmd("PING"), patience, patience, 0)
                     .await
                     .is_ok();
                 if answered {
@@ -237,6 +267,13 @@ impl Link {
             }
         });
     }
+}
+
+/// Why a command failed; `transport` is set when Redis (or the way to it)
+/// is sick, with the generation of the connection used (None: connecting failed).
+struct Failure {
+    message: String,
+    transport: Option<Option<u64>>,
 }
 
 impl RedisTier {
@@ -257,6 +294,8 @@ impl RedisTier {
             link: Arc::new(Link {
                 client,
                 conn: Mutex::new(None),
+                generation: AtomicU64::new(0),
+                in_flight: AtomicUsize::new(0),
                 timeout: opts.timeout,
                 min_rate: opts.min_rate,
                 cooldown: opts.cooldown,
@@ -274,7 +313,7 @@ impl RedisTier {
     /// and its probe keeps trying, so no call ever waits to connect.
     pub async fn connect(&self) {
         if self.link.connection(self.link.timeout).await.is_err() {
-            self.link.trip();
+            self.link.trip(None);
         }
     }
 
@@ -354,6 +393,14 @@ impl RedisTier {
     pub async fn close(&self) {
         self.link.shut.store(true, SeqCst);
         *self.link.conn.lock().await = None;
+    }
+}
+
+impl Drop for RedisTier {
+    /// A cache dropped without `close` (a JS object collected) stops its
+    /// probe too; the connection goes with the last handle.
+    fn drop(&mut self) {
+        self.link.shut.store(true, SeqCst);
     }
 }
 
