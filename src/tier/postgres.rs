@@ -414,7 +414,13 @@ async fn migrate(connect: &PgConnectOptions, timeout: Duration, redact: &Redacto
     let mut attempts = 0;
     loop {
         attempts += 1;
-        match migrate_once(connect, timeout, redact).await? {
+        // Connecting gets what is left of the bound (but at least a second,
+        // or a retry late in the window would fail as "unreachable").
+        let left = deadline
+            .saturating_duration_since(std::time::Instant::now())
+            .max(Duration::from_secs(1))
+            .min(timeout);
+        match migrate_once(connect, left, redact).await? {
             Ok(()) => return Ok(()),
             Err(_) if std::time::Instant::now() + MIGRATION_RETRY_PAUSE < deadline => {
                 tokio::time::sleep(MIGRATION_RETRY_PAUSE).await;
