@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::sync::Arc;
 
-use common::{drop_redis_prefix, redis_conn, unique, TestDb, REDIS_URL};
+use common::{drop_redis_prefix, redis_conn, unique, OwnRedis, TestDb, REDIS_URL};
 use redis::AsyncCommands;
 use scenario_matrix_cache::cache::{Cache, CacheOptions, Hit};
 use scenario_matrix_cache::scenario::{self, Metadata};
@@ -836,62 +836,6 @@ async fn invalidation_wins_races_with_sqlite_misses() {
     cache.close().await;
     let _ = std::fs::remove_dir_all(&dir);
     drop_redis_prefix(&prefix).await;
-}
-
-/// A redis-server of the test's own on a free loopback port; killed on drop.
-struct OwnRedis {
-    child: std::process::Child,
-    port: u16,
-}
-
-impl OwnRedis {
-    fn start() -> OwnRedis {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = std::process::Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("redis-server is needed for this test");
-        for _ in 0..200 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return OwnRedis { child, port };
-            }
-            std::thread::sleep(std::time::Duration::from_millis(25));
-        }
-        panic!("redis-server did not start on port {port}");
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
-    }
-
-    async fn conn(&self) -> redis::aio::MultiplexedConnection {
-        redis::Client::open(self.url())
-            .unwrap()
-            .get_multiplexed_async_connection()
-            .await
-            .unwrap()
-    }
-}
-
-impl Drop for OwnRedis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
