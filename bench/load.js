@@ -91,13 +91,20 @@ async function main() {
   let rssAfterWarmup = 0
   let rssPeak = rssMb()
   let rssLast = 0
+  let peakParts = {}
+  let peakAtS = 0
 
   // Its own connection, so its queries never overlap the admin's.
   const watch = new Client({ connectionString: PG_ADMIN })
   await watch.connect()
   let watching = false
   const watcher = setInterval(async () => {
-    rssPeak = Math.max(rssPeak, rssMb())
+    const mu = process.memoryUsage()
+    if (mu.rss / 1048576 > rssPeak) {
+      rssPeak = Math.round(mu.rss / 1048576)
+      peakAtS = +((performance.now() - start) / 1000).toFixed(1)
+      peakParts = { heapMb: Math.round(mu.heapUsed / 1048576), arrayBuffersMb: Math.round(mu.arrayBuffers / 1048576) }
+    }
     if (!rssAfterWarmup && performance.now() > warmUntil) rssAfterWarmup = rssMb()
     if (watching) return
     watching = true
@@ -175,6 +182,7 @@ async function main() {
     rssAfterWarmupMb: rssAfterWarmup,
     rssEndMb: rssLast,
     rssPeakMb: rssPeak,
+    atPeak: { ...peakParts, seconds: peakAtS },
     rssGrowthAfterWarmup: +(growth * 100).toFixed(1) + '%',
   }
   console.log(JSON.stringify(report, null, 2))

@@ -235,9 +235,15 @@ impl Cache {
     /// columns in `cfg`'s bucket order: the generator's own output on a miss,
     /// else the stored payload decoded off the async threads.
     pub async fn get_matrix(&self, cfg: &ScenarioConfig) -> Result<(Hit, Vec<f32>)> {
-        let mut hit = self
+        let hit = self
             .get_or_generate_keyed(cfg, key::canonical_key(cfg), true)
             .await?;
+        Self::matrix_for_caller(hit, cfg).await
+    }
+
+    /// The second half of [`Cache::get_matrix`]: the caller's own decoded
+    /// copy of a hit from `get_or_generate_keyed(.., keep_matrix: true)`.
+    pub async fn matrix_for_caller(mut hit: Hit, cfg: &ScenarioConfig) -> Result<(Hit, Vec<f32>)> {
         let order = ColumnOrder::for_config(cfg);
         let generated = hit.matrix.take();
         let entry = hit.entry.clone();

@@ -255,6 +255,66 @@ async fn a_large_value_still_streaming_is_not_cut_off() {
     db.drop_db().await;
 }
 
+/// Replies queued on a slow link overrun their deadline while others keep
+/// arriving: Redis is busy, not hung. Those lookups go on to the durable
+/// store, but the breaker stays closed (under load it used to open, sending
+/// every lookup to the durable store for a cool-down).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_busy_redis_is_not_taken_for_a_hung_one() {
+    let _turn = SERIAL.lock().await;
+    let redis = OwnRedis::start();
+    let db = TestDb::create().await;
+    let opts = options(&db, &redis.url());
+    let writer = Cache::open(opts.clone()).await.unwrap();
+    let cfgs: Vec<_> = (0..8)
+        .map(|i| sample::sample_config(20_000, 20, 300 + i))
+        .collect();
+    for c in &cfgs {
+        assert_eq!(timed(&writer, c).await.0, Source::Generated);
+    }
+    writer.flush().await;
+
+    // At 40 MB/s each value (over 1 MB) takes about 30 ms, so eight asked at
+    // once take about 250 ms, and the later ones overrun a deadline that
+    // allows 1000 MB/s (100 ms plus a few), while earlier ones are answered.
+    let link = SlowLink::start(redis.port, 40e6, Duration::ZERO).await;
+    let reader = Arc::new(
+        Cache::open(CacheOptions {
+            redis_url: Some(link.url()),
+            redis_min_throughput_mbps: Some(1000.0),
+            ..opts
+        })
+        .await
+        .unwrap(),
+    );
+    let calls: Vec<_> = cfgs
+        .iter()
+        .map(|c| {
+            let (reader, c) = (reader.clone(), c.clone());
+            tokio::spawn(async move { timed(&reader, &c).await.0 })
+        })
+        .collect();
+    let mut sources = Vec::new();
+    for c in calls {
+        sources.push(c.await.unwrap());
+    }
+    let stats = reader.stats();
+    assert!(
+        stats.redis.errors > 0 && sources.contains(&Source::Postgres),
+        "no lookup overran its deadline, so this test shows nothing: {sources:?}"
+    );
+    assert!(sources.contains(&Source::Redis), "{sources:?}");
+    assert_eq!(
+        stats.redis_breaker.unwrap().openings,
+        0,
+        "a busy Redis opened the breaker: {sources:?}"
+    );
+
+    writer.close().await;
+    reader.close().await;
+    db.drop_db().await;
+}
+
 /// Client connections the server has, besides the one asking.
 async fn other_clients(redis: &OwnRedis) -> usize {
     let mut c = redis.conn().await;

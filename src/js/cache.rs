@@ -10,7 +10,9 @@ use futures::FutureExt;
 use napi::bindgen_prelude::{BufferSlice, Float32Array, PromiseRaw, ToNapiValue, Unknown};
 use napi::Env;
 use napi_derive::napi;
+use tokio::sync::OwnedSemaphorePermit;
 
+use super::handoff::Handoff;
 use super::{
     compressed_matrix, copy_js, js_error, metadata_js, panic_message, parse_config,
     ScenarioMetadata, ScenarioResult,
@@ -101,11 +103,25 @@ where
 /// answered synchronously (about 0.1 ms); larger ones are copied off it.
 const SYNC_COPY_MAX: usize = 1 << 20;
 
+/// A caller's copy and its room in the hand-off budget, given back once the
+/// copy is a JS value.
+type Handed<T> = (T, OwnedSemaphorePermit);
+
 /// The caller's own copy of a hit, in its bucket order (the stored order for
-/// a lookup by key). Built off the JS thread, where the reference to the
-/// stored payload is dropped too; mutating it never touches the cache.
-fn owned(hit: Hit, cfg: Option<&ScenarioConfig>) -> crate::Result<CallerCopy> {
-    hit.for_caller(cfg)
+/// a lookup by key), made once the hand-off budget has room for it. Built off
+/// the JS thread, where the reference to the stored payload is dropped too;
+/// mutating it never touches the cache.
+async fn owned(
+    handoff: &Handoff,
+    hit: Hit,
+    cfg: Option<&ScenarioConfig>,
+) -> crate::Result<Handed<CallerCopy>> {
+    let room = handoff.reserve(hit.entry.payload.len()).await;
+    Ok((hit.for_caller(cfg)?, room))
+}
+
+fn handed_js(env: &Env, (copy, _room): Handed<CallerCopy>) -> napi::Result<ScenarioResult> {
+    copy_js(env, copy)
 }
 
 /// The synchronous path for small memory hits: the copy goes straight into a
@@ -263,6 +279,7 @@ fn stats_js(s: StatsSnapshot) -> CacheStats {
 #[napi]
 pub struct ScenarioMatrixCache {
     inner: Arc<Cache>,
+    handoff: Handoff,
 }
 
 #[napi]
@@ -275,7 +292,10 @@ impl ScenarioMatrixCache {
     ) -> napi::Result<PromiseRaw<'_, ScenarioMatrixCache>> {
         let opts = rust_options(options.unwrap_or_default());
         promise(env, async move { Cache::open(opts?).await }, |_, c| {
-            Ok(ScenarioMatrixCache { inner: Arc::new(c) })
+            Ok(ScenarioMatrixCache {
+                inner: Arc::new(c),
+                handoff: Handoff::new(),
+            })
         })
     }
 
@@ -300,18 +320,19 @@ impl ScenarioMatrixCache {
                         Err(e) => PromiseRaw::reject(env, e),
                     };
                 }
-                let c = c.clone();
-                return promise(env, async move { owned(hit, Some(&c)) }, copy_js);
+                let (c, handoff) = (c.clone(), self.handoff.clone());
+                let work = async move { owned(&handoff, hit, Some(&c)).await };
+                return promise(env, work, handed_js);
             }
         }
-        let cache = self.inner.clone();
+        let (cache, handoff) = (self.inner.clone(), self.handoff.clone());
         let work = async move {
             let cfg = cfg?;
             let key = crate::key::canonical_key(&cfg);
             let hit = cache.get_or_generate_keyed(&cfg, key, false).await?;
-            owned(hit, Some(&cfg))
+            owned(&handoff, hit, Some(&cfg)).await
         };
-        promise(env, work, copy_js)
+        promise(env, work, handed_js)
     }
 
     /// Like `getOrGenerate`, decompressed (and verified) into a `Float32Array`, row-major.
@@ -325,18 +346,23 @@ impl ScenarioMatrixCache {
         config: Unknown,
     ) -> napi::Result<PromiseRaw<'e, MatrixResult>> {
         let cfg = parse_config(&config);
-        let cache = self.inner.clone();
+        let (cache, handoff) = (self.inner.clone(), self.handoff.clone());
         let work = async move {
             let cfg = cfg?;
-            let (hit, matrix) = cache.get_matrix(&cfg).await?;
+            let key = crate::key::canonical_key(&cfg);
+            let hit = cache.get_or_generate_keyed(&cfg, key, true).await?;
+            let m = &hit.entry.metadata;
+            let bytes = m.num_scenarios as usize * m.num_buckets as usize * 4;
+            let room = handoff.reserve(bytes).await;
+            let (hit, matrix) = Cache::matrix_for_caller(hit, &cfg).await?;
             // The matrix is already in the caller's order; its metadata follows.
             let metadata = ColumnOrder::for_config(&cfg).metadata(&hit.entry.metadata);
-            Ok((metadata, hit.source, matrix))
+            Ok(((metadata, hit.source, matrix), room))
         };
         promise(
             env,
             work,
-            |_, (metadata, source, matrix): (Metadata, Source, Vec<f32>)| {
+            |_, ((metadata, source, matrix), _room): Handed<(Metadata, Source, Vec<f32>)>| {
                 Ok(MatrixResult {
                     matrix: Float32Array::new(matrix),
                     num_scenarios: metadata.num_scenarios,
@@ -354,10 +380,15 @@ impl ScenarioMatrixCache {
         env: &'e Env,
         key: String,
     ) -> napi::Result<PromiseRaw<'e, Option<ScenarioResult>>> {
-        let cache = self.inner.clone();
-        let work = async move { cache.get(&key).await?.map(|h| owned(h, None)).transpose() };
+        let (cache, handoff) = (self.inner.clone(), self.handoff.clone());
+        let work = async move {
+            match cache.get(&key).await? {
+                Some(hit) => Ok(Some(owned(&handoff, hit, None).await?)),
+                None => Ok(None),
+            }
+        };
         promise(env, work, |env, hit| {
-            hit.map(|c| copy_js(env, c)).transpose()
+            hit.map(|h| handed_js(env, h)).transpose()
         })
     }
 
