@@ -1,6 +1,6 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 
-import { canonicalKey, ScenarioMatrixCache } from '../index.js'
+import { canonicalKey, ScenarioMatrixCache } from '../lib/index.js'
 import { config, createDatabase, dropRedisPrefix, query, redisClient, REDIS_URL, uniqueName } from './helpers/services'
 
 /** A database, Redis prefix and cache of one test's own, and their removal. */

@@ -9,7 +9,7 @@ import {
   generateScenarios,
   validateScenarioConfig,
   type ScenarioConfig,
-} from '../index.js'
+} from '../lib/index.js'
 import { config } from './helpers/services'
 
 const fixtures = join(__dirname, '..', 'tests', 'fixtures')

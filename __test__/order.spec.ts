@@ -3,7 +3,7 @@
 // answers; the key matches the TypeScript app's when `mode` is left out.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 
-import { canonicalKey, decompressMatrix, generateScenarios, ScenarioMatrixCache, validateScenarioConfig } from '../index.js'
+import { canonicalKey, decompressMatrix, generateScenarios, ScenarioMatrixCache, validateScenarioConfig } from '../lib/index.js'
 import { createDatabase, dropRedisPrefix, REDIS_URL, redisClient, uniqueName } from './helpers/services'
 import { recyclingConfigs, typescriptKey } from './helpers/ts-key.mjs'
 

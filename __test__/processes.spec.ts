@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 
-import { canonicalKey } from '../index.js'
+import { canonicalKey } from '../lib/index.js'
 import { config, createDatabase, dropRedisPrefix, query, REDIS_URL, uniqueName } from './helpers/services'
 import { runWorker } from './helpers/spawn'
 

@@ -2,7 +2,7 @@
 // concurrent getOrGenerate calls for SMC_CONFIG, prints what it saw, closes and
 // exits on its own (a hang here means something keeps Node alive after close(),
 // or, with SMC_SKIP_CLOSE=1, after the last call of a cache never closed).
-const { ScenarioMatrixCache } = require('../../index.js')
+const { ScenarioMatrixCache } = require('../../lib/index.js')
 
 async function main() {
   const options = JSON.parse(process.env.SMC_OPTIONS || '{}')

@@ -323,7 +323,11 @@ pub fn canonical_key(env: Env, config: Unknown) -> napi::Result<String> {
 }
 
 /// Throws `E_CONFIG` listing every problem (also in `err.issues`) when the config is invalid.
-#[napi(ts_args_type = "config: ScenarioConfig")]
+/// Takes any value (an HTTP body, say) and, in TypeScript, narrows it to `ScenarioConfig`.
+#[napi(
+    ts_args_type = "value: unknown",
+    ts_return_type = "asserts value is ScenarioConfig"
+)]
 pub fn validate_scenario_config(env: Env, config: Unknown) -> napi::Result<()> {
     sync_call(&env, || parse_config(&config).map(drop))
 }
