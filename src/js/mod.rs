@@ -8,8 +8,6 @@ mod handoff;
 mod walk;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::mpsc::{channel, SendError, Sender};
-use std::sync::OnceLock;
 
 use napi::bindgen_prelude::{
     AsyncTask, Buffer, BufferSlice, Float32Array, Object, ToNapiValue, TypeName, Unknown,
@@ -225,13 +223,11 @@ pub struct ScenarioResult {
     pub metadata: ScenarioMetadata,
 }
 
-/// Buffers at least this large are freed off the JS thread: returning
-/// 15-20 MB to the OS takes about a millisecond, which would otherwise be
-/// spent in a finalizer or a garbage-collection pause.
-const FREE_OFF_THREAD: usize = 1 << 20;
-
-/// Hands a Rust buffer to JS without a copy.
+/// Hands a Rust buffer to JS without a copy. Large ones are freed off the JS
+/// thread: returning 15-20 MB to the OS takes about a millisecond, which a
+/// finalizer would otherwise spend inside a garbage-collection pause.
 fn js_buffer(env: &Env, bytes: Vec<u8>) -> napi::Result<Buffer> {
+    const FREE_OFF_THREAD: usize = 1 << 20;
     if bytes.len() < FREE_OFF_THREAD {
         return Ok(bytes.into());
     }
@@ -241,7 +237,8 @@ fn js_buffer(env: &Env, bytes: Vec<u8>) -> napi::Result<Buffer> {
     // owns and never touches again; the finalizer rebuilds it exactly once.
     let slice = unsafe {
         BufferSlice::from_external(env, ptr, len, (ptr as usize, len, cap), |_, (p, l, c)| {
-            free_off_thread(Vec::from_raw_parts(p as *mut u8, l, c));
+            let v = Vec::from_raw_parts(p as *mut u8, l, c);
+            rayon::spawn(move || drop(v));
         })
     };
     match slice {
@@ -251,25 +248,6 @@ fn js_buffer(env: &Env, bytes: Vec<u8>) -> napi::Result<Buffer> {
             drop(unsafe { Vec::from_raw_parts(ptr, len, cap) });
             Err(e)
         }
-    }
-}
-
-/// Frees large buffers on a thread of their own. Not on rayon's pool: there
-/// a free queued behind the generations under way, and in a load run freed
-/// copies waited long enough to make up half the peak resident memory.
-fn free_off_thread(v: Vec<u8>) {
-    static FREER: OnceLock<Option<Sender<Vec<u8>>>> = OnceLock::new();
-    let freer = FREER.get_or_init(|| {
-        let (tx, rx) = channel::<Vec<u8>>();
-        std::thread::Builder::new()
-            .name("scenario-matrix-cache-free".into())
-            .spawn(move || rx.into_iter().for_each(drop))
-            .ok()
-            .map(|_| tx)
-    });
-    // Without the thread (it could not start), free here.
-    if let Some(Err(SendError(v))) = freer.as_ref().map(|tx| tx.send(v)) {
-        drop(v);
     }
 }
 
