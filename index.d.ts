@@ -51,9 +51,55 @@ export type ErrorCode =
   | 'E_DURABLE_UNAVAILABLE'
   | 'E_DURABLE_WRITE'
   | 'E_INVALIDATION_INCOMPLETE'
+  | 'E_ABORTED'
+  | 'E_TIMEOUT'
   | 'E_MIGRATION_BLOCKED'
   | 'E_CLOSED'
   | 'E_INTERNAL'
+
+/** The last argument of `getOrGenerate`, `getMatrix` and `get` (applied by the package
+ * entry, lib/deadline.js). They bound the caller's wait, not the work: a generation other
+ * callers share goes on and is stored. */
+export interface CallOptions {
+  /** Aborting it rejects the call at once with `E_ABORTED` (`err.cause` is the signal's reason). */
+  signal?: AbortSignal
+  /** Rejects the call with `E_TIMEOUT` when no result came within this many ms (above 0). */
+  timeoutMs?: number
+}
+
+/** How a lookup call ended, as `stats().latency` counts it: the tier that answered,
+ * `generated` (the call ran the generation), `joined` (it waited for a generation another
+ * call ran), `notFound` (`get` found nothing) or `failed` (it rejected). */
+export type CallOutcome = MatrixSource | 'joined' | 'notFound' | 'failed'
+
+/** Options of `ScenarioMatrixCache.open` (README "Options"). Unknown names, wrong types and
+ * out-of-range values reject with `E_INVALID_ARGUMENT`; a member set to `undefined` is absent. */
+export interface CacheOptions {
+  /** `postgres://` / `postgresql://` (PostgreSQL), `sqlite://path` or a file path (SQLite).
+   * Default: env `DATABASE_URL`, else SQLite at `./.scenario-matrix-cache/cache.db`. */
+  databaseUrl?: string
+  /** `redis://` / `rediss://`. Default: env `REDIS_URL`, else no Redis tier. `''` turns Redis off. */
+  redisUrl?: string
+  /** Bytes of compressed payload the memory tier may hold, 0 (off) or more. Default 134217728 (128 MiB). */
+  memoryMaxBytes?: number
+  /** 1..=4294967295. Default 86400. */
+  redisTtlSeconds?: number
+  /** Default `scenario-matrix:`. */
+  redisKeyPrefix?: string
+  /** Apply the embedded migrations on open. Default true. */
+  runMigrations?: boolean
+  /** Bound on connecting to Redis and on waiting for each reply, 1..=600000. Default 100. */
+  redisTimeoutMs?: number
+  /** Slowest Redis transfer accepted, in MB/s (above 0): a value of N MB gets N / this
+   * many seconds on top of `redisTimeoutMs`. Default 10. */
+  redisMinThroughputMbps?: number
+  /** While the Redis circuit breaker is open, the pause between probes, 10..=3600000. Default 1000. */
+  redisBreakerCooldownMs?: number
+  /** Bound on connecting to / acquiring a connection of the database, 1..=3600000. Default 10000. */
+  databaseTimeoutMs?: number
+  /** Database pool size, 1..=1000. Default 8. */
+  databaseMaxConnections?: number
+}
 
 /* The runtime objects behind the string unions generated below (`export type MatrixCodec = ...`):
  * napi-rs declares only the unions, but `index.js` also exports these objects
@@ -82,55 +128,29 @@ export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-was
 
 /** The tiered cache: memory -> Redis -> PostgreSQL or SQLite -> generator. */
 export declare class ScenarioMatrixCache {
-  /** Connects the tiers (and runs migrations unless `runMigrations: false`). */
-  static open(options?: CacheOptions | undefined | null): Promise<ScenarioMatrixCache>
+  /**
+   * Connects the tiers (and runs migrations unless `runMigrations: false`).
+   * Unknown options, wrong types and out-of-range values reject with `E_INVALID_ARGUMENT`.
+   */
+  static open(options?: CacheOptions): Promise<ScenarioMatrixCache>
   /** The matrix for `config`: from the fastest tier that has it, else generated and stored. */
-  getOrGenerate(config: ScenarioConfig): Promise<ScenarioResult>
+  getOrGenerate(config: ScenarioConfig, options?: CallOptions): Promise<ScenarioResult>
   /** Like `getOrGenerate`, decompressed (and verified) into a `Float32Array`, row-major. */
-  getMatrix(config: ScenarioConfig): Promise<MatrixResult>
+  getMatrix(config: ScenarioConfig, options?: CallOptions): Promise<MatrixResult>
   /** Lookup only, by canonical key: never generates. Resolves to null when no tier has it. */
-  get(key: string): Promise<ScenarioResult | null>
+  get(key: string, options?: CallOptions): Promise<ScenarioResult | null>
   /** Removes a key from every tier; resolves to whether any tier had it. */
   invalidate(key: string): Promise<boolean>
   /** Removes every matrix of a fund (optionally one taxonomy version); resolves to the count. */
   invalidateFund(fundId: string, taxonomyVersion?: string | undefined | null): Promise<number>
+  /** Whether each store answers now, for readiness probes (one trivial request each). */
+  ping(): Promise<HealthReport>
   /** Counters and latency quantiles; cheap. */
   stats(): CacheStats
   /** Resolves once the background writes pending now (Redis fills after a miss or a durable hit) are done; later ones are not waited for. */
   flush(): Promise<void>
   /** Waits for background writes and closes the connections; later calls reject with `E_CLOSED`. */
   close(): Promise<void>
-}
-
-export interface CacheOptions {
-  /**
-   * `postgres://` / `postgresql://` (PostgreSQL), `sqlite://path` or a file path (SQLite).
-   * Default: env `DATABASE_URL`, else SQLite at `./.scenario-matrix-cache/cache.db`.
-   */
-  databaseUrl?: string
-  /** `redis://` / `rediss://`. Default: env `REDIS_URL`, else no Redis tier. `''` turns Redis off. */
-  redisUrl?: string
-  /** Bytes of compressed payload the memory tier may hold. Default 134217728 (128 MiB); 0 = off. */
-  memoryMaxBytes?: number
-  /** Default 86400. */
-  redisTtlSeconds?: number
-  /** Default `scenario-matrix:`. */
-  redisKeyPrefix?: string
-  /** Apply the embedded migrations on open. Default true. */
-  runMigrations?: boolean
-  /** Bound on connecting to Redis and on waiting for each reply. Default 100. */
-  redisTimeoutMs?: number
-  /**
-   * Slowest Redis transfer accepted, in MB/s: a value of N MB gets N / this
-   * many seconds on top of `redisTimeoutMs`. Default 10.
-   */
-  redisMinThroughputMbps?: number
-  /** While the Redis circuit breaker is open, the pause between probes. Default 1000. */
-  redisBreakerCooldownMs?: number
-  /** Bound on connecting to / acquiring a connection of the database. Default 10000. */
-  databaseTimeoutMs?: number
-  /** Database pool size. Default 8. */
-  databaseMaxConnections?: number
 }
 
 export interface CacheStats {
@@ -156,11 +176,23 @@ export interface CacheStats {
    * (through their surviving checksums) and rewritten.
    */
   repairs: number
+  /**
+   * Lookup calls (`getOrGenerate`, `getMatrix`, `get`) that finished, each counted
+   * once by its outcome: the sum of the `latency` counts.
+   */
   calls: number
-  /** Share of completed calls served without generating. */
+  /** Share of `calls` a tier answered (memory, Redis, PostgreSQL or SQLite). */
   hitRate: number
-  /** Latency per source: memory, redis, postgres, sqlite, generated. */
-  latency: Record<MatrixSource, LatencyStats>
+  /**
+   * Calls and their latency by outcome, from the call to its result ready for the copy
+   * to the caller (`README` "Stats" says what each covers).
+   */
+  latency: Record<CallOutcome, LatencyStats>
+  /**
+   * Calls answered with a result, as the caller waits: from the call to the result
+   * handed to JavaScript (its copy included), by the result's source.
+   */
+  latencyToCaller: Record<MatrixSource, LatencyStats>
 }
 
 /**
@@ -217,6 +249,13 @@ export declare function decompressMatrix(compressed: CompressedMatrixInput): Pro
  * Columns and recycling multiples come back in the config's bucket order.
  */
 export declare function generateScenarios(config: ScenarioConfig): Promise<ScenarioResult>
+
+export interface HealthReport {
+  /** The store a server needs: not ok means not ready. */
+  durable: TierHealth
+  /** Absent without Redis. Not ok means slower, not broken: calls go on without it. */
+  redis?: TierHealth
+}
 
 export interface LatencyStats {
   count: number
@@ -291,6 +330,14 @@ export interface ScenarioMetadata {
 export interface ScenarioResult {
   compressed: CompressedMatrix
   metadata: ScenarioMetadata
+}
+
+/** One store's answer to `ping()`. */
+export interface TierHealth {
+  ok: boolean
+  latencyMs: number
+  /** Why not, when not ok (never with a password). */
+  error?: string
 }
 
 export interface TierStats {

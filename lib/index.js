@@ -9,6 +9,10 @@
 // works. __test__/types.spec.ts fails when a binding export is missing here.
 
 const binding = require('../index.js')
+const { addDeadlines } = require('./deadline.js')
+
+// `getOrGenerate`, `getMatrix` and `get` take `{ signal, timeoutMs }` (lib/deadline.js).
+addDeadlines(binding.ScenarioMatrixCache)
 
 /** Every `code` the addon puts on its errors (`ErrorCode` in types/header.d.ts). */
 const ERROR_CODES = new Set([
@@ -18,6 +22,8 @@ const ERROR_CODES = new Set([
   'E_DURABLE_UNAVAILABLE',
   'E_DURABLE_WRITE',
   'E_INVALIDATION_INCOMPLETE',
+  'E_ABORTED',
+  'E_TIMEOUT',
   'E_MIGRATION_BLOCKED',
   'E_CLOSED',
   'E_INTERNAL',

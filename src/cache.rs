@@ -31,7 +31,7 @@ use futures::future::{BoxFuture, FutureExt, Shared};
 use crate::codec::{self, Codec};
 use crate::config::ScenarioConfig;
 use crate::error::{Error, Result};
-use crate::stats::{Stats, StatsSnapshot};
+use crate::stats::{Outcome, Stats, StatsSnapshot};
 use crate::tier::durable::{Durable, DurableOptions, DurableUrl, DEFAULT_SQLITE_PATH};
 use crate::tier::memory::MemoryTier;
 use crate::tier::redis::{Lookup, RedisOptions, RedisTier};
@@ -109,6 +109,35 @@ impl Hit {
             metadata: order.metadata(&self.entry.metadata),
             source: self.source,
         })
+    }
+}
+
+/// What [`Cache::ping`] found.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Health {
+    pub durable: TierHealth,
+    /// None without a Redis tier.
+    pub redis: Option<TierHealth>,
+}
+
+/// One store's answer to a ping.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TierHealth {
+    pub ok: bool,
+    pub latency_ms: f64,
+    /// Why not, when not ok (never with a password).
+    pub error: Option<String>,
+}
+
+impl TierHealth {
+    async fn of(ping: impl std::future::Future<Output = Result<()>>) -> TierHealth {
+        let started = Instant::now();
+        let r = ping.await;
+        TierHealth {
+            ok: r.is_ok(),
+            latency_ms: started.elapsed().as_secs_f64() * 1000.0,
+            error: r.err().map(|e| e.to_string()),
+        }
     }
 }
 
@@ -273,7 +302,7 @@ impl Cache {
         self.inner.stats.memory.hit(entry.payload.len());
         self.inner
             .stats
-            .record_call(Source::Memory, started.elapsed());
+            .record_call(Outcome::Hit(Source::Memory), started.elapsed());
         Ok(Some(Hit {
             entry,
             source: Source::Memory,
@@ -291,13 +320,31 @@ impl Cache {
         key: String,
         keep_matrix: bool,
     ) -> Result<Hit> {
-        self.check_open()?;
         let started = Instant::now();
-        let flight = {
+        let result = self.join_or_lead(cfg, key, keep_matrix).await;
+        let outcome = match &result {
+            Ok((hit, _)) if hit.source != Source::Generated => Outcome::Hit(hit.source),
+            Ok((_, true)) => Outcome::Joined,
+            Ok((_, false)) => Outcome::Generated,
+            Err(_) => Outcome::Failed,
+        };
+        self.inner.stats.record_call(outcome, started.elapsed());
+        result.map(|(hit, _)| hit)
+    }
+
+    /// The flight for `key`: a new one, or the one under way (then `true`).
+    async fn join_or_lead(
+        &self,
+        cfg: &ScenarioConfig,
+        key: String,
+        keep_matrix: bool,
+    ) -> Result<(Hit, bool)> {
+        self.check_open()?;
+        let (flight, joined) = {
             let mut inflight = self.inner.inflight.lock().expect("inflight lock");
             if let Some(f) = inflight.get(&key) {
                 self.inner.stats.single_flight_joins.fetch_add(1, Relaxed);
-                f.clone()
+                (f.clone(), true)
             } else {
                 let inner = self.inner.clone();
                 let (cfg, k) = (cfg.clone(), key.clone());
@@ -317,27 +364,60 @@ impl Cache {
                     .boxed()
                     .shared();
                 inflight.insert(key.clone(), f.clone());
-                f
+                (f, false)
             }
         };
-        let hit = flight.await?;
-        self.inner.stats.record_call(hit.source, started.elapsed());
-        Ok(hit)
+        Ok((flight.await?, joined))
+    }
+
+    /// Whether each store answers now (one trivial request each, at once),
+    /// for readiness probes; the durable store is the one a server needs.
+    pub async fn ping(&self) -> Result<Health> {
+        self.check_open()?;
+        let redis = async {
+            match &self.inner.redis {
+                Some(r) => Some(TierHealth::of(r.ping()).await),
+                None => None,
+            }
+        };
+        let (durable, redis) = tokio::join!(TierHealth::of(self.inner.durable.ping()), redis);
+        Ok(Health { durable, redis })
+    }
+
+    /// Records how long a caller waited for a result of `source`, measured by
+    /// the binding up to the hand-off (`stats().latency_to_caller`).
+    pub fn record_to_caller(&self, source: Source, took: Duration) {
+        self.inner.stats.record_to_caller(source, took);
+    }
+
+    /// Counts a lookup call that was refused before it reached the cache (a
+    /// config or argument the binding could not read), so `calls` has it.
+    pub fn record_refused(&self) {
+        self.inner
+            .stats
+            .record_call(Outcome::Failed, Duration::ZERO);
     }
 
     /// Lookup only: never generates. `None` when no tier has a copy that can
     /// be served without the config (legacy copies of several buckets, and
     /// legacy Redis values, need it).
     pub async fn get(&self, key: &str) -> Result<Option<Hit>> {
+        let started = Instant::now();
+        let result = self.lookup_by_key(key).await;
+        let outcome = match &result {
+            Ok(Some(hit)) => Outcome::Hit(hit.source),
+            Ok(None) => Outcome::NotFound,
+            Err(_) => Outcome::Failed,
+        };
+        self.inner.stats.record_call(outcome, started.elapsed());
+        result
+    }
+
+    async fn lookup_by_key(&self, key: &str) -> Result<Option<Hit>> {
         self.check_open()?;
         check_key(key)?;
-        let started = Instant::now();
         let epoch = self.inner.epoch.load(SeqCst);
-        let hit = self.inner.lookup(key, None, epoch).await?;
-        if let Some(h) = &hit {
-            self.inner.stats.record_call(h.source, started.elapsed());
-        }
-        Ok(hit)
+        self.inner.lookup(key, None, epoch).await
     }
 
     /// Removes `key` from every tier; true when any tier had it. Calls for the
@@ -377,7 +457,12 @@ impl Cache {
     }
 
     pub fn stats(&self) -> StatsSnapshot {
-        let memory = self.inner.memory.as_ref().map(|m| m.stats());
+        // moka counts entries and bytes in its maintenance, which runs only
+        // now and then: without this, a busy memory tier can read as empty.
+        let memory = self.inner.memory.as_ref().map(|m| {
+            m.sync();
+            m.stats()
+        });
         let breaker = self.inner.redis.as_ref().map(|r| r.breaker());
         self.inner.stats.snapshot(memory, breaker)
     }

@@ -15,6 +15,7 @@ pub mod error;
 pub mod generator;
 pub mod js_number;
 pub mod key;
+pub mod options;
 pub mod scenario;
 pub mod stats;
 pub mod tier;

@@ -105,19 +105,79 @@ pub struct Stats {
     /// Damaged durable rows regenerated, proven equal through their
     /// surviving checksums, and rewritten.
     pub repairs: AtomicU64,
-    latency: [Histogram; 5],
+    /// Every call's latency, under its outcome ([`Outcome::ALL`] order).
+    latency: [Histogram; Outcome::ALL.len()],
+    /// Answered calls from the binding: from the call to the result handed
+    /// to JS, copy included, by the result's source ([`Source::ALL`] order).
+    to_caller: [Histogram; Source::ALL.len()],
 }
 
-fn slot(s: Source) -> usize {
-    Source::ALL
-        .iter()
-        .position(|x| *x == s)
-        .expect("every source is listed")
+/// How a lookup call (`get_or_generate`, `get_matrix`, `get`) ended. Every
+/// call is counted once, under one of these.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Answered by a tier (`Source::Generated` is not one: see `Generated`).
+    Hit(Source),
+    /// Ran the generation (one call per generation in this process).
+    Generated,
+    /// Waited for a generation another call ran.
+    Joined,
+    /// A lookup by key that no tier could answer.
+    NotFound,
+    /// Rejected with an error.
+    Failed,
+}
+
+impl Outcome {
+    pub const ALL: [Outcome; 8] = [
+        Outcome::Hit(Source::Memory),
+        Outcome::Hit(Source::Redis),
+        Outcome::Hit(Source::Postgres),
+        Outcome::Hit(Source::Sqlite),
+        Outcome::Generated,
+        Outcome::Joined,
+        Outcome::NotFound,
+        Outcome::Failed,
+    ];
+
+    /// The name `stats().latency` uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Hit(Source::Generated) | Outcome::Generated => "generated",
+            Outcome::Hit(s) => s.as_str(),
+            Outcome::Joined => "joined",
+            Outcome::NotFound => "notFound",
+            Outcome::Failed => "failed",
+        }
+    }
+
+    fn slot(self) -> usize {
+        let this = match self {
+            Outcome::Hit(Source::Generated) => Outcome::Generated,
+            other => other,
+        };
+        Outcome::ALL
+            .iter()
+            .position(|x| *x == this)
+            .expect("every outcome is listed")
+    }
+
+    fn is_hit(self) -> bool {
+        matches!(self, Outcome::Hit(s) if s != Source::Generated)
+    }
 }
 
 impl Stats {
-    pub fn record_call(&self, source: Source, took: Duration) {
-        self.latency[slot(source)].record(took);
+    pub fn record_call(&self, outcome: Outcome, took: Duration) {
+        self.latency[outcome.slot()].record(took);
+    }
+
+    pub fn record_to_caller(&self, source: Source, took: Duration) {
+        let slot = Source::ALL
+            .iter()
+            .position(|s| *s == source)
+            .expect("every source is listed");
+        self.to_caller[slot].record(took);
     }
 
     pub fn snapshot(
@@ -125,12 +185,26 @@ impl Stats {
         memory: Option<MemoryStats>,
         redis_breaker: Option<BreakerSnapshot>,
     ) -> StatsSnapshot {
-        let latency: Vec<LatencySnapshot> = Source::ALL
+        let latency: Vec<LatencySnapshot> = Outcome::ALL
             .iter()
-            .map(|s| {
-                let (count, p50_ms, p95_ms, p99_ms) = self.latency[slot(*s)].quantiles();
+            .map(|o| {
+                let (count, p50_ms, p95_ms, p99_ms) = self.latency[o.slot()].quantiles();
                 LatencySnapshot {
-                    source: *s,
+                    outcome: *o,
+                    count,
+                    p50_ms,
+                    p95_ms,
+                    p99_ms,
+                }
+            })
+            .collect();
+        let latency_to_caller = Source::ALL
+            .iter()
+            .zip(&self.to_caller)
+            .map(|(s, h)| {
+                let (count, p50_ms, p95_ms, p99_ms) = h.quantiles();
+                LatencySnapshot {
+                    outcome: Outcome::Hit(*s),
                     count,
                     p50_ms,
                     p95_ms,
@@ -139,10 +213,11 @@ impl Stats {
             })
             .collect();
         let calls: u64 = latency.iter().map(|l| l.count).sum();
-        let generated = latency
+        let hits: u64 = latency
             .iter()
-            .find(|l| l.source == Source::Generated)
-            .map_or(0, |l| l.count);
+            .filter(|l| l.outcome.is_hit())
+            .map(|l| l.count)
+            .sum();
         StatsSnapshot {
             memory: self.memory.snapshot(),
             redis: self.redis.snapshot(),
@@ -159,9 +234,10 @@ impl Stats {
             hit_rate: if calls == 0 {
                 0.0
             } else {
-                (calls - generated) as f64 / calls as f64
+                hits as f64 / calls as f64
             },
             latency,
+            latency_to_caller,
         }
     }
 }
@@ -176,7 +252,7 @@ pub struct TierSnapshot {
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct LatencySnapshot {
-    pub source: Source,
+    pub outcome: Outcome,
     pub count: u64,
     pub p50_ms: f64,
     pub p95_ms: f64,
@@ -198,11 +274,15 @@ pub struct StatsSnapshot {
     pub legacy_rewrites: u64,
     pub legacy_unattributable: u64,
     pub repairs: u64,
-    /// Completed lookups (getOrGenerate, getMatrix, get hits).
+    /// Lookup calls (getOrGenerate, getMatrix, get) that finished, each
+    /// counted once by its outcome: the sum of the latency counts.
     pub calls: u64,
-    /// Share of completed calls served without generating.
+    /// Share of those calls a tier answered (memory, Redis or durable).
     pub hit_rate: f64,
     pub latency: Vec<LatencySnapshot>,
+    /// Calls through the binding answered with a result, from the call to
+    /// the result handed to JS (copy included), by the result's source.
+    pub latency_to_caller: Vec<LatencySnapshot>,
 }
 
 #[cfg(test)]

@@ -880,3 +880,33 @@ async fn sql_and_redis_lookalikes_are_stored_and_returned_verbatim() {
     db.drop_db().await;
     drop_redis_prefix(&prefix).await;
 }
+
+/// A database that does not exist is named, with how to create it, and the
+/// message carries none of the server's source-location noise.
+#[tokio::test]
+async fn a_missing_database_is_named_with_how_to_create_it() {
+    let name = unique("smc_missing");
+    let err = Cache::open(CacheOptions {
+        database_url: Some(format!("postgres://postgres:s3cret@127.0.0.1:5432/{name}")),
+        redis_url: Some(String::new()),
+        ..Default::default()
+    })
+    .await
+    .err()
+    .expect("opened a database that does not exist");
+    let msg = err.to_string();
+    assert_eq!(err.code(), "E_DURABLE_UNAVAILABLE", "{msg}");
+    assert!(
+        msg.contains(&format!(
+            "database \"{name}\" does not exist on 127.0.0.1:5432"
+        )),
+        "{msg}"
+    );
+    assert!(
+        msg.contains(&format!(
+            "createdb -h 127.0.0.1 -p 5432 -U postgres '{name}'"
+        )),
+        "{msg}"
+    );
+    assert!(!msg.contains("s3cret") && !msg.contains(" line "), "{msg}");
+}

@@ -566,50 +566,63 @@ async fn postgres_killed_mid_insert_leaves_no_damaged_complete_row() {
         ..own_pg_options(&pg, &prefix)
     };
     let cache = Arc::new(Cache::open(opts.clone()).await.unwrap());
-    let cfg = sample::sample_config(100_000, 50, 72);
+    let mut watch = sqlx::PgConnection::connect(&pg.url()).await.unwrap();
+    // The kill races the commit: when the commit wins (the call succeeds),
+    // that attempt showed nothing, and another key is tried.
+    let mut cfg = None;
+    for seed in 72..77 {
+        let attempt = sample::sample_config(100_000, 50, seed);
+        let call = {
+            let (cache, cfg) = (cache.clone(), attempt.clone());
+            tokio::spawn(async move { cache.get_or_generate(&cfg).await })
+        };
+        // Kill the server as soon as our INSERT of the 20 MB row is running.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let inserting: bool = sqlx::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM pg_stat_activity
+                   WHERE state = 'active' AND pid <> pg_backend_pid()
+                     AND query ILIKE '%INSERT INTO scenario_matrices%')",
+            )
+            .fetch_one(&mut watch)
+            .await
+            .unwrap();
+            if inserting {
+                break;
+            }
+            assert!(
+                !call.is_finished(),
+                "the insert finished before it was seen"
+            );
+            assert!(Instant::now() < deadline, "no insert within 30 s");
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        pg.kill();
+        let result = call.await.unwrap();
+        pg.restart();
+        watch = loop {
+            match sqlx::PgConnection::connect(&pg.url()).await {
+                Ok(c) => break c,
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        };
+        match result {
+            Ok(_) => continue,
+            Err(err) => {
+                assert!(
+                    ["E_DURABLE_WRITE", "E_DURABLE_UNAVAILABLE"].contains(&err.code()),
+                    "{err}"
+                );
+                cfg = Some(attempt);
+                break;
+            }
+        }
+    }
+    let cfg = cfg.expect("in 5 attempts the kill never landed before the commit");
     let k = key::canonical_key(&cfg);
 
-    let mut watch = sqlx::PgConnection::connect(&pg.url()).await.unwrap();
-    let call = {
-        let (cache, cfg) = (cache.clone(), cfg.clone());
-        tokio::spawn(async move { cache.get_or_generate(&cfg).await })
-    };
-    // Kill the server as soon as our INSERT of the 20 MB row is running.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let inserting: bool = sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM pg_stat_activity
-               WHERE state = 'active' AND pid <> pg_backend_pid()
-                 AND query ILIKE '%INSERT INTO scenario_matrices%')",
-        )
-        .fetch_one(&mut watch)
-        .await
-        .unwrap();
-        if inserting {
-            break;
-        }
-        assert!(
-            !call.is_finished(),
-            "the insert finished before it was seen"
-        );
-        assert!(Instant::now() < deadline, "no insert within 30 s");
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-    pg.kill();
-    let err = call.await.unwrap().unwrap_err();
-    assert!(
-        ["E_DURABLE_WRITE", "E_DURABLE_UNAVAILABLE"].contains(&err.code()),
-        "{err}"
-    );
-    pg.restart();
-
     // After recovery: no complete row that is partial or damaged.
-    let mut c = loop {
-        match sqlx::PgConnection::connect(&pg.url()).await {
-            Ok(c) => break c,
-            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-        }
-    };
+    let mut c = watch;
     let rows: Vec<(String, Option<Vec<u8>>)> = sqlx::query_as(
         "SELECT matrix_key, moic_matrix FROM scenario_matrices WHERE status = 'complete'",
     )

@@ -51,9 +51,55 @@ export type ErrorCode =
   | 'E_DURABLE_UNAVAILABLE'
   | 'E_DURABLE_WRITE'
   | 'E_INVALIDATION_INCOMPLETE'
+  | 'E_ABORTED'
+  | 'E_TIMEOUT'
   | 'E_MIGRATION_BLOCKED'
   | 'E_CLOSED'
   | 'E_INTERNAL'
+
+/** The last argument of `getOrGenerate`, `getMatrix` and `get` (applied by the package
+ * entry, lib/deadline.js). They bound the caller's wait, not the work: a generation other
+ * callers share goes on and is stored. */
+export interface CallOptions {
+  /** Aborting it rejects the call at once with `E_ABORTED` (`err.cause` is the signal's reason). */
+  signal?: AbortSignal
+  /** Rejects the call with `E_TIMEOUT` when no result came within this many ms (above 0). */
+  timeoutMs?: number
+}
+
+/** How a lookup call ended, as `stats().latency` counts it: the tier that answered,
+ * `generated` (the call ran the generation), `joined` (it waited for a generation another
+ * call ran), `notFound` (`get` found nothing) or `failed` (it rejected). */
+export type CallOutcome = MatrixSource | 'joined' | 'notFound' | 'failed'
+
+/** Options of `ScenarioMatrixCache.open` (README "Options"). Unknown names, wrong types and
+ * out-of-range values reject with `E_INVALID_ARGUMENT`; a member set to `undefined` is absent. */
+export interface CacheOptions {
+  /** `postgres://` / `postgresql://` (PostgreSQL), `sqlite://path` or a file path (SQLite).
+   * Default: env `DATABASE_URL`, else SQLite at `./.scenario-matrix-cache/cache.db`. */
+  databaseUrl?: string
+  /** `redis://` / `rediss://`. Default: env `REDIS_URL`, else no Redis tier. `''` turns Redis off. */
+  redisUrl?: string
+  /** Bytes of compressed payload the memory tier may hold, 0 (off) or more. Default 134217728 (128 MiB). */
+  memoryMaxBytes?: number
+  /** 1..=4294967295. Default 86400. */
+  redisTtlSeconds?: number
+  /** Default `scenario-matrix:`. */
+  redisKeyPrefix?: string
+  /** Apply the embedded migrations on open. Default true. */
+  runMigrations?: boolean
+  /** Bound on connecting to Redis and on waiting for each reply, 1..=600000. Default 100. */
+  redisTimeoutMs?: number
+  /** Slowest Redis transfer accepted, in MB/s (above 0): a value of N MB gets N / this
+   * many seconds on top of `redisTimeoutMs`. Default 10. */
+  redisMinThroughputMbps?: number
+  /** While the Redis circuit breaker is open, the pause between probes, 10..=3600000. Default 1000. */
+  redisBreakerCooldownMs?: number
+  /** Bound on connecting to / acquiring a connection of the database, 1..=3600000. Default 10000. */
+  databaseTimeoutMs?: number
+  /** Database pool size, 1..=1000. Default 8. */
+  databaseMaxConnections?: number
+}
 
 /* The runtime objects behind the string unions generated below (`export type MatrixCodec = ...`):
  * napi-rs declares only the unions, but `index.js` also exports these objects

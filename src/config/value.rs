@@ -30,6 +30,11 @@ impl Value {
             Value::Undefined => "undefined".into(),
             Value::Null => "null".into(),
             Value::Bool(b) => b.to_string(),
+            // As JavaScript prints it; JSON's `null` for these would hide what was given.
+            Value::Number(n) if n.is_nan() => "NaN".into(),
+            Value::Number(n) if n.is_infinite() => {
+                if *n > 0.0 { "Infinity" } else { "-Infinity" }.into()
+            }
             Value::Number(n) => crate::js_number::format_js_number(*n),
             Value::String(s) => {
                 let short: String = s.chars().take(40).collect();

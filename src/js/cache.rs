@@ -5,6 +5,7 @@
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::time::Instant;
 
 use futures::FutureExt;
 use napi::bindgen_prelude::{BufferSlice, Float32Array, PromiseRaw, ToNapiValue, Unknown};
@@ -15,68 +16,15 @@ use tokio::sync::OwnedSemaphorePermit;
 use super::handoff::Handoff;
 use super::{
     compressed_matrix, copy_js, js_error, metadata_js, panic_message, parse_config,
-    ScenarioMetadata, ScenarioResult,
+    read_optional_string, read_string, read_value, ScenarioMetadata, ScenarioResult,
 };
 use crate::cache::{self, Cache, CallerCopy, Hit};
 use crate::config::ScenarioConfig;
 use crate::scenario::Metadata;
-use crate::stats::{StatsSnapshot, TierSnapshot};
+use crate::stats::{LatencySnapshot, StatsSnapshot, TierSnapshot};
 use crate::tier::Source;
 use crate::view::ColumnOrder;
 use crate::Error;
-
-#[napi(object)]
-#[derive(Default)]
-pub struct CacheOptions {
-    /// `postgres://` / `postgresql://` (PostgreSQL), `sqlite://path` or a file path (SQLite).
-    /// Default: env `DATABASE_URL`, else SQLite at `./.scenario-matrix-cache/cache.db`.
-    pub database_url: Option<String>,
-    /// `redis://` / `rediss://`. Default: env `REDIS_URL`, else no Redis tier. `''` turns Redis off.
-    pub redis_url: Option<String>,
-    /// Bytes of compressed payload the memory tier may hold. Default 134217728 (128 MiB); 0 = off.
-    pub memory_max_bytes: Option<f64>,
-    /// Default 86400.
-    pub redis_ttl_seconds: Option<u32>,
-    /// Default `scenario-matrix:`.
-    pub redis_key_prefix: Option<String>,
-    /// Apply the embedded migrations on open. Default true.
-    pub run_migrations: Option<bool>,
-    /// Bound on connecting to Redis and on waiting for each reply. Default 100.
-    pub redis_timeout_ms: Option<u32>,
-    /// Slowest Redis transfer accepted, in MB/s: a value of N MB gets N / this
-    /// many seconds on top of `redisTimeoutMs`. Default 10.
-    pub redis_min_throughput_mbps: Option<f64>,
-    /// While the Redis circuit breaker is open, the pause between probes. Default 1000.
-    pub redis_breaker_cooldown_ms: Option<u32>,
-    /// Bound on connecting to / acquiring a connection of the database. Default 10000.
-    pub database_timeout_ms: Option<u32>,
-    /// Database pool size. Default 8.
-    pub database_max_connections: Option<u32>,
-}
-
-fn rust_options(o: CacheOptions) -> crate::Result<cache::CacheOptions> {
-    let memory_max_bytes = match o.memory_max_bytes {
-        Some(n) if !(n.is_finite() && n >= 0.0 && n.fract() == 0.0) => {
-            return Err(Error::InvalidArgument(format!(
-                "memoryMaxBytes must be a non-negative integer, got {n}"
-            )))
-        }
-        other => other.map(|n| n as u64),
-    };
-    Ok(cache::CacheOptions {
-        database_url: o.database_url,
-        redis_url: o.redis_url,
-        memory_max_bytes,
-        redis_ttl_seconds: o.redis_ttl_seconds.map(u64::from),
-        redis_key_prefix: o.redis_key_prefix,
-        run_migrations: o.run_migrations,
-        redis_timeout_ms: o.redis_timeout_ms.map(u64::from),
-        redis_min_throughput_mbps: o.redis_min_throughput_mbps,
-        redis_breaker_cooldown_ms: o.redis_breaker_cooldown_ms.map(u64::from),
-        database_timeout_ms: o.database_timeout_ms.map(u64::from),
-        database_max_connections: o.database_max_connections,
-    })
-}
 
 /// Runs `fut` on the runtime (a panic becomes `E_INTERNAL`) and converts its
 /// value with `to_js` on the JS thread; errors reject with a coded JS error.
@@ -124,6 +72,30 @@ fn handed_js(env: &Env, (copy, _room): Handed<CallerCopy>) -> napi::Result<Scena
     copy_js(env, copy)
 }
 
+/// Times a call as its caller sees it, up to the result handed to JS.
+#[derive(Clone)]
+struct Clock(Arc<Cache>, Instant);
+
+impl Clock {
+    fn start(cache: &Arc<Cache>) -> Self {
+        Clock(cache.clone(), Instant::now())
+    }
+
+    fn stop(&self, source: Source) {
+        self.0.record_to_caller(source, self.1.elapsed());
+    }
+
+    /// `handed_js`, timed.
+    fn handed_js(self) -> impl FnOnce(&Env, Handed<CallerCopy>) -> napi::Result<ScenarioResult> {
+        move |env, h| {
+            let source = h.0.source;
+            let r = handed_js(env, h);
+            self.stop(source);
+            r
+        }
+    }
+}
+
 /// The synchronous path for small memory hits: the copy goes straight into a
 /// Node-allocated buffer, cheaper to create and collect than an external one.
 /// A caller in another bucket order gets the copy with a column map (a
@@ -146,6 +118,33 @@ fn result_js_now(env: &Env, hit: Hit, cfg: &ScenarioConfig) -> napi::Result<Scen
         compressed: compressed_matrix(data.into_buffer(env)?, rows, cols),
         metadata: metadata_js(order.metadata(&hit.entry.metadata), hit.source),
     })
+}
+
+/// One store's answer to `ping()`.
+#[napi(object)]
+pub struct TierHealth {
+    pub ok: bool,
+    pub latency_ms: f64,
+    /// Why not, when not ok (never with a password).
+    pub error: Option<String>,
+}
+
+impl From<cache::TierHealth> for TierHealth {
+    fn from(h: cache::TierHealth) -> Self {
+        TierHealth {
+            ok: h.ok,
+            latency_ms: h.latency_ms,
+            error: h.error,
+        }
+    }
+}
+
+#[napi(object)]
+pub struct HealthReport {
+    /// The store a server needs: not ok means not ready.
+    pub durable: TierHealth,
+    /// Absent without Redis. Not ok means slower, not broken: calls go on without it.
+    pub redis: Option<TierHealth>,
 }
 
 #[napi(object)]
@@ -226,12 +225,33 @@ pub struct CacheStats {
     /// Damaged durable rows regenerated, proven equal to what they held
     /// (through their surviving checksums) and rewritten.
     pub repairs: f64,
+    /// Lookup calls (`getOrGenerate`, `getMatrix`, `get`) that finished, each counted
+    /// once by its outcome: the sum of the `latency` counts.
     pub calls: f64,
-    /// Share of completed calls served without generating.
+    /// Share of `calls` a tier answered (memory, Redis, PostgreSQL or SQLite).
     pub hit_rate: f64,
-    /// Latency per source: memory, redis, postgres, sqlite, generated.
-    #[napi(ts_type = "Record<MatrixSource, LatencyStats>")]
+    /// Calls and their latency by outcome, from the call to its result ready for the copy
+    /// to the caller (`README` "Stats" says what each covers).
+    #[napi(ts_type = "Record<CallOutcome, LatencyStats>")]
     pub latency: std::collections::HashMap<String, LatencyStats>,
+    /// Calls answered with a result, as the caller waits: from the call to the result
+    /// handed to JavaScript (its copy included), by the result's source.
+    #[napi(ts_type = "Record<MatrixSource, LatencyStats>")]
+    pub latency_to_caller: std::collections::HashMap<String, LatencyStats>,
+}
+
+fn latency_js(l: Vec<LatencySnapshot>) -> std::collections::HashMap<String, LatencyStats> {
+    l.into_iter()
+        .map(|l| {
+            let v = LatencyStats {
+                count: l.count as f64,
+                p50_ms: l.p50_ms,
+                p95_ms: l.p95_ms,
+                p99_ms: l.p99_ms,
+            };
+            (l.outcome.as_str().to_string(), v)
+        })
+        .collect()
 }
 
 fn stats_js(s: StatsSnapshot) -> CacheStats {
@@ -259,19 +279,8 @@ fn stats_js(s: StatsSnapshot) -> CacheStats {
         repairs: s.repairs as f64,
         calls: s.calls as f64,
         hit_rate: s.hit_rate,
-        latency: s
-            .latency
-            .into_iter()
-            .map(|l| {
-                let v = LatencyStats {
-                    count: l.count as f64,
-                    p50_ms: l.p50_ms,
-                    p95_ms: l.p95_ms,
-                    p99_ms: l.p99_ms,
-                };
-                (l.source.as_str().to_string(), v)
-            })
-            .collect(),
+        latency: latency_js(s.latency),
+        latency_to_caller: latency_js(s.latency_to_caller),
     }
 }
 
@@ -285,12 +294,19 @@ pub struct ScenarioMatrixCache {
 #[napi]
 impl ScenarioMatrixCache {
     /// Connects the tiers (and runs migrations unless `runMigrations: false`).
-    #[napi(ts_return_type = "Promise<ScenarioMatrixCache>")]
-    pub fn open(
-        env: &Env,
-        options: Option<CacheOptions>,
-    ) -> napi::Result<PromiseRaw<'_, ScenarioMatrixCache>> {
-        let opts = rust_options(options.unwrap_or_default());
+    /// Unknown options, wrong types and out-of-range values reject with `E_INVALID_ARGUMENT`.
+    #[napi(
+        ts_args_type = "options?: CacheOptions",
+        ts_return_type = "Promise<ScenarioMatrixCache>"
+    )]
+    pub fn open<'e>(
+        env: &'e Env,
+        options: Option<Unknown>,
+    ) -> napi::Result<PromiseRaw<'e, ScenarioMatrixCache>> {
+        let opts = match &options {
+            Some(v) => read_value(v, "the options").and_then(|v| crate::options::from_value(&v)),
+            None => Ok(cache::CacheOptions::default()),
+        };
         promise(env, async move { Cache::open(opts?).await }, |_, c| {
             Ok(ScenarioMatrixCache {
                 inner: Arc::new(c),
@@ -301,7 +317,7 @@ impl ScenarioMatrixCache {
 
     /// The matrix for `config`: from the fastest tier that has it, else generated and stored.
     #[napi(
-        ts_args_type = "config: ScenarioConfig",
+        ts_args_type = "config: ScenarioConfig, options?: CallOptions",
         ts_return_type = "Promise<ScenarioResult>"
     )]
     pub fn get_or_generate<'e>(
@@ -309,20 +325,26 @@ impl ScenarioMatrixCache {
         env: &'e Env,
         config: Unknown,
     ) -> napi::Result<PromiseRaw<'e, ScenarioResult>> {
+        let clock = Clock::start(&self.inner);
         let cfg = parse_config(&config);
+        if cfg.is_err() {
+            self.inner.record_refused();
+        }
         if let Ok(c) = &cfg {
             let key = crate::key::canonical_key(c);
             if let Ok(Some(hit)) = self.inner.get_from_memory(c, &key) {
                 // A small memory hit is answered right here, without a thread hop.
                 if hit.entry.payload.len() <= SYNC_COPY_MAX {
-                    return match result_js_now(env, hit, c) {
+                    let answer = result_js_now(env, hit, c);
+                    clock.stop(Source::Memory);
+                    return match answer {
                         Ok(r) => PromiseRaw::resolve(env, r),
                         Err(e) => PromiseRaw::reject(env, e),
                     };
                 }
                 let (c, handoff) = (c.clone(), self.handoff.clone());
                 let work = async move { owned(&handoff, hit, Some(&c)).await };
-                return promise(env, work, handed_js);
+                return promise(env, work, clock.handed_js());
             }
         }
         let (cache, handoff) = (self.inner.clone(), self.handoff.clone());
@@ -332,12 +354,12 @@ impl ScenarioMatrixCache {
             let hit = cache.get_or_generate_keyed(&cfg, key, false).await?;
             owned(&handoff, hit, Some(&cfg)).await
         };
-        promise(env, work, handed_js)
+        promise(env, work, clock.handed_js())
     }
 
     /// Like `getOrGenerate`, decompressed (and verified) into a `Float32Array`, row-major.
     #[napi(
-        ts_args_type = "config: ScenarioConfig",
+        ts_args_type = "config: ScenarioConfig, options?: CallOptions",
         ts_return_type = "Promise<MatrixResult>"
     )]
     pub fn get_matrix<'e>(
@@ -345,7 +367,11 @@ impl ScenarioMatrixCache {
         env: &'e Env,
         config: Unknown,
     ) -> napi::Result<PromiseRaw<'e, MatrixResult>> {
+        let clock = Clock::start(&self.inner);
         let cfg = parse_config(&config);
+        if cfg.is_err() {
+            self.inner.record_refused();
+        }
         let (cache, handoff) = (self.inner.clone(), self.handoff.clone());
         let work = async move {
             let cfg = cfg?;
@@ -362,63 +388,91 @@ impl ScenarioMatrixCache {
         promise(
             env,
             work,
-            |_, ((metadata, source, matrix), _room): Handed<(Metadata, Source, Vec<f32>)>| {
-                Ok(MatrixResult {
+            move |_, ((metadata, source, matrix), _room): Handed<(Metadata, Source, Vec<f32>)>| {
+                let answer = MatrixResult {
                     matrix: Float32Array::new(matrix),
                     num_scenarios: metadata.num_scenarios,
                     num_buckets: metadata.num_buckets,
                     metadata: metadata_js(metadata, source),
-                })
+                };
+                clock.stop(source);
+                Ok(answer)
             },
         )
     }
 
     /// Lookup only, by canonical key: never generates. Resolves to null when no tier has it.
-    #[napi(ts_return_type = "Promise<ScenarioResult | null>")]
+    #[napi(
+        ts_args_type = "key: string, options?: CallOptions",
+        ts_return_type = "Promise<ScenarioResult | null>"
+    )]
     pub fn get<'e>(
         &self,
         env: &'e Env,
-        key: String,
+        key: Unknown,
     ) -> napi::Result<PromiseRaw<'e, Option<ScenarioResult>>> {
+        let clock = Clock::start(&self.inner);
+        let key = read_string(&key, "key");
+        if key.is_err() {
+            self.inner.record_refused();
+        }
         let (cache, handoff) = (self.inner.clone(), self.handoff.clone());
         let work = async move {
-            match cache.get(&key).await? {
+            match cache.get(&key?).await? {
                 Some(hit) => Ok(Some(owned(&handoff, hit, None).await?)),
                 None => Ok(None),
             }
         };
-        promise(env, work, |env, hit| {
-            hit.map(|h| handed_js(env, h)).transpose()
+        promise(env, work, move |env, hit| {
+            hit.map(|h| clock.handed_js()(env, h)).transpose()
         })
     }
 
     /// Removes a key from every tier; resolves to whether any tier had it.
-    #[napi(ts_return_type = "Promise<boolean>")]
-    pub fn invalidate<'e>(&self, env: &'e Env, key: String) -> napi::Result<PromiseRaw<'e, bool>> {
+    #[napi(ts_args_type = "key: string", ts_return_type = "Promise<boolean>")]
+    pub fn invalidate<'e>(&self, env: &'e Env, key: Unknown) -> napi::Result<PromiseRaw<'e, bool>> {
+        let key = read_string(&key, "key");
         let cache = self.inner.clone();
-        promise(env, async move { cache.invalidate(&key).await }, |_, b| {
+        promise(env, async move { cache.invalidate(&key?).await }, |_, b| {
             Ok(b)
         })
     }
 
     /// Removes every matrix of a fund (optionally one taxonomy version); resolves to the count.
-    #[napi(ts_return_type = "Promise<number>")]
+    #[napi(
+        ts_args_type = "fundId: string, taxonomyVersion?: string | undefined | null",
+        ts_return_type = "Promise<number>"
+    )]
     pub fn invalidate_fund<'e>(
         &self,
         env: &'e Env,
-        fund_id: String,
-        taxonomy_version: Option<String>,
+        fund_id: Unknown,
+        taxonomy_version: Option<Unknown>,
     ) -> napi::Result<PromiseRaw<'e, f64>> {
+        let fund_id = read_string(&fund_id, "fundId");
+        let taxonomy_version = read_optional_string(taxonomy_version.as_ref(), "taxonomyVersion");
         let cache = self.inner.clone();
         promise(
             env,
             async move {
                 cache
-                    .invalidate_fund(&fund_id, taxonomy_version.as_deref())
+                    .invalidate_fund(&fund_id?, taxonomy_version?.as_deref())
                     .await
             },
             |_, n| Ok(n as f64),
         )
+    }
+
+    /// Whether each store answers now, for readiness probes (one trivial request each).
+    #[napi(ts_return_type = "Promise<HealthReport>")]
+    pub fn ping<'e>(&self, env: &'e Env) -> napi::Result<PromiseRaw<'e, HealthReport>> {
+        let cache = self.inner.clone();
+        promise(env, async move { cache.ping().await }, |_, h| {
+            Ok(HealthReport {
+                durable: h.durable.into(),
+                redis: h.redis.map(Into::into),
+            })
+        })
     }
 
     /// Counters and latency quantiles; cheap.

@@ -10,13 +10,14 @@ mod walk;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use napi::bindgen_prelude::{
-    AsyncTask, Buffer, BufferSlice, Float32Array, Object, ToNapiValue, TypeName, Unknown,
+    AsyncTask, Buffer, BufferSlice, Float32Array, FromNapiValue, JsValue, Object, ToNapiValue,
+    TypeName, Unknown,
 };
 use napi::{Env, JsError, Task};
 use napi_derive::napi;
 
 use crate::cache::CallerCopy;
-use crate::config::ScenarioConfig;
+use crate::config::{ScenarioConfig, Value};
 use crate::scenario::{self, Metadata};
 use crate::tier::Source;
 use crate::view::ColumnOrder;
@@ -64,9 +65,57 @@ fn sync_call<T>(env: &Env, f: impl FnOnce() -> crate::Result<T>) -> napi::Result
 }
 
 fn parse_config(v: &Unknown) -> crate::Result<ScenarioConfig> {
-    let value = walk::to_value(v)
-        .map_err(|e| Error::InvalidArgument(format!("could not read the config: {e}")))?;
-    ScenarioConfig::from_value(&value)
+    ScenarioConfig::from_value(&read_value(v, "the config")?)
+}
+
+/// Any JS argument as a value tree, so a wrong type becomes a coded error
+/// (`E_INVALID_ARGUMENT`) rather than napi's uncoded conversion error.
+fn read_value(v: &Unknown, what: &str) -> crate::Result<Value> {
+    walk::to_value(v).map_err(|e| Error::InvalidArgument(format!("could not read {what}: {e}")))
+}
+
+fn read_string(v: &Unknown, what: &str) -> crate::Result<String> {
+    match read_value(v, what)? {
+        Value::String(s) => Ok(s),
+        other => Err(Error::InvalidArgument(format!(
+            "{what} must be a string, got {}",
+            other.describe()
+        ))),
+    }
+}
+
+/// An argument through napi's own conversion (typed arrays, buffers, objects
+/// of declared shape), its failure coded `E_INVALID_ARGUMENT`.
+fn convert<T: FromNapiValue>(env: &Env, v: &Unknown, what: &str) -> crate::Result<T> {
+    // SAFETY: both handles are live for this call, on the JS thread.
+    unsafe { T::from_napi_value(env.raw(), v.raw()) }
+        .map_err(|e| Error::InvalidArgument(format!("{what}: {}", e.reason)))
+}
+
+/// A whole number argument from 0 to `u32::MAX`.
+fn read_u32(v: &Unknown, what: &str) -> crate::Result<u32> {
+    match read_value(v, what)? {
+        Value::Number(n) if n.fract() == 0.0 && (0.0..=u32::MAX as f64).contains(&n) => {
+            Ok(n as u32)
+        }
+        other => Err(Error::InvalidArgument(format!(
+            "{what} must be an integer from 0 to {}, got {}",
+            u32::MAX,
+            other.describe()
+        ))),
+    }
+}
+
+/// An optional string argument: `undefined` or `null` is `None`.
+fn read_optional_string(v: Option<&Unknown>, what: &str) -> crate::Result<Option<String>> {
+    match v.map(|v| read_value(v, what)).transpose()? {
+        None | Some(Value::Undefined) | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(other) => Err(Error::InvalidArgument(format!(
+            "{what} must be a string, got {}",
+            other.describe()
+        ))),
+    }
 }
 
 /// Work for the libuv thread pool: `work` runs off the JS thread (panics
@@ -339,17 +388,29 @@ pub fn generate_scenarios(config: Unknown) -> AsyncTask<Job<CallerCopy, Scenario
 }
 
 /// Compresses a row-major matrix into the checksummed envelope, off the JS thread.
-#[napi(ts_return_type = "Promise<CompressedMatrix>")]
+#[napi(
+    ts_args_type = "matrix: Float32Array, numScenarios: number, numBuckets: number",
+    ts_return_type = "Promise<CompressedMatrix>"
+)]
 pub fn compress_matrix(
-    matrix: Float32Array,
-    num_scenarios: u32,
-    num_buckets: u32,
+    env: Env,
+    matrix: Unknown,
+    num_scenarios: Unknown,
+    num_buckets: Unknown,
 ) -> AsyncTask<Job<(Vec<u8>, u32, u32), CompressedMatrix>> {
-    // The values as they are now: the caller may change its array as soon as
-    // this returns, while the worker would still be reading it.
-    let matrix = matrix.to_vec();
+    let args = guarded(|| {
+        // The values as they are now: the caller may change its array as soon
+        // as this returns, while the worker would still be reading it.
+        let matrix = convert::<Float32Array>(&env, &matrix, "matrix (a Float32Array)")?.to_vec();
+        Ok((
+            matrix,
+            read_u32(&num_scenarios, "numScenarios")?,
+            read_u32(&num_buckets, "numBuckets")?,
+        ))
+    });
     Job::new(
         move || {
+            let (matrix, num_scenarios, num_buckets) = args?;
             Ok((
                 codec::encode(&matrix, num_scenarios, num_buckets)?,
                 num_scenarios,
@@ -362,22 +423,25 @@ pub fn compress_matrix(
 
 /// Decompresses and verifies a matrix (envelope or legacy zlib), off the JS thread.
 /// Rejects with `E_CORRUPT` when the payload fails any check.
-#[napi(ts_return_type = "Promise<Float32Array>")]
-pub fn decompress_matrix(
-    compressed: CompressedMatrixInput,
-) -> AsyncTask<Job<Vec<f32>, Float32Array>> {
-    let label = match compressed.codec {
-        Some(MatrixCodec::Zstd) | None => codec::Codec::Zstd,
-        Some(MatrixCodec::Zlib) => codec::Codec::Zlib,
-        Some(MatrixCodec::None) => codec::Codec::None,
-    };
-    let (rows, cols, data) = (
-        compressed.num_scenarios,
-        compressed.num_buckets,
-        compressed.data,
-    );
+#[napi(
+    ts_args_type = "compressed: CompressedMatrixInput",
+    ts_return_type = "Promise<Float32Array>"
+)]
+pub fn decompress_matrix(env: Env, compressed: Unknown) -> AsyncTask<Job<Vec<f32>, Float32Array>> {
+    let input = guarded(|| {
+        let c: CompressedMatrixInput = convert(&env, &compressed, "compressed matrix")?;
+        let label = match c.codec {
+            Some(MatrixCodec::Zstd) | None => codec::Codec::Zstd,
+            Some(MatrixCodec::Zlib) => codec::Codec::Zlib,
+            Some(MatrixCodec::None) => codec::Codec::None,
+        };
+        Ok((c.data, label, c.num_scenarios, c.num_buckets))
+    });
     Job::new(
-        move || codec::decode_labelled(&data, label, rows, cols),
+        move || {
+            let (data, label, rows, cols) = input?;
+            codec::decode_labelled(&data, label, rows, cols)
+        },
         |_, m| Ok(Float32Array::new(m)),
     )
 }

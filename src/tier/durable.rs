@@ -37,21 +37,45 @@ impl DurableUrl {
             .strip_prefix("sqlite://")
             .or_else(|| s.strip_prefix("sqlite:"))
         {
-            let path = rest.split('?').next().unwrap_or_default();
-            if path.is_empty() {
+            let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+            // `mode=rwc` (read, write, create) is what the store does anyway;
+            // any other parameter would be silently ignored, so it is refused.
+            let ignored: Vec<&str> = query
+                .split('&')
+                .filter(|p| !p.is_empty() && *p != "mode=rwc")
+                .collect();
+            if !ignored.is_empty() {
                 return Err(Error::InvalidArgument(format!(
-                    "databaseUrl {s:?} names no SQLite file"
+                    "databaseUrl {}: SQLite URL parameters are not supported ({}); the file is opened read-write and created if missing",
+                    redact_password(s),
+                    ignored.join("&")
                 )));
             }
-            return Ok(DurableUrl::Sqlite(PathBuf::from(path)));
+            return Self::sqlite_path(&percent_decode(path), s);
         }
-        if s.contains("://") {
-            let scheme = s.split("://").next().unwrap_or_default();
+        if let Some(scheme) = url_scheme(s) {
+            // Not echoed: a malformed URL (`postgres:/u:secret@...`) has no
+            // shape to find its password by.
             return Err(Error::InvalidArgument(format!(
-                "databaseUrl scheme {scheme:?} is not supported (expected postgres://, postgresql://, sqlite:// or a file path)"
+                "databaseUrl starting {scheme:?}: not a supported URL (expected postgres://, postgresql://, sqlite:path or a file path)"
             )));
         }
-        Ok(DurableUrl::Sqlite(PathBuf::from(s)))
+        Self::sqlite_path(s, s)
+    }
+
+    fn sqlite_path(path: &str, given: &str) -> Result<Self> {
+        if path.is_empty() {
+            return Err(Error::InvalidArgument(format!(
+                "databaseUrl {given:?} names no SQLite file"
+            )));
+        }
+        // Each pooled connection would open its own empty in-memory database.
+        if path == ":memory:" || path.starts_with("file::memory:") {
+            return Err(Error::InvalidArgument(format!(
+                "databaseUrl {given:?}: in-memory SQLite is not supported (each pooled connection would get its own empty database); give a file path"
+            )));
+        }
+        Ok(DurableUrl::Sqlite(PathBuf::from(path)))
     }
 
     /// For logs and errors: the URL with any password replaced by `***`.
@@ -63,22 +87,102 @@ impl DurableUrl {
     }
 }
 
-/// Replaces the password of `scheme://user:password@host...` with `***`.
-pub fn redact_password(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
-    };
-    let (authority, tail) = match rest.find('/') {
-        Some(i) => rest.split_at(i),
-        None => (rest, ""),
-    };
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => match userinfo.split_once(':') {
-            Some((user, _)) => format!("{scheme}://{user}:***@{host}{tail}"),
-            None => url.to_string(),
-        },
-        None => url.to_string(),
+/// A URL-like scheme at the start of `s` (`postgres:`, `redis+unix:`): two
+/// or more characters, so a Windows drive letter (`C:\...`) is a path.
+fn url_scheme(s: &str) -> Option<&str> {
+    let (scheme, _) = s.split_once(':')?;
+    let mut chars = scheme.chars();
+    let starts = chars.next().is_some_and(|c| c.is_ascii_alphabetic());
+    let rest_ok = chars.all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c));
+    (starts && rest_ok && scheme.len() >= 2).then_some(scheme)
+}
+
+/// The userinfo of `scheme://userinfo@host...`: up to the last `@` before
+/// the query, since a password may hold `/` (generated secrets often do)
+/// where a URL parser expects the path to begin.
+fn split_userinfo(rest: &str) -> Option<(&str, &str)> {
+    let end = rest.find('?').unwrap_or(rest.len());
+    let at = rest[..end].rfind('@')?;
+    Some((&rest[..at], &rest[at..]))
+}
+
+/// The password of a URL, from its userinfo or a `password=` / `pass=`
+/// query parameter, as written (perhaps percent-encoded).
+pub fn passwords_of(url: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    if let Some((_, rest)) = url.split_once("://") {
+        if let Some((userinfo, _)) = split_userinfo(rest) {
+            if let Some((_, pw)) = userinfo.split_once(':') {
+                found.push(pw.to_string());
+            }
+        }
     }
+    if let Some((_, query)) = url.split_once('?') {
+        for pair in query.split('&') {
+            if let Some((k, v)) = pair.split_once('=') {
+                if is_password_param(k) {
+                    found.push(v.to_string());
+                }
+            }
+        }
+    }
+    found.retain(|s| !s.is_empty());
+    found
+}
+
+fn is_password_param(name: &str) -> bool {
+    name.eq_ignore_ascii_case("password") || name.eq_ignore_ascii_case("pass")
+}
+
+/// Replaces every password of a URL (userinfo, `password=` or `pass=`) with `***`.
+pub fn redact_password(url: &str) -> String {
+    let (head, query) = match url.split_once('?') {
+        Some((h, q)) => (h, Some(q)),
+        None => (url, None),
+    };
+    let head = match head.split_once("://") {
+        Some((scheme, rest)) => match split_userinfo(rest) {
+            Some((userinfo, host)) => match userinfo.split_once(':') {
+                Some((user, _)) => format!("{scheme}://{user}:***{host}"),
+                None => head.to_string(),
+            },
+            None => head.to_string(),
+        },
+        None => head.to_string(),
+    };
+    match query {
+        None => head,
+        Some(q) => {
+            let pairs: Vec<String> = q
+                .split('&')
+                .map(|pair| match pair.split_once('=') {
+                    Some((k, _)) if is_password_param(k) => format!("{k}=***"),
+                    _ => pair.to_string(),
+                })
+                .collect();
+            format!("{head}?{}", pairs.join("&"))
+        }
+    }
+}
+
+/// `%XX` escapes decoded (a malformed one is kept as written).
+pub(crate) fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        if b[i] == b'%' && i + 2 < b.len() {
+            if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[derive(Debug, Clone)]
@@ -166,6 +270,14 @@ impl Durable {
         }
     }
 
+    /// One trivial query through the pool: can the store be used now?
+    pub async fn ping(&self) -> Result<()> {
+        match self {
+            Durable::Postgres(s) => s.ping().await,
+            Durable::Sqlite(s) => s.ping().await,
+        }
+    }
+
     /// Removes the row; true when one existed.
     pub async fn delete(&self, key: &str) -> Result<bool> {
         match self {
@@ -199,6 +311,68 @@ impl Durable {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn refuses_what_it_would_misread() {
+        let refused = |url: &str| {
+            let e = DurableUrl::parse(url).unwrap_err();
+            assert_eq!(e.code(), "E_INVALID_ARGUMENT", "{url}");
+            e.to_string()
+        };
+        // A typo of a PostgreSQL URL is not a file path, and its password is not echoed.
+        let m = refused("postgres:/u:secret@127.0.0.1:5432/db");
+        assert!(m.contains("\"postgres\"") && !m.contains("secret"), "{m}");
+        assert!(!refused("redis://x").contains("://x"));
+        for memory in [
+            "sqlite::memory:",
+            ":memory:",
+            "sqlite://:memory:",
+            "sqlite:file::memory:?cache=shared",
+        ] {
+            let m = refused(memory);
+            assert!(
+                m.contains("in-memory SQLite is not supported") || m.contains("not supported"),
+                "{memory}: {m}"
+            );
+        }
+        let m = refused("sqlite://x.db?mode=ro");
+        assert!(m.contains("parameters are not supported (mode=ro)"), "{m}");
+        // Percent-escapes are decoded; a drive letter is a path.
+        assert_eq!(
+            DurableUrl::parse("sqlite://abs%20enc.db").unwrap(),
+            DurableUrl::Sqlite("abs enc.db".into())
+        );
+        assert_eq!(
+            DurableUrl::parse("C:\\data\\x.db").unwrap(),
+            DurableUrl::Sqlite("C:\\data\\x.db".into())
+        );
+    }
+
+    #[test]
+    fn redacts_every_form_of_password() {
+        for (url, shown) in [
+            ("postgres://u:pa/ss@h:5432/db", "postgres://u:***@h:5432/db"),
+            ("redis://:pa/ss@h:6379", "redis://:***@h:6379"),
+            (
+                "redis://h:6379/0?password=x1",
+                "redis://h:6379/0?password=***",
+            ),
+            (
+                "redis+unix:///tmp/r.sock?db=0&pass=x2",
+                "redis+unix:///tmp/r.sock?db=0&pass=***",
+            ),
+            (
+                "postgres://u:p@ss@h/db?sslmode=require",
+                "postgres://u:***@h/db?sslmode=require",
+            ),
+        ] {
+            assert_eq!(redact_password(url), shown, "{url}");
+        }
+        assert_eq!(
+            passwords_of("redis://u:a%2Fb@h?password=c"),
+            vec!["a%2Fb".to_string(), "c".to_string()]
+        );
+    }
 
     #[test]
     fn parses_urls_and_redacts_passwords() {

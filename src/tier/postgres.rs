@@ -16,7 +16,7 @@ use std::time::Duration;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Connection, Row};
 
-use super::durable::{redact_password, DurableOptions};
+use super::durable::{passwords_of, percent_decode, redact_password, DurableOptions};
 use super::rows::{migrator, NewRow, StoredRow, MIN_LOCK_WAIT, PAYLOAD_FORMAT_ENVELOPE};
 use super::Entry;
 use crate::config::ScenarioConfig;
@@ -32,22 +32,7 @@ pub(super) struct Redactor {
 
 impl Redactor {
     pub fn new(url: &str) -> Self {
-        let mut secrets = Vec::new();
-        if let Some((_, rest)) = url.split_once("://") {
-            let authority = rest.split(['/', '?']).next().unwrap_or_default();
-            if let Some((userinfo, _)) = authority.rsplit_once('@') {
-                if let Some((_, pw)) = userinfo.split_once(':') {
-                    secrets.push(pw.to_string());
-                }
-            }
-        }
-        if let Some((_, query)) = url.split_once('?') {
-            for pair in query.split('&') {
-                if let Some(pw) = pair.strip_prefix("password=") {
-                    secrets.push(pw.to_string());
-                }
-            }
-        }
+        let mut secrets = passwords_of(url);
         let decoded: Vec<String> = secrets.iter().map(|s| percent_decode(s)).collect();
         secrets.extend(decoded);
         secrets.retain(|s| !s.is_empty());
@@ -88,25 +73,6 @@ impl Redactor {
     }
 }
 
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        let hex = |c: u8| (c as char).to_digit(16);
-        if b[i] == b'%' && i + 2 < b.len() {
-            if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
-                out.push((h * 16 + l) as u8);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 /// The advisory-lock id of a key. Keys are 64 hex digits, so their first 16
 /// are already uniformly distributed; anything else is hashed (FNV-1a, stable
 /// across processes and versions, unlike std's hasher).
@@ -127,6 +93,30 @@ pub(super) fn lock_id(key: &str) -> i64 {
 // ---------------------------------------------------------------------------
 // PostgreSQL
 // ---------------------------------------------------------------------------
+
+/// A failed first connection, said plainly where the cause is common: a
+/// missing database gets its name and how to create it (the server's own
+/// text trails off into the source line that raised it).
+fn connect_failed(redact: &Redactor, connect: &PgConnectOptions, e: &sqlx::Error) -> Error {
+    let code = e
+        .as_database_error()
+        .and_then(|d| d.code().map(|c| c.into_owned()));
+    if code.as_deref() == Some("3D000") {
+        let db = connect.get_database().unwrap_or(connect.get_username());
+        return Error::DurableUnavailable(redact.scrub(format!(
+            "connecting to PostgreSQL ({}): database \"{db}\" does not exist on {}:{}; \
+             create it (createdb -h {} -p {} -U {} '{db}', or CREATE DATABASE \"{db}\") \
+             or point databaseUrl at one that exists",
+            redact.shown(),
+            connect.get_host(),
+            connect.get_port(),
+            connect.get_host(),
+            connect.get_port(),
+            connect.get_username(),
+        )));
+    }
+    redact.unavailable("connecting to PostgreSQL", e)
+}
 
 /// Complete rows only; legacy rows get their scenario count from the
 /// `scenario_states.scenarios` array and their time from `created_at` (ours
@@ -217,7 +207,7 @@ impl PgStore {
         let probe = tokio::time::timeout(opts.timeout, PgConnection::connect_with(&connect))
             .await
             .map_err(|_| redact.unavailable("connecting to PostgreSQL", &"timed out"))?
-            .map_err(|e| redact.unavailable("connecting to PostgreSQL", &e))?;
+            .map_err(|e| connect_failed(&redact, &connect, &e))?;
         let _ = probe.close().await;
         if opts.run_migrations {
             migrate(&connect, opts.timeout, &redact).await?;
@@ -317,6 +307,14 @@ impl PgStore {
             .await
             .map_err(|e| self.redact.write_failed("committing the matrix", &e))?;
         Ok((entry, true))
+    }
+
+    pub async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map(drop)
+            .map_err(|e| self.redact.unavailable("pinging PostgreSQL", &e))
     }
 
     pub async fn delete(&self, key: &str) -> Result<bool> {

@@ -326,10 +326,13 @@ impl RedisTier {
             let _ = rustls::crypto::ring::default_provider().install_default();
         }
         let client = redis::Client::open(url).map_err(|e| {
-            Error::InvalidArgument(format!(
-                "redisUrl {}: {e}",
-                crate::tier::durable::redact_password(url)
-            ))
+            // The URL is not echoed: a malformed one has no shape to find its
+            // password by. The parser's own message is scrubbed of any it has.
+            let mut msg = format!("redisUrl is not a valid Redis URL: {e}");
+            for secret in crate::tier::durable::passwords_of(url) {
+                msg = msg.replace(&secret, "***");
+            }
+            Error::InvalidArgument(msg)
         })?;
         Ok(RedisTier {
             link: Arc::new(Link {
@@ -417,6 +420,17 @@ impl RedisTier {
             .arg("EX")
             .arg(self.ttl_seconds);
         self.link.run::<()>(&cmd, bytes).await
+    }
+
+    /// A `PING` within the timeout, whatever the breaker says, and without
+    /// moving it: a readiness probe looks, it does not decide.
+    pub async fn ping(&self) -> Result<()> {
+        let t = self.link.timeout;
+        self.link
+            .send::<String>(&redis::cmd("PING"), t, t, 0)
+            .await
+            .map(drop)
+            .map_err(|f| redis_err(f.message))
     }
 
     /// Deletes the keys; returns how many existed. Fails while the breaker is

@@ -198,6 +198,14 @@ impl SqliteStore {
         Ok((entry, true))
     }
 
+    pub async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map(drop)
+            .map_err(|e| self.unavailable("pinging SQLite", &e))
+    }
+
     pub async fn delete(&self, key: &str) -> Result<bool> {
         let done = sqlx::query("DELETE FROM scenario_matrices WHERE matrix_key = ?1")
             .bind(key)
