@@ -99,6 +99,12 @@ export interface CacheOptions {
   databaseTimeoutMs?: number
   /** Database pool size, 1..=1000. Default 8. */
   databaseMaxConnections?: number
+  /** A lookup call taking at least this many ms is reported to `onEvent` as `slowCall`, 1..=3600000. Default 1000. */
+  slowCallMs?: number
+  /** Receives events as they happen (README "Events"): tier errors, breaker changes, corrupt
+   * copies, repairs, slow calls. Called on the JS thread, soon after; nothing is printed
+   * unless it prints. An exception it throws becomes a process warning, not a crash. */
+  onEvent?: (event: CacheEvent) => void
 }
 
 /* The runtime objects behind the string unions generated below (`export type MatrixCodec = ...`):
@@ -151,6 +157,20 @@ export declare class ScenarioMatrixCache {
   flush(): Promise<void>
   /** Waits for background writes and closes the connections; later calls reject with `E_CLOSED`. */
   close(): Promise<void>
+}
+
+/** What `onEvent` receives (README "Events"). */
+export interface CacheEvent {
+  kind: 'tierError' | 'breakerOpened' | 'breakerClosed' | 'corruptEntry' | 'repair' | 'slowCall'
+  /** `redis` or `durable`, when one tier is concerned. */
+  tier?: string
+  key?: string
+  /** What happened, in words (never with a password). */
+  message?: string
+  /** The call's duration, for `slowCall`. */
+  ms?: number
+  /** When it happened: milliseconds since the Unix epoch. */
+  time: number
 }
 
 export interface CacheStats {

@@ -8,6 +8,7 @@ import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 
 import {
+  canonicalKey,
   compressMatrix,
   decompressMatrix,
   isScenarioMatrixCacheError,
@@ -238,5 +239,44 @@ describe('ping', () => {
     expect((await none.ping()).redis).toBeUndefined()
     await none.close()
     await expect(none.ping()).rejects.toMatchObject({ code: 'E_CLOSED' })
+  })
+})
+
+describe('onEvent', () => {
+  it('hears the breaker open and slow calls, and survives a throwing listener', async () => {
+    const events: Array<{ kind: string; tier?: string; key?: string; ms?: number; message?: string }> = []
+    const warnings: string[] = []
+    const onWarning = (w: Error) => warnings.push(w.message)
+    process.on('warning', onWarning)
+    const cache = await ScenarioMatrixCache.open({
+      databaseUrl: sqlite('events.db'),
+      // Nothing listens on port 1: the breaker opens at open().
+      redisUrl: 'redis://:s3cret@127.0.0.1:1',
+      slowCallMs: 1,
+      onEvent: (e) => {
+        events.push(e)
+        if (e.kind === 'slowCall') throw new Error('a listener bug')
+      },
+    })
+    const c = config('events', 20_000)
+    await cache.getOrGenerate(c)
+    // Events arrive on the JS thread shortly after.
+    for (let i = 0; i < 50 && !events.some((e) => e.kind === 'slowCall'); i++) await new Promise((r) => setTimeout(r, 10))
+    await new Promise((r) => setImmediate(r))
+    process.off('warning', onWarning)
+    const opened = events.find((e) => e.kind === 'breakerOpened')
+    expect(opened?.tier).toBe('redis')
+    expect(opened?.message).not.toContain('s3cret')
+    const slow = events.find((e) => e.kind === 'slowCall')
+    expect(slow?.key).toBe(canonicalKey(c))
+    expect(slow?.message).toBe('generated')
+    expect(slow?.ms).toBeGreaterThanOrEqual(1)
+    expect(warnings.some((w) => w.includes('a listener bug'))).toBe(true)
+    await cache.close()
+  })
+
+  it('must be a function', async () => {
+    const e = await rejection(() => ScenarioMatrixCache.open({ databaseUrl: sqlite('events.db'), onEvent: 'log' } as never))
+    expect(e.message).toContain('onEvent: expected a function')
   })
 })

@@ -31,6 +31,7 @@ use futures::future::{BoxFuture, FutureExt, Shared};
 use crate::codec::{self, Codec};
 use crate::config::ScenarioConfig;
 use crate::error::{Error, Result};
+use crate::events::{Event, EventKind, Events};
 use crate::stats::{Outcome, Stats, StatsSnapshot};
 use crate::tier::durable::{Durable, DurableOptions, DurableUrl, DEFAULT_SQLITE_PATH};
 use crate::tier::memory::MemoryTier;
@@ -67,6 +68,11 @@ pub struct CacheOptions {
     pub database_timeout_ms: Option<u64>,
     /// Durable store pool size. Default 8.
     pub database_max_connections: Option<u32>,
+    /// Where events go (tier errors, breaker changes, corrupt copies,
+    /// repairs, slow calls). Default: nowhere.
+    pub on_event: Events,
+    /// A call taking at least this long is reported as a `SlowCall` event. Default 1000 ms.
+    pub slow_call_ms: Option<u64>,
 }
 
 pub const DEFAULT_MEMORY_MAX_BYTES: u64 = 128 * 1024 * 1024;
@@ -75,6 +81,7 @@ pub const DEFAULT_REDIS_KEY_PREFIX: &str = "scenario-matrix:";
 pub const DEFAULT_REDIS_TIMEOUT_MS: u64 = 100;
 pub const DEFAULT_REDIS_MIN_THROUGHPUT_MBPS: f64 = 10.0;
 pub const DEFAULT_REDIS_BREAKER_COOLDOWN_MS: u64 = 1000;
+pub const DEFAULT_SLOW_CALL_MS: u64 = 1000;
 
 /// A result: the stored entry (columns in the key's bucket order) and where
 /// it came from. [`Hit::for_caller`] gives a caller its own copy in its order.
@@ -165,6 +172,9 @@ struct Inner {
     /// Orders memory fills against invalidations' removals (the epoch check
     /// and the insert happen under it).
     fill_lock: Mutex<()>,
+    events: Events,
+    /// Calls at least this long are reported (`SlowCall`).
+    slow_call: Duration,
     /// Keys whose Redis copies an invalidation could not delete: never read
     /// from Redis here, and deleted again by the next invalidation.
     unreached: Mutex<HashSet<String>>,
@@ -219,6 +229,7 @@ impl Cache {
                         timeout: Duration::from_millis(redis_timeout),
                         min_rate: min_throughput * 1e6,
                         cooldown: Duration::from_millis(cooldown),
+                        events: opts.on_event.clone(),
                     },
                 )?;
                 tier.connect().await;
@@ -241,6 +252,8 @@ impl Cache {
                 invalidating: AtomicU64::new(0),
                 fill_lock: Mutex::new(()),
                 unreached: Mutex::new(HashSet::new()),
+                events: opts.on_event,
+                slow_call: Duration::from_millis(opts.slow_call_ms.unwrap_or(DEFAULT_SLOW_CALL_MS)),
             }),
         })
     }
@@ -321,14 +334,14 @@ impl Cache {
         keep_matrix: bool,
     ) -> Result<Hit> {
         let started = Instant::now();
-        let result = self.join_or_lead(cfg, key, keep_matrix).await;
+        let result = self.join_or_lead(cfg, key.clone(), keep_matrix).await;
         let outcome = match &result {
             Ok((hit, _)) if hit.source != Source::Generated => Outcome::Hit(hit.source),
             Ok((_, true)) => Outcome::Joined,
             Ok((_, false)) => Outcome::Generated,
             Err(_) => Outcome::Failed,
         };
-        self.inner.stats.record_call(outcome, started.elapsed());
+        self.finished(&key, outcome, started.elapsed());
         result.map(|(hit, _)| hit)
     }
 
@@ -390,6 +403,19 @@ impl Cache {
         self.inner.stats.record_to_caller(source, took);
     }
 
+    /// Counts a finished call, and reports it when slow.
+    fn finished(&self, key: &str, outcome: Outcome, took: Duration) {
+        self.inner.stats.record_call(outcome, took);
+        if took >= self.inner.slow_call {
+            self.inner.events.emit(|| {
+                Event::new(EventKind::SlowCall)
+                    .key(key)
+                    .message(outcome.as_str())
+                    .ms(took.as_secs_f64() * 1000.0)
+            });
+        }
+    }
+
     /// Counts a lookup call that was refused before it reached the cache (a
     /// config or argument the binding could not read), so `calls` has it.
     pub fn record_refused(&self) {
@@ -409,7 +435,7 @@ impl Cache {
             Ok(None) => Outcome::NotFound,
             Err(_) => Outcome::Failed,
         };
-        self.inner.stats.record_call(outcome, started.elapsed());
+        self.finished(key, outcome, started.elapsed());
         result
     }
 
@@ -571,7 +597,7 @@ impl Inner {
                 },
             )
             .await
-            .inspect_err(|_| self.stats.durable.error())?;
+            .inspect_err(|e| self.tier_failed("durable", key, e))?;
         let (entry, source, matrix) = if inserted {
             self.stats.generations.fetch_add(1, Relaxed);
             let matrix = generated.lock().expect("slot lock").take();
@@ -636,7 +662,11 @@ impl Inner {
                         }
                         // Counted as corrupt; the durable copy (or a new one) overwrites it.
                         _ => {
-                            self.stats.corrupt_entries.fetch_add(1, Relaxed);
+                            self.corrupt_seen(
+                                Some("redis"),
+                                key,
+                                "a checksum, length or shape check failed",
+                            );
                             self.stats.redis.miss();
                         }
                     }
@@ -645,20 +675,24 @@ impl Inner {
                     // A legacy value of another shape than the key's is corrupt
                     // (counted; the answer below overwrites it).
                     if cfg.is_some_and(|c| view::check_fits(&legacy.metadata, c).is_err()) {
-                        self.stats.corrupt_entries.fetch_add(1, Relaxed);
+                        self.corrupt_seen(
+                            Some("redis"),
+                            key,
+                            "a legacy value of another shape than the key's",
+                        );
                     } else {
                         legacy_value = Some(legacy);
                     }
                     self.stats.redis.miss();
                 }
-                Ok(Lookup::Undecodable(_)) => {
-                    self.stats.corrupt_entries.fetch_add(1, Relaxed);
+                Ok(Lookup::Undecodable(why)) => {
+                    self.corrupt_seen(Some("redis"), key, &why);
                     self.stats.redis.miss();
                 }
                 Ok(Lookup::Outdated) | Ok(Lookup::Miss) => self.stats.redis.miss(),
                 // Counted by the breaker.
                 Ok(Lookup::Skipped) => {}
-                Err(_) => self.stats.redis.error(),
+                Err(e) => self.tier_failed("redis", key, &e),
             }
         }
 
@@ -666,7 +700,7 @@ impl Inner {
             .durable
             .get(key)
             .await
-            .inspect_err(|_| self.stats.durable.error())?;
+            .inspect_err(|e| self.tier_failed("durable", key, e))?;
         let Some(entry) = found else {
             self.stats.durable.miss();
             return match (legacy_value, cfg) {
@@ -750,7 +784,7 @@ impl Inner {
         self.durable
             .delete(key)
             .await
-            .inspect_err(|_| self.stats.durable.error())?;
+            .inspect_err(|e| self.tier_failed("durable", key, e))?;
         let (entry, inserted) = self
             .durable
             .get_or_replace(
@@ -760,7 +794,7 @@ impl Inner {
                 move || async move { Ok(fresh) },
             )
             .await
-            .inspect_err(|_| self.stats.durable.error())?;
+            .inspect_err(|e| self.tier_failed("durable", key, e))?;
         let entry = if inserted {
             entry
         } else {
@@ -775,8 +809,14 @@ impl Inner {
                 }
             }
         };
-        self.stats.corrupt_entries.fetch_add(1, Relaxed);
+        self.corrupt_seen(Some("durable"), key, why);
         self.stats.repairs.fetch_add(1, Relaxed);
+        self.events.emit(|| {
+            Event::new(EventKind::Repair)
+                .tier("durable")
+                .key(key)
+                .message(format!("regenerated, proven equal and rewritten ({why})"))
+        });
         self.fill(&entry, epoch, true);
         Ok(Some(Hit {
             entry,
@@ -809,7 +849,7 @@ impl Inner {
                 move || async move { Ok(adopted) },
             )
             .await
-            .inspect_err(|_| self.stats.durable.error())?;
+            .inspect_err(|e| self.tier_failed("durable", key, e))?;
         let (entry, source) = if inserted {
             self.stats.legacy_rewrites.fetch_add(1, Relaxed);
             (entry, Source::Redis)
@@ -827,8 +867,34 @@ impl Inner {
         }))
     }
 
-    fn corrupt(&self, key: &str, why: &str) -> Error {
+    /// A failed request to `tier`: counted, and reported to the event sink.
+    fn tier_failed(&self, tier: &'static str, key: &str, e: &Error) {
+        match tier {
+            "redis" => self.stats.redis.error(),
+            _ => self.stats.durable.error(),
+        }
+        self.events.emit(|| {
+            Event::new(EventKind::TierError)
+                .tier(tier)
+                .key(key)
+                .message(e)
+        });
+    }
+
+    /// A stored copy that failed its checks: counted, and reported.
+    fn corrupt_seen(&self, tier: Option<&'static str>, key: &str, why: &str) {
         self.stats.corrupt_entries.fetch_add(1, Relaxed);
+        self.events.emit(|| {
+            let e = Event::new(EventKind::CorruptEntry).key(key).message(why);
+            match tier {
+                Some(t) => e.tier(t),
+                None => e,
+            }
+        });
+    }
+
+    fn corrupt(&self, key: &str, why: &str) -> Error {
+        self.corrupt_seen(Some("durable"), key, why);
         Error::Corrupt(format!(
             "stored matrix {key} is unreadable ({why}); invalidate it to regenerate"
         ))
@@ -859,8 +925,8 @@ impl Inner {
             return Ok(Normalised::Unusable);
         }
         if let Some(cfg) = cfg {
-            if view::check_fits(m, cfg).is_err() {
-                self.stats.corrupt_entries.fetch_add(1, Relaxed);
+            if let Err(e) = view::check_fits(m, cfg) {
+                self.corrupt_seen(None, &m.config_hash, &e.to_string());
                 return Ok(Normalised::Unusable);
             }
         }
@@ -976,8 +1042,13 @@ impl Inner {
         match r.delete(&all).await {
             Ok(n) => Ok(n > 0),
             Err(e) => {
-                self.stats.redis.error();
                 let n = all.len();
+                self.stats.redis.error();
+                self.events.emit(|| {
+                    Event::new(EventKind::TierError)
+                        .tier("redis")
+                        .message(format!("deleting {n} keys: {e}"))
+                });
                 self.unreached.lock().expect("unreached lock").extend(all);
                 Err(Error::InvalidationIncomplete(format!(
                     "the durable store no longer holds the matrices, but {n} Redis copies could not be deleted ({e}); this process will not serve them, and the next invalidate or invalidateFund call retries them"

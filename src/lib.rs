@@ -12,6 +12,7 @@ pub mod cache;
 pub mod codec;
 pub mod config;
 pub mod error;
+pub mod events;
 pub mod generator;
 pub mod js_number;
 pub mod key;

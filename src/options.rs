@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 const MAX_SAFE_INTEGER: f64 = 9_007_199_254_740_991.0;
 
 /// Every option, in the order the README lists them.
-pub const NAMES: [&str; 11] = [
+pub const NAMES: [&str; 13] = [
     "databaseUrl",
     "redisUrl",
     "memoryMaxBytes",
@@ -24,6 +24,8 @@ pub const NAMES: [&str; 11] = [
     "redisBreakerCooldownMs",
     "databaseTimeoutMs",
     "databaseMaxConnections",
+    "slowCallMs",
+    "onEvent",
 ];
 
 /// Reads the options object (`undefined` or `null`: all defaults). A member
@@ -71,6 +73,12 @@ pub fn from_value(v: &Value) -> Result<CacheOptions> {
             "databaseMaxConnections" => {
                 integer(value, 1.0, 1000.0).map(|n| o.database_max_connections = Some(n as u32))
             }
+            "slowCallMs" => integer(value, 1.0, 3_600_000.0).map(|n| o.slow_call_ms = Some(n)),
+            // The binding takes the function itself; here it is only checked.
+            "onEvent" => match value {
+                Value::Unsupported("function") => Ok(()),
+                other => Err(format!("expected a function, got {}", other.describe())),
+            },
             unknown => Err(unknown_name(unknown)),
         };
         if let Err(wanted) = read {
@@ -246,6 +254,22 @@ mod tests {
             assert!(m.contains(want), "{json}: {m}");
         }
         assert!(message("[]").contains("options must be an object"));
+    }
+
+    #[test]
+    fn on_event_is_a_function_and_slow_call_ms_a_duration() {
+        let with = |name: &str, v: Value| from_value(&Value::Object(vec![(name.into(), v)]));
+        assert!(with("onEvent", Value::Unsupported("function")).is_ok());
+        let m = message(r#"{"onEvent":"log"}"#);
+        assert!(
+            m.contains(r#"onEvent: expected a function, got "log" (string)"#),
+            "{m}"
+        );
+        assert_eq!(
+            read(r#"{"slowCallMs":250}"#).unwrap().slow_call_ms,
+            Some(250)
+        );
+        assert!(message(r#"{"slowCallMs":0}"#).contains("slowCallMs: expected an integer from 1"));
     }
 
     #[test]

@@ -11,6 +11,7 @@ use base64::Engine;
 use common::{config, drop_redis_prefix, redis_conn, unique, TestDb, REDIS_URL};
 use redis::AsyncCommands;
 use scenario_matrix_cache::cache::{Cache, CacheOptions};
+use scenario_matrix_cache::events::{Event, EventKind, Events};
 use scenario_matrix_cache::tier::Source;
 use scenario_matrix_cache::{codec, key};
 
@@ -721,11 +722,25 @@ async fn damaged_payloads_are_never_served_and_durable_rows_are_repaired_when_pr
     let last = raw.len() - 1;
     raw[last] ^= 0x10;
     let _: () = r.set(format!("{prefix}{k}"), raw).await.unwrap();
-    let second = Cache::open(options(&db, &prefix)).await.unwrap();
+    let (events, seen) = collect_events();
+    let second = Cache::open(CacheOptions {
+        on_event: events,
+        ..options(&db, &prefix)
+    })
+    .await
+    .unwrap();
     let hit = second.get_or_generate(&cfg).await.unwrap();
     assert_eq!(hit.source, Source::Postgres);
     assert_eq!(hit.entry, good.entry);
     assert_eq!(second.stats().corrupt_entries, 1);
+    // Also reported as it happened, with the tier and the key.
+    let corrupt: Vec<Event> = seen.lock().unwrap().clone();
+    assert_eq!(corrupt.len(), 1, "{corrupt:?}");
+    assert_eq!(corrupt[0].kind, EventKind::CorruptEntry);
+    assert_eq!(
+        (corrupt[0].tier, corrupt[0].key.as_deref()),
+        (Some("redis"), Some(k.as_str()))
+    );
     second.close().await;
 
     // Damage in the durable store (the source of truth): a lookup by key
@@ -738,7 +753,13 @@ async fn damaged_payloads_are_never_served_and_durable_rows_are_repaired_when_pr
     };
     flip(200).execute(&mut c).await.unwrap();
     let _: () = r.del(format!("{prefix}{k}")).await.unwrap();
-    let third = Cache::open(options(&db, &prefix)).await.unwrap();
+    let (events, seen) = collect_events();
+    let third = Cache::open(CacheOptions {
+        on_event: events,
+        ..options(&db, &prefix)
+    })
+    .await
+    .unwrap();
     let err = third.get(&k).await.unwrap_err();
     assert_eq!(err.code(), "E_CORRUPT", "{err}");
     assert!(err.to_string().contains(&k));
@@ -748,6 +769,16 @@ async fn damaged_payloads_are_never_served_and_durable_rows_are_repaired_when_pr
     assert_eq!(hit.source, Source::Generated);
     assert_eq!(hit.entry.payload, good.entry.payload);
     assert_eq!(third.stats().repairs, 1);
+    let kinds: Vec<EventKind> = seen.lock().unwrap().iter().map(|e| e.kind).collect();
+    assert_eq!(
+        kinds,
+        [
+            EventKind::CorruptEntry,
+            EventKind::CorruptEntry,
+            EventKind::Repair
+        ],
+        "the lookup by key, then the call that repaired"
+    );
     let stored: Vec<u8> =
         sqlx::query_scalar("SELECT moic_matrix FROM scenario_matrices WHERE matrix_key = $1")
             .bind(&k)
@@ -909,4 +940,40 @@ async fn a_missing_database_is_named_with_how_to_create_it() {
         "{msg}"
     );
     assert!(!msg.contains("s3cret") && !msg.contains(" line "), "{msg}");
+}
+
+/// An event sink that keeps what it is told.
+fn collect_events() -> (Events, Arc<std::sync::Mutex<Vec<Event>>>) {
+    let seen: Arc<std::sync::Mutex<Vec<Event>>> = Arc::default();
+    let sink = seen.clone();
+    (Events::to(move |e| sink.lock().unwrap().push(e)), seen)
+}
+
+/// Slow calls are reported with their key, duration and outcome.
+#[tokio::test]
+async fn slow_calls_are_reported() {
+    let dir = std::env::temp_dir().join(unique("smc_slow"));
+    let (events, seen) = collect_events();
+    let cache = Cache::open(CacheOptions {
+        database_url: Some(format!("sqlite://{}/c.db", dir.display())),
+        redis_url: Some(String::new()),
+        slow_call_ms: Some(1),
+        on_event: events,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let cfg = config("slow", 20_000);
+    cache.get_or_generate(&cfg).await.unwrap();
+    let slow: Vec<Event> = seen.lock().unwrap().clone();
+    assert_eq!(slow.len(), 1, "{slow:?}");
+    assert_eq!(slow[0].kind, EventKind::SlowCall);
+    assert_eq!(
+        slow[0].key.as_deref(),
+        Some(key::canonical_key(&cfg).as_str())
+    );
+    assert_eq!(slow[0].message.as_deref(), Some("generated"));
+    assert!(slow[0].ms.unwrap() >= 1.0);
+    cache.close().await;
+    let _ = std::fs::remove_dir_all(dir);
 }

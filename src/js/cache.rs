@@ -8,8 +8,12 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use futures::FutureExt;
-use napi::bindgen_prelude::{BufferSlice, Float32Array, PromiseRaw, ToNapiValue, Unknown};
+use napi::bindgen_prelude::{
+    BufferSlice, Float32Array, Function, JsObjectValue, Object, PromiseRaw, ToNapiValue, Unknown,
+};
+use napi::threadsafe_function::ThreadsafeFunctionCallMode;
 use napi::Env;
+use napi::ValueType;
 use napi_derive::napi;
 use tokio::sync::OwnedSemaphorePermit;
 
@@ -20,6 +24,7 @@ use super::{
 };
 use crate::cache::{self, Cache, CallerCopy, Hit};
 use crate::config::ScenarioConfig;
+use crate::events::Events;
 use crate::scenario::Metadata;
 use crate::stats::{LatencySnapshot, StatsSnapshot, TierSnapshot};
 use crate::tier::Source;
@@ -118,6 +123,84 @@ fn result_js_now(env: &Env, hit: Hit, cfg: &ScenarioConfig) -> napi::Result<Scen
         compressed: compressed_matrix(data.into_buffer(env)?, rows, cols),
         metadata: metadata_js(order.metadata(&hit.entry.metadata), hit.source),
     })
+}
+
+/// What `onEvent` receives (README "Events").
+#[napi(object)]
+pub struct CacheEvent {
+    #[napi(
+        ts_type = "'tierError' | 'breakerOpened' | 'breakerClosed' | 'corruptEntry' | 'repair' | 'slowCall'"
+    )]
+    pub kind: String,
+    /// `redis` or `durable`, when one tier is concerned.
+    pub tier: Option<String>,
+    pub key: Option<String>,
+    /// What happened, in words (never with a password).
+    pub message: Option<String>,
+    /// The call's duration, for `slowCall`.
+    pub ms: Option<f64>,
+    /// When it happened: milliseconds since the Unix epoch.
+    pub time: f64,
+}
+
+/// The `onEvent` option as a sink the runtime's threads can call: a
+/// threadsafe function that does not keep the process alive. Its type was
+/// checked with the other options; anything but a function is left to that.
+fn event_sink(options: &Unknown) -> crate::Result<Option<Events>> {
+    let unreadable = |e: napi::Error| Error::InvalidArgument(format!("onEvent: {}", e.reason));
+    if options.get_type().map_err(unreadable)? != ValueType::Object {
+        return Ok(None);
+    }
+    // SAFETY: napi just reported an object.
+    let obj: Object = unsafe { options.cast() }.map_err(unreadable)?;
+    let f: Unknown = obj.get_named_property("onEvent").map_err(unreadable)?;
+    if f.get_type().map_err(unreadable)? != ValueType::Function {
+        return Ok(None);
+    }
+    // SAFETY: napi just reported a function.
+    let f: Function<CacheEvent, Unknown> = unsafe { f.cast() }.map_err(unreadable)?;
+    let tsfn = f
+        .build_threadsafe_function()
+        .callee_handled::<false>()
+        .weak::<true>()
+        .build()
+        .map_err(unreadable)?;
+    Ok(Some(Events::to(move |e| {
+        let event = CacheEvent {
+            kind: e.kind.as_str().to_string(),
+            tier: e.tier.map(str::to_string),
+            key: e.key,
+            message: e.message,
+            ms: e.ms,
+            time: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64() * 1000.0),
+        };
+        // Non-blocking: a full queue drops the event rather than stall a call.
+        // Asking for the return value is what lets an exception the listener
+        // throws come back here instead of crashing the process.
+        tsfn.call_with_return_value(
+            event,
+            ThreadsafeFunctionCallMode::NonBlocking,
+            |returned, env| {
+                if let Err(e) = returned {
+                    warn(&env, &format!("onEvent threw: {}", e.reason));
+                }
+                Ok(())
+            },
+        );
+    })))
+}
+
+/// `process.emitWarning(message)`, best effort.
+fn warn(env: &Env, message: &str) {
+    let emitted = (|| -> napi::Result<()> {
+        let process: Object = env.get_global()?.get_named_property("process")?;
+        let emit: Function<String, Unknown> = process.get_named_property("emitWarning")?;
+        emit.call(message.to_string())?;
+        Ok(())
+    })();
+    drop(emitted);
 }
 
 /// One store's answer to `ping()`.
@@ -304,7 +387,14 @@ impl ScenarioMatrixCache {
         options: Option<Unknown>,
     ) -> napi::Result<PromiseRaw<'e, ScenarioMatrixCache>> {
         let opts = match &options {
-            Some(v) => read_value(v, "the options").and_then(|v| crate::options::from_value(&v)),
+            Some(v) => read_value(v, "the options")
+                .and_then(|value| crate::options::from_value(&value))
+                .and_then(|mut o| {
+                    if let Some(sink) = event_sink(v)? {
+                        o.on_event = sink;
+                    }
+                    Ok(o)
+                }),
             None => Ok(cache::CacheOptions::default()),
         };
         promise(env, async move { Cache::open(opts?).await }, |_, c| {

@@ -48,6 +48,7 @@ use tokio::sync::Mutex;
 use super::Entry;
 use crate::codec::Codec;
 use crate::error::{Error, Result};
+use crate::events::{Event, EventKind, Events};
 use crate::scenario::Metadata;
 
 const MAGIC: &[u8; 4] = b"SMCR";
@@ -86,6 +87,8 @@ pub struct RedisOptions {
     pub min_rate: f64,
     /// Pause between probes while the breaker is open.
     pub cooldown: Duration,
+    /// Told when the breaker opens and closes.
+    pub events: Events,
 }
 
 /// The breaker's counters, for `stats()`.
@@ -121,6 +124,7 @@ struct Link {
     min_rate: f64,
     cooldown: Duration,
     open: AtomicBool,
+    events: Events,
     openings: AtomicU64,
     skipped: AtomicU64,
     /// Set by `close`: no more connections, the probe stops.
@@ -217,7 +221,7 @@ impl Link {
             Ok(v) => Ok(v),
             Err(Failure { message, transport }) => {
                 if let Some(generation) = transport {
-                    self.trip(generation);
+                    self.trip(generation, &message);
                 }
                 Err(redis_err(message))
             }
@@ -278,7 +282,7 @@ impl Link {
     /// Opens the breaker (once) and starts the probe that closes it. A
     /// failure on an older connection than the current one (a request sent
     /// before the last recovery) is stale and changes nothing.
-    fn trip(self: &Arc<Self>, generation: Option<u64>) {
+    fn trip(self: &Arc<Self>, generation: Option<u64>, why: &str) {
         if self.shut.load(SeqCst)
             || generation.is_some_and(|g| g != self.generation.load(SeqCst))
             || self.open.swap(true, SeqCst)
@@ -286,6 +290,11 @@ impl Link {
             return;
         }
         self.openings.fetch_add(1, SeqCst);
+        self.events.emit(|| {
+            Event::new(EventKind::BreakerOpened)
+                .tier("redis")
+                .message(crate::tier::durable::redact_password(why))
+        });
         let link = self.clone();
         tokio::spawn(async move {
             // The sick connection is dropped: the probe, and then calls, use a new one.
@@ -302,6 +311,11 @@ impl Link {
                     .is_ok();
                 if answered {
                     link.open.store(false, SeqCst);
+                    link.events.emit(|| {
+                        Event::new(EventKind::BreakerClosed)
+                            .tier("redis")
+                            .message("a probe got an answer: Redis is used again")
+                    });
                     return;
                 }
                 *link.conn.lock().await = None;
@@ -346,6 +360,7 @@ impl RedisTier {
                 min_rate: opts.min_rate,
                 cooldown: opts.cooldown,
                 open: AtomicBool::new(false),
+                events: opts.events,
                 openings: AtomicU64::new(0),
                 skipped: AtomicU64::new(0),
                 shut: AtomicBool::new(false),
@@ -358,8 +373,8 @@ impl RedisTier {
     /// Connects once, within the timeout; if that fails the breaker opens
     /// and its probe keeps trying, so no call ever waits to connect.
     pub async fn connect(&self) {
-        if self.link.connection(self.link.timeout).await.is_err() {
-            self.link.trip(None);
+        if let Err(why) = self.link.connection(self.link.timeout).await {
+            self.link.trip(None, &format!("connecting: {why}"));
         }
     }
 
