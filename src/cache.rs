@@ -988,8 +988,8 @@ impl Inner {
                     return;
                 }
                 if let Some(r) = &inner.redis {
-                    if r.put(&e).await.is_err() {
-                        inner.stats.redis.error();
+                    if let Err(err) = r.put(&e).await {
+                        inner.tier_failed("redis", &e.metadata.config_hash, &err);
                     }
                 }
             });

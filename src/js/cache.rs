@@ -143,6 +143,10 @@ pub struct CacheEvent {
     pub time: f64,
 }
 
+/// Events waiting for the JS thread; beyond this many, new ones are dropped
+/// rather than pile up while it is busy.
+const EVENT_QUEUE: usize = 1024;
+
 /// The `onEvent` option as a sink the runtime's threads can call: a
 /// threadsafe function that does not keep the process alive. Its type was
 /// checked with the other options; anything but a function is left to that.
@@ -163,6 +167,7 @@ fn event_sink(options: &Unknown) -> crate::Result<Option<Events>> {
         .build_threadsafe_function()
         .callee_handled::<false>()
         .weak::<true>()
+        .max_queue_size::<EVENT_QUEUE>()
         .build()
         .map_err(unreadable)?;
     Ok(Some(Events::to(move |e| {

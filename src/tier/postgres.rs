@@ -190,7 +190,7 @@ impl PgStore {
     pub async fn open(url: &str, opts: &DurableOptions) -> Result<Self> {
         let redact = Redactor::new(url);
         let mut connect = PgConnectOptions::from_str(url)
-            .map_err(|e| redact.unavailable("invalid PostgreSQL URL", &e))?;
+            .map_err(|e| Error::InvalidArgument(redact.msg("invalid PostgreSQL URL", &e)))?;
         // Every statement is bounded by the timeout (server side, so a slow
         // query is cancelled cleanly instead of poisoning a connection),
         // unless the URL already chose its own statement_timeout.
