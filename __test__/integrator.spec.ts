@@ -12,6 +12,7 @@ import {
   canonicalKey,
   compressMatrix,
   decompressMatrix,
+  generateScenarios,
   isScenarioMatrixCacheError,
   ScenarioMatrixCache,
   validateScenarioConfig,
@@ -108,6 +109,25 @@ describe('arguments of the wrong type reject with E_INVALID_ARGUMENT', () => {
     const m = new Float32Array([1, 2, 3, 4])
     const c = await compressMatrix(m, 2, 2)
     expect(Array.from(await decompressMatrix(c))).toEqual([1, 2, 3, 4])
+  })
+
+  it('an argument whose getter throws still rejects with a coded error', async () => {
+    const hostile = {
+      get fundId(): string {
+        throw new Error('a getter that throws')
+      },
+    }
+    for (const call of [
+      () => cache.getOrGenerate(hostile as never),
+      () => cache.getMatrix(hostile as never),
+      () => generateScenarios(hostile as never),
+      () => ScenarioMatrixCache.open({ get databaseUrl(): string { throw new Error('x') } } as never),
+    ]) {
+      const e = await rejection(call)
+      expect(e.code).toBe('E_INVALID_ARGUMENT')
+      expect(e.message).toContain('could not read')
+    }
+    expect(() => canonicalKey(hostile as never)).toThrow(expect.objectContaining({ code: 'E_INVALID_ARGUMENT' }))
   })
 
   it('reports NaN and Infinity in a config as given, not as null', () => {

@@ -40,6 +40,8 @@ where
     F: Future<Output = crate::Result<T>> + Send + 'static,
     C: FnOnce(&Env, T) -> napi::Result<J> + 'static,
 {
+    // An argument's getter may have thrown while it was read (see there).
+    super::clear_pending_exception(env);
     let guarded = async move {
         Ok(AssertUnwindSafe(fut)
             .catch_unwind()

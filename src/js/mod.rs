@@ -61,7 +61,27 @@ fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
 }
 
 fn sync_call<T>(env: &Env, f: impl FnOnce() -> crate::Result<T>) -> napi::Result<T> {
-    guarded(f).map_err(|e| js_error(env, &e))
+    guarded(f).map_err(|e| {
+        clear_pending_exception(env);
+        js_error(env, &e)
+    })
+}
+
+/// Reading an argument can run JS (a getter, a Proxy trap) that throws; napi
+/// reports the failure and leaves the exception pending, and a pending
+/// exception would replace our coded error (and make a promise-returning
+/// call throw). The reading code has already turned the failure into a coded
+/// error; the leftover exception is dropped here.
+fn clear_pending_exception(env: &Env) {
+    let mut pending = false;
+    // SAFETY: plain napi calls on the JS thread with a live env.
+    unsafe {
+        napi::sys::napi_is_exception_pending(env.raw(), &mut pending);
+        if pending {
+            let mut exception = std::ptr::null_mut();
+            napi::sys::napi_get_and_clear_last_exception(env.raw(), &mut exception);
+        }
+    }
 }
 
 fn parse_config(v: &Unknown) -> crate::Result<ScenarioConfig> {
@@ -365,8 +385,9 @@ pub fn validate_scenario_config(env: Env, config: Unknown) -> napi::Result<()> {
     ts_args_type = "config: ScenarioConfig",
     ts_return_type = "Promise<ScenarioResult>"
 )]
-pub fn generate_scenarios(config: Unknown) -> AsyncTask<Job<CallerCopy, ScenarioResult>> {
+pub fn generate_scenarios(env: Env, config: Unknown) -> AsyncTask<Job<CallerCopy, ScenarioResult>> {
     let parsed = guarded(|| parse_config(&config));
+    clear_pending_exception(&env);
     Job::new(
         move || {
             let cfg = parsed?;
@@ -408,6 +429,7 @@ pub fn compress_matrix(
             read_u32(&num_buckets, "numBuckets")?,
         ))
     });
+    clear_pending_exception(&env);
     Job::new(
         move || {
             let (matrix, num_scenarios, num_buckets) = args?;
@@ -437,6 +459,7 @@ pub fn decompress_matrix(env: Env, compressed: Unknown) -> AsyncTask<Job<Vec<f32
         };
         Ok((c.data, label, c.num_scenarios, c.num_buckets))
     });
+    clear_pending_exception(&env);
     Job::new(
         move || {
             let (data, label, rows, cols) = input?;
