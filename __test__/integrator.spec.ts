@@ -320,3 +320,29 @@ describe('package', () => {
     expect(required).toBeGreaterThanOrEqual(2)
   })
 })
+
+describe('URLs and the messages about them', () => {
+  it('names a missing PostgreSQL database and says how to create it', async () => {
+    const name = `smc_missing_${process.pid}_${Date.now()}`
+    const e = await rejection(() => ScenarioMatrixCache.open({ databaseUrl: `postgres://postgres:s3cret@127.0.0.1:5432/${name}`, redisUrl: '' }))
+    expect(e.code).toBe('E_DURABLE_UNAVAILABLE')
+    expect(e.message).toContain(`database "${name}" does not exist on 127.0.0.1:5432`)
+    expect(e.message).toContain(`createdb -h 127.0.0.1 -p 5432 -U postgres '${name}'`)
+    expect(e.message).not.toContain('s3cret')
+  })
+
+  it('refuses what it would misread, and never echoes a password', async () => {
+    for (const [databaseUrl, message] of [
+      ['postgres:/u:s3cret@127.0.0.1:5432/db', 'not a supported URL'],
+      [':memory:', 'in-memory SQLite is not supported'],
+      ['sqlite::memory:', 'in-memory SQLite is not supported'],
+      [`sqlite://${join(dir, 'ro.db')}?mode=ro`, 'SQLite URL parameters are not supported (mode=ro)'],
+      ['postgres://app:s3/cr?t@127.0.0.1:5432/db', 'invalid PostgreSQL URL'],
+    ]) {
+      const e = await rejection(() => ScenarioMatrixCache.open({ databaseUrl, redisUrl: '' }))
+      expect(e.code, databaseUrl).toBe('E_INVALID_ARGUMENT')
+      expect(e.message).toContain(message)
+      expect(e.message).not.toMatch(/s3cret|s3\/cr\?t/)
+    }
+  })
+})
