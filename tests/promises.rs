@@ -11,7 +11,7 @@ use std::io::Write;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{drop_redis_prefix, redis_conn, unique, TestDb, REDIS_URL};
+use common::{drop_redis_prefix, redis_conn, six, unique, TestDb, REDIS_URL};
 use redis::AsyncCommands;
 use scenario_matrix_cache::cache::{Cache, CacheOptions, Hit};
 use scenario_matrix_cache::codec::{self, Codec};
@@ -35,36 +35,6 @@ fn one_bucket(fund: &str, scenarios: u32) -> ScenarioConfig {
             "buckets": [{{"name": "Growth", "capitalAllocation": 100, "moicCalibration": {{"median": 2, "p90": 3}}}}],
             "correlationWeights": {{"macro": 0.5, "systematic": 0.25, "idiosyncratic": 0.25}},
             "recycling": {{"enabled": true, "mode": "same-bucket", "reinvestmentRate": 0.8, "avgHoldingPeriod": 5, "fundLifetime": 10}}}}"#
-    ))
-    .unwrap()
-}
-
-/// Six buckets with very different calibrations (as in tests/consistency.rs).
-/// `order` lists bucket indices in the caller's order.
-fn six(order: &[usize], scenarios: u32, fund: &str) -> ScenarioConfig {
-    const B: [(&str, f64, f64, f64); 6] = [
-        ("Zeta", 10.0, 10.0, 20.0),
-        ("Alpha", 20.0, 1.0, 2.0),
-        ("Série B", 15.0, 3.0, 9.0),
-        ("angel", 25.0, 0.5, 2.0),
-        ("Growth", 20.0, 2.0, 2.0),
-        ("Buyout", 10.0, 1.5, 4.5),
-    ];
-    let buckets: Vec<String> = order
-        .iter()
-        .map(|&i| {
-            let (n, a, m, p) = B[i];
-            format!(
-                r#"{{"name": "{n}", "capitalAllocation": {a}, "moicCalibration": {{"median": {m}, "p90": {p}}}}}"#
-            )
-        })
-        .collect();
-    ScenarioConfig::from_json_str(&format!(
-        r#"{{"fundId": "{fund}", "taxonomyVersion": "v1.2", "numScenarios": {scenarios},
-            "buckets": [{}],
-            "correlationWeights": {{"macro": 0.4, "systematic": 0.3, "idiosyncratic": 0.3}},
-            "recycling": {{"enabled": true, "reinvestmentRate": 0.6, "avgHoldingPeriod": 3, "fundLifetime": 10}}}}"#,
-        buckets.join(",")
     ))
     .unwrap()
 }

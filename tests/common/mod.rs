@@ -340,3 +340,33 @@ impl Drop for OwnPostgres {
             .output();
     }
 }
+
+/// Six buckets with very different calibrations, so a column under the wrong
+/// name would be obvious. `order` lists bucket indices in the caller's order.
+pub fn six(order: &[usize], scenarios: u32, fund: &str) -> scenario_matrix_cache::ScenarioConfig {
+    const B: [(&str, f64, f64, f64); 6] = [
+        ("Zeta", 10.0, 10.0, 20.0),
+        ("Alpha", 20.0, 1.0, 2.0),
+        ("Série B", 15.0, 3.0, 9.0),
+        ("angel", 25.0, 0.5, 2.0),
+        ("Growth", 20.0, 2.0, 2.0),
+        ("Buyout", 10.0, 1.5, 4.5),
+    ];
+    let buckets: Vec<String> = order
+        .iter()
+        .map(|&i| {
+            let (n, a, m, p) = B[i];
+            format!(
+                r#"{{"name": "{n}", "capitalAllocation": {a}, "moicCalibration": {{"median": {m}, "p90": {p}}}}}"#
+            )
+        })
+        .collect();
+    scenario_matrix_cache::ScenarioConfig::from_json_str(&format!(
+        r#"{{"fundId": "{fund}", "taxonomyVersion": "v1.2", "numScenarios": {scenarios},
+            "buckets": [{}],
+            "correlationWeights": {{"macro": 0.4, "systematic": 0.3, "idiosyncratic": 0.3}},
+            "recycling": {{"enabled": true, "reinvestmentRate": 0.6, "avgHoldingPeriod": 3, "fundLifetime": 10}}}}"#,
+        buckets.join(",")
+    ))
+    .unwrap()
+}
