@@ -10,9 +10,12 @@
 
 const binding = require('../index.js')
 const { addDeadlines } = require('./deadline.js')
+const { addWarm } = require('./warm.js')
 
 // `getOrGenerate`, `getMatrix` and `get` take `{ signal, timeoutMs }` (lib/deadline.js).
 addDeadlines(binding.ScenarioMatrixCache)
+// `warm(configs, { concurrency, onProgress })` (lib/warm.js), built on `ensure`.
+addWarm(binding.ScenarioMatrixCache)
 
 /** Every `code` the addon puts on its errors (`ErrorCode` in types/header.d.ts). */
 const ERROR_CODES = new Set([
