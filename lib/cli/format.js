@@ -51,16 +51,13 @@ function clip(text, n) {
   return s.length <= n ? s : `${s.slice(0, Math.max(0, n - 1))}…`
 }
 
-/** A number in a table cell: 4 significant digits, no exponent for common sizes. */
+/** A number in a table cell: two decimals (so the points line up), exponent form when tiny or huge. */
 function num(v) {
   if (v === null || v === undefined) return '-'
   if (!Number.isFinite(v)) return String(v)
   const a = Math.abs(v)
-  if (a !== 0 && (a < 0.001 || a >= 1e6)) return v.toExponential(2)
-  if (a >= 1000) return v.toFixed(0)
-  if (a >= 100) return v.toFixed(1)
-  if (a >= 10) return v.toFixed(2)
-  return v.toFixed(3)
+  if (a !== 0 && (a < 0.005 || a >= 1e6)) return v.toExponential(1)
+  return v.toFixed(2)
 }
 
 /**
@@ -88,4 +85,21 @@ function fields(pairs) {
   return pairs.map(([k, v]) => `${k.padEnd(w)}  ${v}`).join('\n')
 }
 
-module.exports = { WIDTH, int, bytes, ms, age, when, clip, num, table, fields }
+/** `1 row`, `3 rows` */
+const count = (n, one, many = `${one}s`) => `${int(n)} ${n === 1 ? one : many}`
+
+/** Words wrapped to `WIDTH`, every line after `indent` blanks. */
+function wrap(text, indent) {
+  const out = []
+  let line = ''
+  for (const word of String(text).split(/\s+/)) {
+    if (line && indent + line.length + 1 + word.length > WIDTH) {
+      out.push(line)
+      line = word
+    } else line = line ? `${line} ${word}` : word
+  }
+  if (line) out.push(line)
+  return out.map((l) => ' '.repeat(indent) + l).join('\n')
+}
+
+module.exports = { WIDTH, count, wrap, int, bytes, ms, age, when, clip, num, table, fields }

@@ -238,11 +238,12 @@ async function warmCommand(source, opts, cmd) {
       stopProgress()
     }
   })
-  for (const f of result.failed) failures.push({ entry: good[f.index], code: f.code, message: f.message })
+  for (const f of result.failed) failures.push({ entry: good[f.index], code: f.code, message: f.message, issues: f.issues })
   failures.sort((a, b) => a.entry - b.entry)
   const failed = failures.map((f) => {
     const e = entries[f.entry]
-    return { ...(e.line !== undefined ? { line: e.line } : { file: e.file }), code: f.code, message: f.message }
+    const where = e.line !== undefined ? { line: e.line } : { file: e.file }
+    return { ...where, code: f.code, message: f.message, ...(f.issues ? { issues: f.issues } : {}) }
   })
   if (opts.json) {
     printJson({
@@ -326,7 +327,7 @@ async function verifyCommand(opts, cmd) {
       problems,
     })
   } else {
-    print(`verified ${fmt.int(summary.rows)} rows of the ${summary.store} store in ${fmt.ms(summary.durationMs)}`)
+    print(`verified ${fmt.count(summary.rows, 'row')} of the ${summary.store} store in ${fmt.ms(summary.durationMs)}`)
     const fixedBy = (status) => problems.filter((p) => p.status === status && p.repaired).length
     const line = (label, n, extra = '') => `  ${label.padEnd(11)} ${fmt.int(n).padStart(9)}${extra ? `  ${extra}` : ''}`
     print(line('ok', counts.ok))
@@ -342,9 +343,9 @@ async function verifyCommand(opts, cmd) {
       print()
       for (const p of shown) {
         print(`${p.status.padEnd(11)} ${p.key}`)
-        if (p.detail) print(`${''.padEnd(11)} ${p.detail}`)
-        if (p.repaired) print(`${''.padEnd(11)} repaired: ${p.repaired}`)
-        if (p.repairError) print(`${''.padEnd(11)} repair failed: ${p.repairError.code}: ${p.repairError.message}`)
+        if (p.detail) print(fmt.wrap(p.detail, 12))
+        if (p.repaired) print(fmt.wrap(`repaired: ${p.repaired}`, 12))
+        if (p.repairError) print(fmt.wrap(`repair failed: ${p.repairError.code}: ${p.repairError.message}`, 12))
       }
     }
     const legacyLeft = problems.filter((p) => p.status === 'legacy' && !p.repaired).length
@@ -352,11 +353,14 @@ async function verifyCommand(opts, cmd) {
     if (remaining.length) {
       print(
         opts.repair
-          ? `${fmt.int(remaining.length)} damaged or unreadable rows remain: invalidate their keys so the next call regenerates them`
-          : `${fmt.int(remaining.length)} damaged or unreadable rows: run \`${NAME} verify --repair\``,
+          ? fmt.wrap(`${fmt.count(remaining.length, 'damaged or unreadable row')} left that --repair could not fix: invalidate each key (the next call with its config regenerates it)`, 0)
+          : `${fmt.count(remaining.length, 'damaged or unreadable row')}; to repair what can be:\n  ${NAME} verify --repair`,
       )
     }
-    if (legacyLeft && !opts.repair) print(`${fmt.int(legacyLeft)} legacy rows are readable; \`${NAME} verify --repair\` rewrites them in the current format`)
+    if (legacyLeft && !opts.repair) {
+      print(`${fmt.count(legacyLeft, 'legacy row')} (TypeScript-era, readable); to rewrite them in the current format:`)
+      print(`  ${NAME} verify --repair`)
+    }
   }
   if (remaining.length) process.exitCode = EXIT_FAILURE
 }
@@ -398,10 +402,13 @@ async function gcCommand(opts, cmd) {
     return
   }
   const scope = `older than ${opts.olderThan}${opts.fund !== undefined ? ` of fund ${JSON.stringify(opts.fund)}` : ''}`
-  if (result.dryRun) {
-    print(`dry run: would delete ${fmt.int(result.rows)} rows ${scope} and ${fmt.int(result.redisKeys)} Redis keys; nothing was deleted`)
+  if (result.rows === 0 && result.keys.length === 0) {
+    print(`no rows ${scope}: nothing to delete`)
+  } else if (result.dryRun) {
+    // The dry run does not ask Redis which copies exist: it names the rows only.
+    print(fmt.wrap(`dry run, nothing deleted: ${fmt.count(result.rows, 'row')} ${scope} would go, with their Redis keys`, 0))
   } else {
-    print(`deleted ${fmt.int(result.rows)} rows ${scope} and ${fmt.int(result.redisKeys)} Redis keys`)
+    print(fmt.wrap(`deleted ${fmt.count(result.rows, 'row')} ${scope} and ${fmt.count(result.redisKeys, 'Redis key')}`, 0))
   }
   for (const key of result.keys) print(`  ${key}`)
 }
@@ -511,8 +518,8 @@ function buildProgram() {
       'after',
       `
 Environment:
-  DATABASE_URL, REDIS_URL   used when --database-url / --redis-url are not given
-                            (prefer them: a password on the command line shows in ps)
+  DATABASE_URL, REDIS_URL  used when --database-url / --redis-url are not given
+                           (better for passwords: the command line shows in ps)
 
 Exit codes: 0 done, 1 the work failed or found problems, 2 a usage mistake.
 Run \`${NAME} <command> --help\` for each command, with an example.`,
@@ -621,6 +628,11 @@ function usageLine(message, helpCommand) {
 }
 
 async function main(argv = process.argv) {
+  // `... | head`: a reader that goes away ends the output quietly.
+  process.stdout.on('error', (err) => {
+    if (err.code === 'EPIPE') process.exit(process.exitCode ?? 0)
+    throw err
+  })
   process.once('SIGINT', () => {
     stopProgress()
     note('interrupted')

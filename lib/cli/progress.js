@@ -84,6 +84,7 @@ function plainProgress({ label, total, detail, stream }) {
     update(done, state) {
       last = { done, state }
       const tenth = total ? Math.floor((done / total) * 10) : 10
+      if (done === lastDone) return
       if (done >= total || tenth > lastTenth || Date.now() - lastAt >= PLAIN_EVERY_MS) {
         lastTenth = tenth
         print(done, state)
