@@ -2,7 +2,7 @@
 // private PostgreSQL database and Redis prefix (and a SQLite file where simpler): what
 // it prints, the files it writes, its exit codes.
 import { execFileSync } from 'node:child_process'
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
@@ -476,5 +476,36 @@ describe('with SQLite', () => {
     const stats = await runCli([...sqlite, 'stats', '--json'])
     expect(stats.code, stats.stderr).toBe(0)
     expect(JSON.parse(stats.stdout)).toMatchObject({ store: 'sqlite', rows: 1, redisKeys: null, byFund: [{ fundId: 'cli-sqlite', rows: 1 }] })
+  })
+})
+
+describe('package', () => {
+  const root = join(__dirname, '..')
+
+  it('publishes the bin, and `npx scenario-matrix-cache` works in a project that installed the package', () => {
+    const pkg = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8'))
+    expect(pkg.bin).toStrictEqual({ 'scenario-matrix-cache': 'bin/scenario-matrix-cache.js' })
+    expect(Object.keys(pkg.dependencies)).toEqual(expect.arrayContaining(['commander', 'cli-progress']))
+    const packed = execFileSync('npm', ['pack', '--dry-run', '--json', '--ignore-scripts'], { cwd: root, encoding: 'utf8' })
+    const files: string[] = JSON.parse(packed)[0].files.map((f: { path: string }) => f.path)
+    expect(files).toContain('bin/scenario-matrix-cache.js')
+    expect(files).toContain('lib/cli/main.js')
+
+    // What npm lays out on install: the package, and a .bin link to its bin (run by its shebang).
+    const project = mkdtempSync(join(tmpdir(), 'smc-npx-'))
+    try {
+      writeFileSync(join(project, 'package.json'), '{"name": "consumer", "private": true}')
+      mkdirSync(join(project, 'node_modules', '.bin'), { recursive: true })
+      symlinkSync(root, join(project, 'node_modules', 'scenario-matrix-cache'), 'dir')
+      symlinkSync('../scenario-matrix-cache/bin/scenario-matrix-cache.js', join(project, 'node_modules', '.bin', 'scenario-matrix-cache'))
+      const env = { ...process.env, npm_config_offline: 'true', npm_config_update_notifier: 'false' }
+      const help = execFileSync('npx', ['--no-install', 'scenario-matrix-cache', '--help'], { cwd: project, env, encoding: 'utf8' })
+      expect(help).toContain('Usage: scenario-matrix-cache [options] [command]')
+      writeFileSync(join(project, 'c.json'), JSON.stringify(config('cli-npx', 10)))
+      const key = execFileSync('npx', ['--no-install', 'scenario-matrix-cache', 'key', 'c.json'], { cwd: project, env, encoding: 'utf8' })
+      expect(key).toBe(`${canonicalKey(config('cli-npx', 10) as never)}\n`)
+    } finally {
+      rmSync(project, { recursive: true, force: true })
+    }
   })
 })
