@@ -367,18 +367,32 @@ async function verifyCommand(opts, cmd) {
 
 async function statsCommand(opts, cmd) {
   const globals = cmd.optsWithGlobals()
-  const report = await withCache(globals, (cache) => cache.storeReport())
+  const { report, redisError } = await withCache(globals, async (cache) => {
+    const r = await cache.storeReport()
+    // null says no Redis, or a Redis that did not answer: ask which.
+    const health = r.redisKeys === null ? await cache.ping() : undefined
+    const error = health?.redis && !health.redis.ok ? health.redis.error || 'no answer' : undefined
+    return { report: r, redisError: error }
+  })
   if (opts.json) {
-    printJson(report)
+    printJson(redisError === undefined ? report : { ...report, redisError })
     return
   }
+  const prefix = JSON.stringify(globals.redisKeyPrefix ?? 'scenario-matrix:')
   const rows = [
     ['store', report.store],
     ['rows', `${fmt.int(report.rows)}${report.legacyRows ? ` (${fmt.int(report.legacyRows)} legacy)` : ''}`],
     ['bytes', `${fmt.bytes(report.bytes)} of payload`],
     ['oldest', report.oldest ? `${fmt.when(report.oldest)} (${fmt.age(report.oldest)})` : '-'],
     ['newest', report.newest ? `${fmt.when(report.newest)} (${fmt.age(report.newest)})` : '-'],
-    ['redis keys', report.redisKeys === null ? 'no Redis' : `${fmt.int(report.redisKeys)} under ${JSON.stringify(globals.redisKeyPrefix ?? 'scenario-matrix:')}`],
+    [
+      'redis keys',
+      redisError !== undefined
+        ? fmt.clip(`unknown (${redisError})`, fmt.WIDTH - 12)
+        : report.redisKeys === null
+          ? 'no Redis (none given)'
+          : `${fmt.int(report.redisKeys)} under ${prefix}`,
+    ],
   ]
   print(fmt.fields(rows))
   if (report.byFund.length) {
@@ -416,7 +430,9 @@ async function gcCommand(opts, cmd) {
 /** Correlation matrix in blocks of columns that fit 80 characters. */
 function correlationText(names, m) {
   const n = names.length
-  const labelWidth = Math.min(18, Math.max(...names.map((s, i) => `${i + 1} ${s}`.length)))
+  const digits = String(n).length
+  const label = (i) => `${String(i + 1).padStart(digits)} ${names[i]}`
+  const labelWidth = Math.min(18, Math.max(...names.map((_, i) => label(i).length)))
   const cell = 6
   const perBlock = Math.max(1, Math.floor((fmt.WIDTH - labelWidth) / cell))
   const out = []
@@ -426,8 +442,7 @@ function correlationText(names, m) {
     if (c0 > 0) out.push('')
     out.push(''.padEnd(labelWidth) + cols.map((c) => String(c + 1).padStart(cell)).join(''))
     for (let r = 0; r < n; r++) {
-      const label = fmt.clip(`${r + 1} ${names[r]}`, labelWidth).padEnd(labelWidth)
-      out.push(label + cols.map((c) => (Number.isFinite(m[r][c]) ? m[r][c].toFixed(2) : '-').padStart(cell)).join(''))
+      out.push(fmt.clip(label(r), labelWidth).padEnd(labelWidth) + cols.map((c) => (Number.isFinite(m[r][c]) ? m[r][c].toFixed(2) : '-').padStart(cell)).join(''))
     }
   }
   return out.join('\n')
