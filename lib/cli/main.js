@@ -562,9 +562,9 @@ Run \`${NAME} <command> --help\` for each command, with an example.`,
   command('get')
     .summary('get or generate a matrix, and export it')
     .description(
-      'Get the matrix of a config from the cache, or generate and store it; print its source,\n' +
-        'latency, size and key, and with --out write it by the file extension: .npy (NumPy,\n' +
-        'float32, shape (scenarios, buckets)), .csv (a header row of bucket names) or .f32\n' +
+      'Get the matrix of a config from the cache, or generate and store it; print its source, ' +
+        'latency, size and key, and with --out write it by the file extension: .npy (NumPy, ' +
+        'float32, shape (scenarios, buckets)), .csv (a header row of bucket names) or .f32 ' +
         '(raw little-endian float32, row-major). Columns follow the config\'s bucket order.',
     )
     .argument('<config>', 'a config .json file, or - for stdin')
@@ -576,8 +576,8 @@ Run \`${NAME} <command> --help\` for each command, with an example.`,
   command('warm')
     .summary('get or generate many configs')
     .description(
-      'Get or generate every config of a JSONL file (one config per line) or of a folder of\n' +
-        '.json files, a few at a time, with a progress bar. A config that fails is reported by\n' +
+      'Get or generate every config of a JSONL file (one config per line) or of a folder of ' +
+        '.json files, a few at a time, with a progress bar. A config that fails is reported by ' +
         'its line or file name and the others go on; the exit code is 1 if any failed.',
     )
     .argument('<configs>', 'a .jsonl file, a folder of .json files, or - for JSONL on stdin')
@@ -589,9 +589,9 @@ Run \`${NAME} <command> --help\` for each command, with an example.`,
   command('verify')
     .summary('check every stored row')
     .description(
-      'Decode every row of the durable store and check its checksums, with a progress bar;\n' +
-        'report damaged, legacy (TypeScript-era) and unreadable rows. With --repair, rewrite\n' +
-        'legacy rows in the current format and regenerate damaged ones whose config is known.\n' +
+      'Decode every row of the durable store and check its checksums, with a progress bar; ' +
+        'report damaged, legacy (TypeScript-era) and unreadable rows. With --repair, rewrite ' +
+        'legacy rows in the current format and regenerate damaged ones whose config is known. ' +
         'The exit code is 1 while damaged or unreadable rows remain.',
     )
     .option('--repair', 'rewrite legacy rows and regenerate damaged ones')
@@ -602,7 +602,7 @@ Run \`${NAME} <command> --help\` for each command, with an example.`,
 
   command('stats')
     .summary('what the store holds')
-    .description('Rows and bytes of the durable store, by fund and taxonomy version; legacy rows;\noldest and newest row; Redis keys under the prefix.')
+    .description('Rows and bytes of the durable store, by fund and taxonomy version; legacy rows; oldest and newest row; Redis keys under the prefix.')
     .option('--json', 'print the report as JSON')
     .addHelpText('after', example([`DATABASE_URL=postgres://app@db/app ${NAME} stats`]))
     .action(statsCommand)
@@ -620,8 +620,8 @@ Run \`${NAME} <command> --help\` for each command, with an example.`,
   command('inspect')
     .summary('statistics and a plot of one matrix')
     .description(
-      "Each bucket's mean and quantiles (p10, p50, p90, p99) of MOIC, its recycling multiple,\n" +
-        'and the correlation matrix of log-MOIC, for a config (got or generated) or a key\n' +
+      "Each bucket's mean and quantiles (p10, p50, p90, p99) of MOIC, its recycling multiple, " +
+        'and the correlation matrix of log-MOIC, for a config (got or generated) or a key ' +
         "(looked up only). With --plot, an SVG of each bucket's MOIC distribution.",
     )
     .argument('<target>', 'a config .json file (or - for stdin), or a canonical key')
