@@ -135,6 +135,43 @@ export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-was
 /** The tiered cache: memory -> Redis -> PostgreSQL or SQLite -> generator. */
 export declare class ScenarioMatrixCache {
   /**
+   * Makes sure the matrix for `config` is cached (like `getOrGenerate`) without
+   * handing its bytes to JS; resolves to its key and where it came from.
+   */
+  ensure(config: ScenarioConfig): Promise<{ key: string; source: MatrixSource }>
+  /**
+   * The statistics in Prometheus' text exposition format, for a `/metrics` endpoint
+   * (names prefixed `scenario_matrix_cache_`; README "Metrics").
+   */
+  metrics(): string
+  /**
+   * Rows, bytes, legacy rows, oldest and newest, by fund and taxonomy version, and
+   * Redis keys under the prefix.
+   */
+  storeReport(): Promise<StoreReport>
+  /**
+   * Keys of the durable store's rows in ascending order, after `after`, at most
+   * `limit` (default 1000): page with the last key of the previous page.
+   */
+  rowKeys(options?: { after?: string; limit?: number }): Promise<string[]>
+  /**
+   * Decodes the durable row under `key` and checks every checksum; with
+   * `repair: true` rewrites a legacy row in the current format and regenerates a
+   * damaged one where its config is known (README "Operators").
+   */
+  verifyRow(key: string, options?: { repair?: boolean }): Promise<RowCheck>
+  /**
+   * Deletes the rows created more than `olderThanMs` ago (of one fund when given)
+   * and their memory and Redis copies; with `dryRun: true` only lists them.
+   */
+  gc(options: { olderThanMs: number; fundId?: string; dryRun?: boolean }): Promise<GcResult>
+  /**
+   * Each bucket's mean and quantiles, recycling multiple and the log-MOIC
+   * correlation matrix of the matrix for a config (got or generated) or a key
+   * (looked up only: null when no tier holds it); with `plot: true` also an SVG.
+   */
+  inspect(target: ScenarioConfig | string, options?: { plot?: boolean }): Promise<InspectReport | null>
+  /**
    * Connects the tiers (and runs migrations unless `runMigrations: false`).
    * Unknown options, wrong types and out-of-range values reject with `E_INVALID_ARGUMENT`.
    */
@@ -157,6 +194,16 @@ export declare class ScenarioMatrixCache {
   flush(): Promise<void>
   /** Waits for background writes and closes the connections; later calls reject with `E_CLOSED`. */
   close(): Promise<void>
+}
+
+export interface BucketInspection {
+  name: string
+  mean: number
+  p10: number
+  p50: number
+  p90: number
+  p99: number
+  recyclingMultiple: number | null
 }
 
 /** What `onEvent` receives (README "Events"). */
@@ -264,6 +311,27 @@ export interface ConfigIssue {
  */
 export declare function decompressMatrix(compressed: CompressedMatrixInput): Promise<Float32Array>
 
+export interface EnsureResult {
+  key: string
+  source: MatrixSource
+}
+
+export interface FundRows {
+  fundId: string | null
+  taxonomyVersion: string | null
+  rows: number
+  bytes: number
+}
+
+export interface GcResult {
+  /** Keys of the rows deleted (with `dryRun`: that would be). */
+  keys: Array<string>
+  rows: number
+  /** Redis copies deleted. */
+  redisKeys: number
+  dryRun: boolean
+}
+
 /**
  * Generates and compresses the matrix for a config, off the JS thread. No cache.
  * Columns and recycling multiples come back in the config's bucket order.
@@ -277,11 +345,31 @@ export interface HealthReport {
   redis?: TierHealth
 }
 
+export interface InspectReport {
+  key: string
+  source: MatrixSource
+  numScenarios: number
+  /** In the config's bucket order (the key's order for a key). */
+  buckets: Array<BucketInspection>
+  correlation: LogCorrelation
+  /** With `plot: true`: an SVG of each bucket's MOIC distribution. */
+  svg?: string
+}
+
 export interface LatencyStats {
   count: number
   p50Ms: number
   p95Ms: number
   p99Ms: number
+}
+
+export interface LogCorrelation {
+  names: Array<string>
+  /**
+   * Pearson correlation of ln(MOIC), row i column j for buckets i and j;
+   * null where a bucket has no spread (median 0).
+   */
+  logMoic: Array<Array<number | undefined | null>>
 }
 
 /** How `CompressedMatrix.data` is encoded. */
@@ -319,6 +407,22 @@ export interface RedisBreakerStats {
   skipped: number
 }
 
+export interface RepairError {
+  code: ErrorCode
+  message: string
+}
+
+export interface RowCheck {
+  key: string
+  status: 'ok' | 'legacy' | 'damaged' | 'unreadable' | 'missing'
+  /** What failed, or what was left alone and why. */
+  detail?: string
+  /** With `repair`, what was done. */
+  repaired?: 'rewritten' | 'regenerated'
+  /** With `repair`, why the row could not be repaired. */
+  repairError?: RepairError
+}
+
 /** `null` marks what a legacy (TypeScript) copy did not record. */
 export interface ScenarioMetadata {
   /** The canonical key of the config. */
@@ -350,6 +454,22 @@ export interface ScenarioMetadata {
 export interface ScenarioResult {
   compressed: CompressedMatrix
   metadata: ScenarioMetadata
+}
+
+export interface StoreReport {
+  store: 'postgres' | 'sqlite'
+  /** Complete rows (cached matrices). */
+  rows: number
+  /** Stored payload bytes. */
+  bytes: number
+  /** Rows in the TypeScript app's format. */
+  legacyRows: number
+  /** `created_at` of the oldest and newest row (ISO 8601 UTC). */
+  oldest: string | null
+  newest: string | null
+  byFund: Array<FundRows>
+  /** Keys under the Redis prefix; null without Redis or when it did not answer. */
+  redisKeys: number | null
 }
 
 /** One store's answer to `ping()`. */

@@ -40,6 +40,9 @@ use crate::tier::{Entry, Source};
 use crate::view::{self, ColumnOrder};
 use crate::{generator, key, scenario};
 
+mod admin;
+pub use admin::{GcReport, Repaired, RowCheck, RowStatus, StoreReport};
+
 /// Options of [`Cache::open`]. `None` means "the default" (see each field).
 #[derive(Debug, Clone, Default)]
 pub struct CacheOptions {
@@ -458,7 +461,7 @@ impl Cache {
         let in_durable = inner.durable.delete(key).await?;
         let in_memory = inner.remove_from_memory(&keys);
         let in_redis = inner.delete_from_redis(&keys).await?;
-        Ok(in_durable || in_redis || in_memory)
+        Ok(in_durable || in_redis > 0 || in_memory)
     }
 
     /// Removes every matrix of a fund (optionally one taxonomy version) from
@@ -1027,10 +1030,10 @@ impl Inner {
     }
 
     /// Deletes Redis copies of `keys`, and any an earlier invalidation could
-    /// not reach. True when any existed.
-    async fn delete_from_redis(&self, keys: &[String]) -> Result<bool> {
+    /// not reach. Returns how many existed.
+    async fn delete_from_redis(&self, keys: &[String]) -> Result<u64> {
         let Some(r) = &self.redis else {
-            return Ok(false);
+            return Ok(0);
         };
         let mut all: Vec<String> = keys.to_vec();
         {
@@ -1040,7 +1043,7 @@ impl Inner {
         all.sort();
         all.dedup();
         match r.delete(&all).await {
-            Ok(n) => Ok(n > 0),
+            Ok(n) => Ok(n),
             Err(e) => {
                 let n = all.len();
                 self.stats.redis.error();

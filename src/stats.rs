@@ -43,6 +43,8 @@ impl TierCounters {
 /// Quantiles are read as the upper edge of their bucket (within 12%).
 pub struct Histogram {
     buckets: Vec<AtomicU64>,
+    /// Total recorded time, for Prometheus' `_sum`.
+    sum_nanos: AtomicU64,
 }
 
 const PER_DECADE: f64 = 20.0;
@@ -54,6 +56,7 @@ impl Default for Histogram {
             buckets: (0..PER_DECADE as usize * DECADES + 1)
                 .map(|_| AtomicU64::new(0))
                 .collect(),
+            sum_nanos: AtomicU64::new(0),
         }
     }
 }
@@ -63,6 +66,30 @@ impl Histogram {
         let micros = (d.as_nanos() as f64 / 1000.0).max(1.0);
         let i = ((micros.log10() * PER_DECADE).ceil() as usize).min(self.buckets.len() - 1);
         self.buckets[i].fetch_add(1, Relaxed);
+        self.sum_nanos
+            .fetch_add(d.as_nanos().min(u64::MAX as u128) as u64, Relaxed);
+    }
+
+    /// For each of `edges` (seconds, ascending), how many recorded values
+    /// fell in buckets whose upper edge is at most that edge (so a value
+    /// within one bucket, 12%, below an edge may be counted above it), then
+    /// the total count and the sum in seconds.
+    fn cumulative(&self, edges: &[f64]) -> (Vec<u64>, u64, f64) {
+        let counts: Vec<u64> = self.buckets.iter().map(|b| b.load(Relaxed)).collect();
+        let upper_seconds = |i: usize| 10f64.powf(i as f64 / PER_DECADE) / 1e6;
+        let below = edges
+            .iter()
+            .map(|&e| {
+                counts
+                    .iter()
+                    .enumerate()
+                    .filter(|&(i, _)| upper_seconds(i) <= e * (1.0 + 1e-9))
+                    .map(|(_, c)| c)
+                    .sum()
+            })
+            .collect();
+        let total = counts.iter().sum();
+        (below, total, self.sum_nanos.load(Relaxed) as f64 / 1e9)
     }
 
     /// Returns (count, p50, p95, p99) in milliseconds.
@@ -212,6 +239,19 @@ impl Stats {
                 }
             })
             .collect();
+        let duration_buckets = Outcome::ALL
+            .iter()
+            .map(|o| {
+                let (below, count, sum_seconds) =
+                    self.latency[o.slot()].cumulative(&DURATION_EDGES_SECONDS);
+                DurationHistogram {
+                    outcome: *o,
+                    below,
+                    count,
+                    sum_seconds,
+                }
+            })
+            .collect();
         let calls: u64 = latency.iter().map(|l| l.count).sum();
         let hits: u64 = latency
             .iter()
@@ -238,8 +278,26 @@ impl Stats {
             },
             latency,
             latency_to_caller,
+            duration_buckets,
         }
     }
+}
+
+/// The `le` edges (seconds) of the request-duration histogram that
+/// `metrics()` exposes: 1-2-5 steps from 100 µs to 100 s.
+pub const DURATION_EDGES_SECONDS: [f64; 19] = [
+    0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0,
+    10.0, 20.0, 50.0, 100.0,
+];
+
+/// One outcome's call durations in Prometheus' cumulative form.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DurationHistogram {
+    pub outcome: Outcome,
+    /// Calls at most `DURATION_EDGES_SECONDS[i]` long (cumulative).
+    pub below: Vec<u64>,
+    pub count: u64,
+    pub sum_seconds: f64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -283,6 +341,8 @@ pub struct StatsSnapshot {
     /// Calls through the binding answered with a result, from the call to
     /// the result handed to JS (copy included), by the result's source.
     pub latency_to_caller: Vec<LatencySnapshot>,
+    /// Every call's duration by outcome, as `metrics()` exposes it.
+    pub duration_buckets: Vec<DurationHistogram>,
 }
 
 #[cfg(test)]
@@ -303,5 +363,11 @@ mod tests {
         assert!((0.1..0.113).contains(&p50), "{p50}");
         assert!((50.0..56.3).contains(&p95), "{p95}");
         assert!((50.0..56.3).contains(&p99), "{p99}");
+        let (below, total, sum) = h.cumulative(&[0.0001, 0.001, 0.05, 0.1]);
+        // 100 µs is a bucket edge, so those 90 count at le=0.0001; the 50 ms
+        // calls land in the bucket ending at 56.2 ms, counted from le=0.1.
+        assert_eq!(below, [90, 90, 90, 100]);
+        assert_eq!(total, 100);
+        assert!((sum - (0.009 + 0.5)).abs() < 1e-9, "{sum}");
     }
 }

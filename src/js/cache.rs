@@ -33,7 +33,11 @@ use crate::Error;
 
 /// Runs `fut` on the runtime (a panic becomes `E_INTERNAL`) and converts its
 /// value with `to_js` on the JS thread; errors reject with a coded JS error.
-fn promise<'e, T, J, F, C>(env: &'e Env, fut: F, to_js: C) -> napi::Result<PromiseRaw<'e, J>>
+pub(super) fn promise<'e, T, J, F, C>(
+    env: &'e Env,
+    fut: F,
+    to_js: C,
+) -> napi::Result<PromiseRaw<'e, J>>
 where
     T: Send + 'static,
     J: ToNapiValue,
@@ -377,7 +381,7 @@ fn stats_js(s: StatsSnapshot) -> CacheStats {
 /// The tiered cache: memory -> Redis -> PostgreSQL or SQLite -> generator.
 #[napi]
 pub struct ScenarioMatrixCache {
-    inner: Arc<Cache>,
+    pub(super) inner: Arc<Cache>,
     handoff: Handoff,
 }
 

@@ -3,6 +3,7 @@
 //! turns results into `Buffer` / `Float32Array` and crate errors into JS errors
 //! carrying the crate's stable `code`.
 
+mod admin;
 mod cache;
 mod handoff;
 mod walk;

@@ -6,6 +6,7 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::catalog::{RowDescription, StoreSummary};
 use super::postgres::PgStore;
 use super::sqlite::SqliteStore;
 use super::{Entry, Source};
@@ -295,6 +296,45 @@ impl Durable {
         match self {
             Durable::Postgres(s) => s.delete_fund(fund_id, taxonomy_version).await,
             Durable::Sqlite(s) => s.delete_fund(fund_id, taxonomy_version).await,
+        }
+    }
+
+    /// Counts of the complete rows, overall and by fund and taxonomy version.
+    pub async fn summary(&self) -> Result<StoreSummary> {
+        match self {
+            Durable::Postgres(s) => s.summary().await,
+            Durable::Sqlite(s) => s.summary().await,
+        }
+    }
+
+    /// Keys of complete rows after `after`, ascending, at most `limit`.
+    pub async fn keys_after(&self, after: &str, limit: u32) -> Result<Vec<String>> {
+        match self {
+            Durable::Postgres(s) => s.keys_after(after, limit).await,
+            Durable::Sqlite(s) => s.keys_after(after, limit).await,
+        }
+    }
+
+    /// The config columns of the complete row for `key`, read even when its
+    /// payload columns are unreadable.
+    pub async fn describe(&self, key: &str) -> Result<Option<RowDescription>> {
+        match self {
+            Durable::Postgres(s) => s.describe(key).await,
+            Durable::Sqlite(s) => s.describe(key).await,
+        }
+    }
+
+    /// Complete rows created more than `age_ms` ago, of `fund_id` when given:
+    /// their keys, and unless `dry_run` they are deleted.
+    pub async fn older_than(
+        &self,
+        age_ms: u64,
+        fund_id: Option<&str>,
+        dry_run: bool,
+    ) -> Result<Vec<String>> {
+        match self {
+            Durable::Postgres(s) => s.older_than(age_ms, fund_id, dry_run).await,
+            Durable::Sqlite(s) => s.older_than(age_ms, fund_id, dry_run).await,
         }
     }
 

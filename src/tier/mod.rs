@@ -3,6 +3,7 @@
 //! so every hit returns exactly what the miss returned. Every tier stores the
 //! columns in the key's bucket order.
 
+pub mod catalog;
 pub mod durable;
 pub mod memory;
 mod postgres;

@@ -16,6 +16,7 @@ use std::time::Duration;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Connection, Row};
 
+use super::catalog::{FundSummary, RowDescription, StoreSummary};
 use super::durable::{passwords_of, percent_decode, redact_password, DurableOptions};
 use super::rows::{migrator, NewRow, StoredRow, MIN_LOCK_WAIT, PAYLOAD_FORMAT_ENVELOPE};
 use super::Entry;
@@ -350,6 +351,120 @@ impl PgStore {
         q.fetch_all(&self.pool)
             .await
             .map_err(|e| self.delete_failed("deleting a fund's matrices", e))
+    }
+
+    /// Complete rows only. `octet_length` reads the stored size from the
+    /// TOAST pointer, so no payload is fetched.
+    pub async fn summary(&self) -> Result<StoreSummary> {
+        let fail = |e: sqlx::Error| self.redact.unavailable("summarising scenario_matrices", &e);
+        let totals = sqlx::query(
+            r#"SELECT count(*)::int8 AS rows,
+                      COALESCE(sum(octet_length(moic_matrix)), 0)::int8 AS bytes,
+                      (count(*) FILTER (WHERE payload_format IS NULL))::int8 AS legacy,
+                      to_char(min(created_at) AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') AS oldest,
+                      to_char(max(created_at) AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') AS newest
+                 FROM scenario_matrices WHERE status = 'complete'"#,
+        )
+        .fetch_one(&self.pool)
+        .await
+        .map_err(fail)?;
+        let by_fund = sqlx::query(
+            "SELECT fund_id, taxonomy_version, count(*)::int8 AS rows, \
+                    COALESCE(sum(octet_length(moic_matrix)), 0)::int8 AS bytes \
+               FROM scenario_matrices WHERE status = 'complete' \
+              GROUP BY fund_id, taxonomy_version ORDER BY fund_id, taxonomy_version",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(fail)?;
+        let count = |r: &PgRow, c: &str| r.try_get::<i64, _>(c).map(|n| n.max(0) as u64);
+        Ok(StoreSummary {
+            rows: count(&totals, "rows").map_err(fail)?,
+            bytes: count(&totals, "bytes").map_err(fail)?,
+            legacy_rows: count(&totals, "legacy").map_err(fail)?,
+            oldest: totals.try_get("oldest").map_err(fail)?,
+            newest: totals.try_get("newest").map_err(fail)?,
+            by_fund: by_fund
+                .iter()
+                .map(|r| {
+                    Ok(FundSummary {
+                        fund_id: r.try_get("fund_id")?,
+                        taxonomy_version: r.try_get("taxonomy_version")?,
+                        rows: count(r, "rows")?,
+                        bytes: count(r, "bytes")?,
+                    })
+                })
+                .collect::<std::result::Result<_, sqlx::Error>>()
+                .map_err(fail)?,
+        })
+    }
+
+    /// Keys of complete rows after `after`, ascending, at most `limit`.
+    pub async fn keys_after(&self, after: &str, limit: u32) -> Result<Vec<String>> {
+        sqlx::query_scalar(
+            "SELECT matrix_key FROM scenario_matrices \
+              WHERE status = 'complete' AND matrix_key > $1 ORDER BY matrix_key LIMIT $2",
+        )
+        .bind(after)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| self.redact.unavailable("listing scenario_matrices", &e))
+    }
+
+    pub async fn describe(&self, key: &str) -> Result<Option<RowDescription>> {
+        let row = sqlx::query(
+            "SELECT matrix_key, fund_id, taxonomy_version, \
+                    COALESCE(num_scenarios, \
+                             CASE WHEN jsonb_typeof(scenario_states -> 'scenarios') = 'array' \
+                                  THEN jsonb_array_length(scenario_states -> 'scenarios') END)::int8 AS num_scenarios, \
+                    bucket_params::text AS bucket_params, s_opt::text AS s_opt \
+               FROM scenario_matrices WHERE matrix_key = $1 AND status = 'complete'",
+        )
+        .bind(key)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|e| self.redact.unavailable("reading scenario_matrices", &e))?;
+        row.map(|r| {
+            Ok(RowDescription {
+                key: r.try_get("matrix_key")?,
+                fund_id: r.try_get("fund_id")?,
+                taxonomy_version: r.try_get("taxonomy_version")?,
+                num_scenarios: r.try_get("num_scenarios")?,
+                bucket_params: r.try_get("bucket_params")?,
+                s_opt: r.try_get("s_opt")?,
+            })
+        })
+        .transpose()
+        .map_err(|e: sqlx::Error| {
+            self.redact
+                .unavailable("decoding a scenario_matrices row", &e)
+        })
+    }
+
+    /// Complete rows created more than `age_ms` ago (of one fund, when
+    /// given): deleted unless `dry_run`; their keys either way.
+    pub async fn older_than(
+        &self,
+        age_ms: u64,
+        fund_id: Option<&str>,
+        dry_run: bool,
+    ) -> Result<Vec<String>> {
+        let sql = if dry_run {
+            "SELECT matrix_key FROM scenario_matrices \
+              WHERE status = 'complete' AND created_at < now() - $1 * interval '1 millisecond' \
+                AND ($2::text IS NULL OR fund_id = $2) ORDER BY matrix_key"
+        } else {
+            "DELETE FROM scenario_matrices \
+              WHERE status = 'complete' AND created_at < now() - $1 * interval '1 millisecond' \
+                AND ($2::text IS NULL OR fund_id = $2) RETURNING matrix_key"
+        };
+        sqlx::query_scalar(sql)
+            .bind(age_ms as f64)
+            .bind(fund_id)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| self.delete_failed("deleting old matrices", e))
     }
 
     pub async fn close(&self) {

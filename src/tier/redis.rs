@@ -461,6 +461,28 @@ impl RedisTier {
         self.link.run(&cmd, 0).await
     }
 
+    /// How many keys exist under the prefix (`SCAN`, 1000 at a time; the
+    /// count can miss or repeat keys written or expiring meanwhile). Fails
+    /// while the breaker is open.
+    pub async fn count_keys(&self) -> Result<u64> {
+        let pattern = super::catalog::redis_match_pattern(&self.prefix);
+        let (mut cursor, mut n) = (String::from("0"), 0u64);
+        loop {
+            let mut cmd = redis::cmd("SCAN");
+            cmd.arg(&cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(1000);
+            let (next, keys): (String, Vec<Bytes>) = self.link.run(&cmd, 0).await?;
+            n += keys.len() as u64;
+            if next == "0" {
+                return Ok(n);
+            }
+            cursor = next;
+        }
+    }
+
     /// Drops the connection and stops the probe; later calls fail.
     pub async fn close(&self) {
         self.link.shut.store(true, SeqCst);

@@ -18,6 +18,7 @@ use sqlx::sqlite::{
 };
 use sqlx::Row;
 
+use super::catalog::{FundSummary, RowDescription, StoreSummary};
 use super::durable::DurableOptions;
 use super::rows::{
     migrator, NewRow, StoredRow, MIGRATIONS_TABLE, MIN_LOCK_WAIT, PAYLOAD_FORMAT_ENVELOPE,
@@ -239,6 +240,119 @@ impl SqliteStore {
         q.fetch_all(&self.pool)
             .await
             .map_err(|e| self.delete_failed("deleting a fund's matrices", e))
+    }
+
+    /// Complete rows only (`length` of a blob reads no payload).
+    pub async fn summary(&self) -> Result<StoreSummary> {
+        let fail = |e: sqlx::Error| self.unavailable("summarising scenario_matrices", &e);
+        let totals = sqlx::query(
+            "SELECT count(*) AS rows, COALESCE(sum(length(moic_matrix)), 0) AS bytes, \
+                    COALESCE(sum(payload_format IS NULL), 0) AS legacy, \
+                    min(created_at) AS oldest, max(created_at) AS newest \
+               FROM scenario_matrices WHERE status = 'complete'",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .map_err(fail)?;
+        let by_fund = sqlx::query(
+            "SELECT fund_id, taxonomy_version, count(*) AS rows, \
+                    COALESCE(sum(length(moic_matrix)), 0) AS bytes \
+               FROM scenario_matrices WHERE status = 'complete' \
+              GROUP BY fund_id, taxonomy_version ORDER BY fund_id, taxonomy_version",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(fail)?;
+        let count = |r: &SqliteRow, c: &str| r.try_get::<i64, _>(c).map(|n| n.max(0) as u64);
+        Ok(StoreSummary {
+            rows: count(&totals, "rows").map_err(fail)?,
+            bytes: count(&totals, "bytes").map_err(fail)?,
+            legacy_rows: count(&totals, "legacy").map_err(fail)?,
+            oldest: totals.try_get("oldest").map_err(fail)?,
+            newest: totals.try_get("newest").map_err(fail)?,
+            by_fund: by_fund
+                .iter()
+                .map(|r| {
+                    Ok(FundSummary {
+                        fund_id: r.try_get("fund_id")?,
+                        taxonomy_version: r.try_get("taxonomy_version")?,
+                        rows: count(r, "rows")?,
+                        bytes: count(r, "bytes")?,
+                    })
+                })
+                .collect::<std::result::Result<_, sqlx::Error>>()
+                .map_err(fail)?,
+        })
+    }
+
+    /// Keys of complete rows after `after`, ascending, at most `limit`.
+    pub async fn keys_after(&self, after: &str, limit: u32) -> Result<Vec<String>> {
+        sqlx::query_scalar(
+            "SELECT matrix_key FROM scenario_matrices \
+              WHERE status = 'complete' AND matrix_key > ?1 ORDER BY matrix_key LIMIT ?2",
+        )
+        .bind(after)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| self.unavailable("listing scenario_matrices", &e))
+    }
+
+    pub async fn describe(&self, key: &str) -> Result<Option<RowDescription>> {
+        let row = sqlx::query(
+            "SELECT matrix_key, fund_id, taxonomy_version, \
+                    COALESCE(num_scenarios, \
+                             CASE WHEN json_valid(scenario_states) THEN \
+                                  CASE WHEN json_type(scenario_states, '$.scenarios') = 'array' \
+                                       THEN json_array_length(scenario_states, '$.scenarios') END \
+                             END) AS num_scenarios, \
+                    bucket_params, s_opt \
+               FROM scenario_matrices WHERE matrix_key = ?1 AND status = 'complete'",
+        )
+        .bind(key)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|e| self.unavailable("reading scenario_matrices", &e))?;
+        row.map(|r| {
+            Ok(RowDescription {
+                key: r.try_get("matrix_key")?,
+                fund_id: r.try_get("fund_id")?,
+                taxonomy_version: r.try_get("taxonomy_version")?,
+                num_scenarios: r.try_get("num_scenarios")?,
+                bucket_params: r.try_get("bucket_params")?,
+                s_opt: r.try_get("s_opt")?,
+            })
+        })
+        .transpose()
+        .map_err(|e: sqlx::Error| self.unavailable("decoding a scenario_matrices row", &e))
+    }
+
+    /// Complete rows created more than `age_ms` ago (of one fund, when
+    /// given): deleted unless `dry_run`; their keys either way. `created_at`
+    /// is ISO 8601 UTC text, so it compares as a string.
+    pub async fn older_than(
+        &self,
+        age_ms: u64,
+        fund_id: Option<&str>,
+        dry_run: bool,
+    ) -> Result<Vec<String>> {
+        let sql = if dry_run {
+            "SELECT matrix_key FROM scenario_matrices \
+              WHERE status = 'complete' \
+                AND created_at < strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?1) \
+                AND (?2 IS NULL OR fund_id = ?2) ORDER BY matrix_key"
+        } else {
+            "DELETE FROM scenario_matrices \
+              WHERE status = 'complete' \
+                AND created_at < strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?1) \
+                AND (?2 IS NULL OR fund_id = ?2) RETURNING matrix_key"
+        };
+        sqlx::query_scalar(sql)
+            .bind(format!("-{:.3} seconds", age_ms as f64 / 1000.0))
+            .bind(fund_id)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| self.delete_failed("deleting old matrices", e))
     }
 
     pub async fn close(&self) {
