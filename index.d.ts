@@ -138,7 +138,7 @@ export declare class ScenarioMatrixCache {
    * Makes sure the matrix for `config` is cached (like `getOrGenerate`) without
    * handing its bytes to JS; resolves to its key and where it came from.
    */
-  ensure(config: ScenarioConfig): Promise<{ key: string; source: MatrixSource }>
+  ensure(config: ScenarioConfig): Promise<EnsureResult>
   /**
    * The statistics in Prometheus' text exposition format, for a `/metrics` endpoint
    * (names prefixed `scenario_matrix_cache_`; README "Metrics").
@@ -314,6 +314,11 @@ export declare function decompressMatrix(compressed: CompressedMatrixInput): Pro
 export interface EnsureResult {
   key: string
   source: MatrixSource
+  /**
+   * The call waited for a lookup or generation another call had started
+   * (with `source: 'generated'`: this call did not generate).
+   */
+  joined: boolean
 }
 
 export interface FundRows {
@@ -327,8 +332,8 @@ export interface GcResult {
   /** Keys of the rows deleted (with `dryRun`: that would be). */
   keys: Array<string>
   rows: number
-  /** Redis copies deleted. */
-  redisKeys: number
+  /** Redis copies deleted (with `dryRun`: that exist now; null when Redis did not answer). */
+  redisKeys: number | null
   dryRun: boolean
 }
 
@@ -470,6 +475,8 @@ export interface StoreReport {
   byFund: Array<FundRows>
   /** Keys under the Redis prefix; null without Redis or when it did not answer. */
   redisKeys: number | null
+  /** Why Redis did not answer; null otherwise. */
+  redisError: string | null
 }
 
 /** One store's answer to `ping()`. */

@@ -476,14 +476,14 @@ describe('with SQLite', () => {
     const stats = await runCli([...sqlite, 'stats', '--json'])
     expect(stats.code, stats.stderr).toBe(0)
     expect(JSON.parse(stats.stdout)).toMatchObject({ store: 'sqlite', rows: 1, redisKeys: null, byFund: [{ fundId: 'cli-sqlite', rows: 1 }] })
-    expect(JSON.parse(stats.stdout).redisError).toBeUndefined()
+    expect(JSON.parse(stats.stdout).redisError).toBeNull()
     expect((await runCli([...sqlite, 'stats'])).stdout).toMatch(/^redis keys +no Redis \(none given\)$/m)
 
     // A Redis that does not answer: the counts of the store, and why the Redis count is unknown.
     const noRedis = ['--database-url', `sqlite://${file('cli.db')}`, '--redis-url', 'redis://:s3cret-pw@127.0.0.1:1']
     const down = await runCli([...noRedis, 'stats'])
     expect(down.code, down.stderr).toBe(0)
-    expect(down.stdout).toMatch(/^redis keys +unknown \(.+\)$/m)
+    expect(down.stdout).toMatch(/^redis keys +unknown \(.+/m)
     expect(down.stdout + down.stderr).not.toContain('s3cret-pw')
   })
 })

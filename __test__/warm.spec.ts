@@ -116,6 +116,15 @@ describe('warm', () => {
     }
   })
 
+  it('a config listed three times is generated once: the calls that joined that generation count as hits', async () => {
+    const same = good('warm-same')
+    const result = await cache.warm([same, same, same] as never, { concurrency: 3 })
+    expect(result).toMatchObject({ total: 3, generated: 1, hits: 2, failed: [] })
+    expect(cache.stats().generations).toBeGreaterThanOrEqual(1)
+    const rows = await query<{ n: string }>(db.url, 'SELECT count(*) AS n FROM scenario_matrices WHERE matrix_key = $1', [canonicalKey(same as never)])
+    expect(Number(rows[0].n)).toBe(1)
+  })
+
   it('an empty list resolves at once', async () => {
     expect(await cache.warm([])).toMatchObject({ total: 0, generated: 0, hits: 0, failed: [] })
   })

@@ -44,8 +44,8 @@ export interface WarmOptions {
 
 export interface WarmResult {
   total: number
-  /** Configs whose matrix was generated (a miss in every tier). A config listed twice that
-   * shares one generation in flight counts twice, as its result says `generated` both times. */
+  /** Configs whose matrix this call generated (a miss in every tier). A config listed twice
+   * whose copies share one generation counts once here and once in `hits`. */
   generated: number
   /** Configs a tier already held. `generated + hits + failed.length === total`. */
   hits: number

@@ -104,8 +104,9 @@ async function warm(configs, options) {
       const index = next++
       let progress
       try {
-        const { source } = await this.ensure(configs[index])
-        if (source === 'generated') generated++
+        const { source, joined } = await this.ensure(configs[index])
+        // A call that joined another's generation found the matrix made, not by it.
+        if (source === 'generated' && !joined) generated++
         else hits++
         progress = { done: ++done, total, index, source }
       } catch (err) {

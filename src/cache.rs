@@ -336,6 +336,19 @@ impl Cache {
         key: String,
         keep_matrix: bool,
     ) -> Result<Hit> {
+        self.get_or_join(cfg, key, keep_matrix)
+            .await
+            .map(|(hit, _)| hit)
+    }
+
+    /// [`Cache::get_or_generate_keyed`], also saying whether the call joined
+    /// a lookup or generation that another call had started (then `true`).
+    pub async fn get_or_join(
+        &self,
+        cfg: &ScenarioConfig,
+        key: String,
+        keep_matrix: bool,
+    ) -> Result<(Hit, bool)> {
         let started = Instant::now();
         let result = self.join_or_lead(cfg, key.clone(), keep_matrix).await;
         let outcome = match &result {
@@ -345,7 +358,7 @@ impl Cache {
             Err(_) => Outcome::Failed,
         };
         self.finished(&key, outcome, started.elapsed());
-        result.map(|(hit, _)| hit)
+        result
     }
 
     /// The flight for `key`: a new one, or the one under way (then `true`).

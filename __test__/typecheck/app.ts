@@ -66,6 +66,24 @@ export function describeError(e: unknown): string {
   return String(e)
 }
 
+/** Operator work: warming, a /metrics body, a look inside one matrix. */
+export async function operate(cache: ScenarioMatrixCache, configs: ScenarioConfig[]): Promise<string> {
+  const warmed = await cache.warm(configs, {
+    concurrency: 2,
+    onProgress: (p) => console.log(`${p.done}/${p.total}`, p.source ?? p.error?.code),
+  })
+  const codes: ErrorCode[] = warmed.failed.map((f) => f.code)
+  // @ts-expect-error: concurrency is a number
+  await cache.warm(configs, { concurrency: '2' })
+  const ensured: { key: string; source: MatrixSource; joined: boolean } = await cache.ensure(configs[0])
+  const report = await cache.inspect(ensured.key, { plot: true })
+  const p50: number | undefined = report?.buckets[0].p50
+  const svg: string | undefined = report?.svg ?? undefined
+  const store = await cache.storeReport()
+  const gone = await cache.gc({ olderThanMs: 30 * 24 * 3600 * 1000, dryRun: true })
+  return `${codes.join()} ${p50} ${svg?.length} ${store.rows} ${gone.keys.length}\n${cache.metrics()}`
+}
+
 export async function main(): Promise<void> {
   const cache = await ScenarioMatrixCache.open({ databaseUrl: 'sqlite://cache.db', redisUrl: '' })
   try {

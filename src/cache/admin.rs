@@ -19,6 +19,8 @@ pub struct StoreReport {
     pub summary: StoreSummary,
     /// Keys under the Redis prefix; None without Redis or when it did not answer.
     pub redis_keys: Option<u64>,
+    /// Why Redis did not answer.
+    pub redis_error: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,8 +95,9 @@ impl RowCheck {
 pub struct GcReport {
     /// The rows deleted (with `dry_run`: that would be).
     pub keys: Vec<String>,
-    /// Redis copies deleted.
-    pub redis_keys: u64,
+    /// Redis copies deleted (with `dry_run`: that exist now); None when
+    /// a dry run could not ask Redis.
+    pub redis_keys: Option<u64>,
     pub dry_run: bool,
 }
 
@@ -105,14 +108,18 @@ impl Cache {
     pub async fn store_report(&self) -> Result<StoreReport> {
         self.check_open()?;
         let summary = self.inner.durable.summary().await?;
-        let redis_keys = match &self.inner.redis {
-            Some(r) => r.count_keys().await.ok(),
-            None => None,
+        let (redis_keys, redis_error) = match &self.inner.redis {
+            Some(r) => match r.count_keys().await {
+                Ok(n) => (Some(n), None),
+                Err(e) => (None, Some(e.to_string())),
+            },
+            None => (None, None),
         };
         Ok(StoreReport {
             store: self.inner.durable.source(),
             summary,
             redis_keys,
+            redis_error,
         })
     }
 
@@ -262,9 +269,13 @@ impl Cache {
         let inner = &self.inner;
         if dry_run {
             let keys = inner.durable.older_than(age_ms, fund_id, true).await?;
+            let redis_keys = match &inner.redis {
+                Some(r) => r.count_existing(&keys).await.ok(),
+                None => Some(0),
+            };
             return Ok(GcReport {
                 keys,
-                redis_keys: 0,
+                redis_keys,
                 dry_run,
             });
         }
@@ -274,7 +285,7 @@ impl Cache {
         let redis_keys = inner.delete_from_redis(&keys).await?;
         Ok(GcReport {
             keys,
-            redis_keys,
+            redis_keys: Some(redis_keys),
             dry_run,
         })
     }

@@ -19,6 +19,9 @@ use crate::view::ColumnOrder;
 pub struct EnsureResult {
     pub key: String,
     pub source: MatrixSource,
+    /// The call waited for a lookup or generation another call had started
+    /// (with `source: 'generated'`: this call did not generate).
+    pub joined: bool,
 }
 
 #[napi(object, use_nullable = true)]
@@ -45,6 +48,8 @@ pub struct StoreReport {
     pub by_fund: Vec<FundRows>,
     /// Keys under the Redis prefix; null without Redis or when it did not answer.
     pub redis_keys: Option<f64>,
+    /// Why Redis did not answer; null otherwise.
+    pub redis_error: Option<String>,
 }
 
 #[napi(object)]
@@ -68,13 +73,13 @@ pub struct RowCheck {
     pub repair_error: Option<RepairError>,
 }
 
-#[napi(object)]
+#[napi(object, use_nullable = true)]
 pub struct GcResult {
     /// Keys of the rows deleted (with `dryRun`: that would be).
     pub keys: Vec<String>,
     pub rows: f64,
-    /// Redis copies deleted.
-    pub redis_keys: f64,
+    /// Redis copies deleted (with `dryRun`: that exist now; null when Redis did not answer).
+    pub redis_keys: Option<f64>,
     pub dry_run: bool,
 }
 
@@ -115,7 +120,7 @@ impl ScenarioMatrixCache {
     /// handing its bytes to JS; resolves to its key and where it came from.
     #[napi(
         ts_args_type = "config: ScenarioConfig",
-        ts_return_type = "Promise<{ key: string; source: MatrixSource }>"
+        ts_return_type = "Promise<EnsureResult>"
     )]
     pub fn ensure<'e>(
         &self,
@@ -130,15 +135,14 @@ impl ScenarioMatrixCache {
         let work = async move {
             let cfg = cfg?;
             let key = crate::key::canonical_key(&cfg);
-            let hit = cache
-                .get_or_generate_keyed(&cfg, key.clone(), false)
-                .await?;
-            Ok((key, hit.source))
+            let (hit, joined) = cache.get_or_join(&cfg, key.clone(), false).await?;
+            Ok((key, hit.source, joined))
         };
-        promise(env, work, |_, (key, source)| {
+        promise(env, work, |_, (key, source, joined)| {
             Ok(EnsureResult {
                 key,
                 source: source.into(),
+                joined,
             })
         })
     }
@@ -362,6 +366,7 @@ fn report_js(r: cache::StoreReport) -> StoreReport {
             })
             .collect(),
         redis_keys: r.redis_keys.map(|n| n as f64),
+        redis_error: r.redis_error,
     }
 }
 
@@ -382,7 +387,7 @@ fn gc_js(r: cache::GcReport) -> GcResult {
     GcResult {
         rows: r.keys.len() as f64,
         keys: r.keys,
-        redis_keys: r.redis_keys as f64,
+        redis_keys: r.redis_keys.map(|n| n as f64),
         dry_run: r.dry_run,
     }
 }

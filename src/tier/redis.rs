@@ -461,9 +461,21 @@ impl RedisTier {
         self.link.run(&cmd, 0).await
     }
 
+    /// How many of `keys` have a copy now (`EXISTS`, 1000 keys a request).
+    pub async fn count_existing(&self, keys: &[String]) -> Result<u64> {
+        let mut n = 0;
+        for chunk in keys.chunks(1000) {
+            let mut cmd = redis::cmd("EXISTS");
+            for k in chunk {
+                cmd.arg(self.redis_key(k));
+            }
+            n += self.link.run::<u64>(&cmd, 0).await?;
+        }
+        Ok(n)
+    }
+
     /// How many keys exist under the prefix (`SCAN`, 1000 at a time; the
-    /// count can miss or repeat keys written or expiring meanwhile). Fails
-    /// while the breaker is open.
+    /// count can miss or repeat keys written or expiring meanwhile).
     pub async fn count_keys(&self) -> Result<u64> {
         let pattern = super::catalog::redis_match_pattern(&self.prefix);
         let (mut cursor, mut n) = (String::from("0"), 0u64);
@@ -474,7 +486,14 @@ impl RedisTier {
                 .arg(&pattern)
                 .arg("COUNT")
                 .arg(1000);
-            let (next, keys): (String, Vec<Bytes>) = self.link.run(&cmd, 0).await?;
+            // Like `ping`: an operator's question, sent even while the
+            // breaker is open, and without moving it.
+            let t = self.link.timeout;
+            let (next, keys): (String, Vec<Bytes>) = self
+                .link
+                .send(&cmd, t, t, 0)
+                .await
+                .map_err(|f| redis_err(f.message))?;
             n += keys.len() as u64;
             if next == "0" {
                 return Ok(n);
