@@ -34,6 +34,7 @@ use crate::error::{Error, Result};
 use crate::events::{Event, EventKind, Events};
 use crate::stats::{Outcome, Stats, StatsSnapshot};
 use crate::tier::durable::{Durable, DurableOptions, DurableUrl, DEFAULT_SQLITE_PATH};
+use crate::tier::invalidation::{Notice, Scope};
 use crate::tier::memory::MemoryTier;
 use crate::tier::redis::{Lookup, RedisOptions, RedisTier};
 use crate::tier::{Entry, Source};
@@ -181,6 +182,9 @@ struct Inner {
     /// Keys whose Redis copies an invalidation could not delete: never read
     /// from Redis here, and deleted again by the next invalidation.
     unreached: Mutex<HashSet<String>>,
+    /// Drops memory copies that other instances invalidated (running while
+    /// there is a memory tier; stopped by `close`).
+    follower: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 fn env_nonempty(name: &str) -> Option<String> {
@@ -242,7 +246,7 @@ impl Cache {
         };
         let memory_max = opts.memory_max_bytes.unwrap_or(DEFAULT_MEMORY_MAX_BYTES);
         let durable = Durable::open(&url, &durable_opts).await?;
-        Ok(Cache {
+        let cache = Cache {
             inner: Arc::new(Inner {
                 memory: (memory_max > 0).then(|| MemoryTier::new(memory_max)),
                 redis,
@@ -255,10 +259,34 @@ impl Cache {
                 invalidating: AtomicU64::new(0),
                 fill_lock: Mutex::new(()),
                 unreached: Mutex::new(HashSet::new()),
+                follower: Mutex::new(None),
                 events: opts.on_event,
                 slow_call: Duration::from_millis(opts.slow_call_ms.unwrap_or(DEFAULT_SLOW_CALL_MS)),
             }),
-        })
+        };
+        cache.follow_invalidations().await;
+        Ok(cache)
+    }
+
+    /// Keeps the memory tier in step with invalidations made by any instance
+    /// sharing the durable store (README "Many instances"). The task holds
+    /// the cache weakly, so a dropped cache is not kept alive by it.
+    async fn follow_invalidations(&self) {
+        if self.inner.memory.is_none() {
+            return;
+        }
+        let mut follower = self.inner.durable.follower().await;
+        let inner = Arc::downgrade(&self.inner);
+        let task = tokio::spawn(async move {
+            loop {
+                let notice = follower.next().await;
+                let Some(inner) = inner.upgrade() else {
+                    return;
+                };
+                inner.forget(&notice);
+            }
+        });
+        *self.inner.follower.lock().expect("follower lock") = Some(task);
     }
 
     fn check_open(&self) -> Result<()> {
@@ -471,7 +499,7 @@ impl Cache {
         let keys = [key.to_string()];
         let inner = &self.inner;
         let _window = inner.quiesce(Some(key)).await;
-        let in_durable = inner.durable.delete(key).await?;
+        let in_durable = !inner.durable.invalidate(Scope::Key(key)).await?.is_empty();
         let in_memory = inner.remove_from_memory(&keys);
         let in_redis = inner.delete_from_redis(&keys).await?;
         Ok(in_durable || in_redis > 0 || in_memory)
@@ -492,7 +520,13 @@ impl Cache {
         self.check_open()?;
         let inner = &self.inner;
         let _window = inner.quiesce(None).await;
-        let keys = inner.durable.delete_fund(fund_id, taxonomy_version).await?;
+        let keys = inner
+            .durable
+            .invalidate(Scope::Fund {
+                fund_id,
+                taxonomy_version,
+            })
+            .await?;
         inner.remove_from_memory(&keys);
         inner.delete_from_redis(&keys).await?;
         Ok(keys.len() as u64)
@@ -514,6 +548,9 @@ impl Cache {
     pub async fn close(&self) {
         if self.inner.closed.swap(true, Relaxed) {
             return;
+        }
+        if let Some(task) = self.inner.follower.lock().expect("follower lock").take() {
+            task.abort();
         }
         self.inner.background.wait().await;
         self.inner.durable.close().await;
@@ -1070,6 +1107,23 @@ impl Inner {
                     "the durable store no longer holds the matrices, but {n} Redis copies could not be deleted ({e}); this process will not serve them, and the next invalidate or invalidateFund call retries them"
                 )))
             }
+        }
+    }
+
+    /// Another instance invalidated these keys (or notices were missed):
+    /// their memory copies go, and fills of lookups already under way do not
+    /// land (the epoch moves, as for a local invalidation).
+    fn forget(&self, notice: &Notice) {
+        let Some(m) = &self.memory else {
+            return;
+        };
+        let _order = self.fill_lock.lock().expect("fill lock");
+        self.epoch.fetch_add(1, SeqCst);
+        match notice {
+            Notice::Forget(keys) => keys.iter().for_each(|k| {
+                m.remove(k);
+            }),
+            Notice::Missed => m.clear(),
         }
     }
 

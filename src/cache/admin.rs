@@ -11,6 +11,7 @@ use crate::codec::Codec;
 use crate::config::ScenarioConfig;
 use crate::error::{Error, Result};
 use crate::tier::catalog::StoreSummary;
+use crate::tier::invalidation::Scope;
 use crate::tier::{Entry, Source};
 
 /// `storeReport()`.
@@ -268,7 +269,7 @@ impl Cache {
         self.check_open()?;
         let inner = &self.inner;
         if dry_run {
-            let keys = inner.durable.older_than(age_ms, fund_id, true).await?;
+            let keys = inner.durable.older_than(age_ms, fund_id).await?;
             let redis_keys = match &inner.redis {
                 Some(r) => r.count_existing(&keys).await.ok(),
                 None => Some(0),
@@ -280,7 +281,10 @@ impl Cache {
             });
         }
         let _window = inner.quiesce(None).await;
-        let keys = inner.durable.older_than(age_ms, fund_id, false).await?;
+        let keys = inner
+            .durable
+            .invalidate(Scope::OlderThan { age_ms, fund_id })
+            .await?;
         inner.remove_from_memory(&keys);
         let redis_keys = inner.delete_from_redis(&keys).await?;
         Ok(GcReport {

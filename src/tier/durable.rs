@@ -7,8 +7,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::catalog::{RowDescription, StoreSummary};
-use super::postgres::PgStore;
-use super::sqlite::SqliteStore;
+use super::invalidation::{Notice, Scope};
+use super::postgres::{PgFollower, PgStore};
+use super::sqlite::{SqliteFollower, SqliteStore};
 use super::{Entry, Source};
 use crate::config::ScenarioConfig;
 use crate::error::{Error, Result};
@@ -204,6 +205,21 @@ impl Default for DurableOptions {
     }
 }
 
+pub enum Follower {
+    Postgres(PgFollower),
+    Sqlite(SqliteFollower),
+}
+
+impl Follower {
+    /// Waits for the next invalidation notice.
+    pub async fn next(&mut self) -> Notice {
+        match self {
+            Follower::Postgres(f) => f.next().await,
+            Follower::Sqlite(f) => f.next().await,
+        }
+    }
+}
+
 pub enum Durable {
     Postgres(PgStore),
     Sqlite(SqliteStore),
@@ -286,19 +302,6 @@ impl Durable {
         }
     }
 
-    /// Removes every cached matrix ('complete' row) of a fund (optionally one
-    /// taxonomy version); returns their keys. Rows of other statuses stay.
-    pub async fn delete_fund(
-        &self,
-        fund_id: &str,
-        taxonomy_version: Option<&str>,
-    ) -> Result<Vec<String>> {
-        match self {
-            Durable::Postgres(s) => s.delete_fund(fund_id, taxonomy_version).await,
-            Durable::Sqlite(s) => s.delete_fund(fund_id, taxonomy_version).await,
-        }
-    }
-
     /// Counts of the complete rows, overall and by fund and taxonomy version.
     pub async fn summary(&self) -> Result<StoreSummary> {
         match self {
@@ -324,17 +327,30 @@ impl Durable {
         }
     }
 
-    /// Complete rows created more than `age_ms` ago, of `fund_id` when given:
-    /// their keys, and unless `dry_run` they are deleted.
-    pub async fn older_than(
-        &self,
-        age_ms: u64,
-        fund_id: Option<&str>,
-        dry_run: bool,
-    ) -> Result<Vec<String>> {
+    /// Keys of the complete rows created more than `age_ms` ago, of
+    /// `fund_id` when given: what a `gc` would delete.
+    pub async fn older_than(&self, age_ms: u64, fund_id: Option<&str>) -> Result<Vec<String>> {
         match self {
-            Durable::Postgres(s) => s.older_than(age_ms, fund_id, dry_run).await,
-            Durable::Sqlite(s) => s.older_than(age_ms, fund_id, dry_run).await,
+            Durable::Postgres(s) => s.older_than(age_ms, fund_id).await,
+            Durable::Sqlite(s) => s.older_than(age_ms, fund_id).await,
+        }
+    }
+
+    /// Deletes the complete rows `scope` names and records the invalidation
+    /// for the audit trail and the other instances (`tier::invalidation`), in
+    /// one transaction. Returns the deleted rows' keys.
+    pub async fn invalidate(&self, scope: Scope<'_>) -> Result<Vec<String>> {
+        match self {
+            Durable::Postgres(s) => s.invalidate(scope).await,
+            Durable::Sqlite(s) => s.invalidate(scope).await,
+        }
+    }
+
+    /// Follows the invalidations recorded by every instance sharing the store.
+    pub async fn follower(&self) -> Follower {
+        match self {
+            Durable::Postgres(s) => Follower::Postgres(s.follower().await),
+            Durable::Sqlite(s) => Follower::Sqlite(s.follower().await),
         }
     }
 

@@ -5,6 +5,7 @@
 
 pub mod catalog;
 pub mod durable;
+pub mod invalidation;
 pub mod memory;
 mod postgres;
 pub mod redis;

@@ -13,11 +13,12 @@ use std::future::Future;
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Connection, Row};
 
 use super::catalog::{FundSummary, RowDescription, StoreSummary};
 use super::durable::{passwords_of, percent_decode, redact_password, DurableOptions};
+use super::invalidation::{keys_of, origin, Notice, Scope, CHANNEL};
 use super::rows::{migrator, NewRow, StoredRow, MIN_LOCK_WAIT, PAYLOAD_FORMAT_ENVELOPE};
 use super::Entry;
 use crate::config::ScenarioConfig;
@@ -182,6 +183,8 @@ WHERE m.status IS DISTINCT FROM 'complete' OR m.payload_format IS NULL
 
 pub struct PgStore {
     pool: PgPool,
+    /// For the invalidation listener's own connection.
+    connect: PgConnectOptions,
     redact: Redactor,
     /// `statement_timeout` value for the lock wait of `get_or_insert`.
     lock_wait_ms: String,
@@ -220,13 +223,14 @@ impl PgStore {
         // bound only guards against a connect attempt that ignores it.
         let pool = tokio::time::timeout(
             opts.timeout + Duration::from_millis(500),
-            pool_opts.connect_with(connect),
+            pool_opts.connect_with(connect.clone()),
         )
         .await
         .map_err(|_| redact.unavailable("connecting to PostgreSQL", &"timed out"))?
         .map_err(|e| redact.unavailable("connecting to PostgreSQL", &e))?;
         Ok(PgStore {
             pool,
+            connect,
             redact,
             lock_wait_ms: millis(opts.timeout.max(MIN_LOCK_WAIT)),
         })
@@ -327,30 +331,86 @@ impl PgStore {
         Ok(done.rows_affected() > 0)
     }
 
-    /// Deletes the fund's cached matrices ('complete' rows) only: the
-    /// TypeScript app's 'pending', 'processing' and 'failed' rows are its own.
-    pub async fn delete_fund(
-        &self,
-        fund_id: &str,
-        taxonomy_version: Option<&str>,
-    ) -> Result<Vec<String>> {
-        let q = match taxonomy_version {
-            Some(t) => sqlx::query_scalar(
+    /// Deletes what `scope` names ('complete' rows only: the TypeScript
+    /// app's 'pending', 'processing' and 'failed' rows are its own) and
+    /// records it, in one transaction that also notifies the other
+    /// instances. Returns the deleted rows' keys.
+    pub async fn invalidate(&self, scope: Scope<'_>) -> Result<Vec<String>> {
+        let fail = |e: sqlx::Error| self.delete_failed("invalidating", e);
+        let mut tx = self.pool.begin().await.map_err(fail)?;
+        let deleted: Vec<String> = match scope {
+            Scope::Key(key) => sqlx::query_scalar(
+                "DELETE FROM scenario_matrices WHERE matrix_key = $1 RETURNING matrix_key",
+            )
+            .bind(key),
+            Scope::Fund {
+                fund_id,
+                taxonomy_version,
+            } => sqlx::query_scalar(
                 "DELETE FROM scenario_matrices \
-                 WHERE fund_id = $1 AND taxonomy_version = $2 AND status = 'complete' \
-                 RETURNING matrix_key",
+                  WHERE fund_id = $1 AND ($2::text IS NULL OR taxonomy_version = $2) \
+                    AND status = 'complete' RETURNING matrix_key",
             )
             .bind(fund_id)
-            .bind(t),
-            None => sqlx::query_scalar(
-                "DELETE FROM scenario_matrices WHERE fund_id = $1 AND status = 'complete' \
-                 RETURNING matrix_key",
+            .bind(taxonomy_version),
+            Scope::OlderThan { age_ms, fund_id } => sqlx::query_scalar(
+                "DELETE FROM scenario_matrices \
+                  WHERE status = 'complete' AND created_at < now() - $1 * interval '1 millisecond' \
+                    AND ($2::text IS NULL OR fund_id = $2) RETURNING matrix_key",
             )
+            .bind(age_ms as f64)
             .bind(fund_id),
-        };
-        q.fetch_all(&self.pool)
+        }
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(fail)?;
+        if deleted.is_empty() && !scope.recorded_when_empty() {
+            return Ok(deleted);
+        }
+        let keys = serde_json::to_string(&scope.keys_to_forget(&deleted))
+            .map_err(|e| Error::Internal(format!("listing keys: {e}")))?;
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO scenario_matrix_invalidations \
+                    (scope, matrix_key, fund_id, taxonomy_version, removed, keys, origin) \
+             VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7) RETURNING id",
+        )
+        .bind(scope.name())
+        .bind(scope.key())
+        .bind(scope.fund_id())
+        .bind(scope.taxonomy_version())
+        .bind(deleted.len() as i32)
+        .bind(keys)
+        .bind(origin())
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(fail)?;
+        // Delivered when (and only if) the transaction commits.
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(CHANNEL)
+            .bind(id.to_string())
+            .execute(&mut *tx)
             .await
-            .map_err(|e| self.delete_failed("deleting a fund's matrices", e))
+            .map_err(fail)?;
+        tx.commit().await.map_err(fail)?;
+        Ok(deleted)
+    }
+
+    /// Follows the invalidations of other instances (and this one), on a
+    /// connection of its own, listening before it returns when it can (so
+    /// nothing filled from now on goes unheard); otherwise it keeps trying.
+    pub async fn follower(&self) -> PgFollower {
+        let mut f = PgFollower {
+            pool: self.pool.clone(),
+            listen: PgPoolOptions::new()
+                .max_connections(1)
+                .connect_lazy_with(self.connect.clone()),
+            listener: None,
+        };
+        f.listener = tokio::time::timeout(Duration::from_secs(5), f.connect())
+            .await
+            .ok()
+            .and_then(|r| r.ok());
+        f
     }
 
     /// Complete rows only. `octet_length` reads the stored size from the
@@ -442,29 +502,19 @@ impl PgStore {
         })
     }
 
-    /// Complete rows created more than `age_ms` ago (of one fund, when
-    /// given): deleted unless `dry_run`; their keys either way.
-    pub async fn older_than(
-        &self,
-        age_ms: u64,
-        fund_id: Option<&str>,
-        dry_run: bool,
-    ) -> Result<Vec<String>> {
-        let sql = if dry_run {
+    /// Keys of the complete rows created more than `age_ms` ago (of one
+    /// fund, when given): what a `gc` would delete.
+    pub async fn older_than(&self, age_ms: u64, fund_id: Option<&str>) -> Result<Vec<String>> {
+        sqlx::query_scalar(
             "SELECT matrix_key FROM scenario_matrices \
               WHERE status = 'complete' AND created_at < now() - $1 * interval '1 millisecond' \
-                AND ($2::text IS NULL OR fund_id = $2) ORDER BY matrix_key"
-        } else {
-            "DELETE FROM scenario_matrices \
-              WHERE status = 'complete' AND created_at < now() - $1 * interval '1 millisecond' \
-                AND ($2::text IS NULL OR fund_id = $2) RETURNING matrix_key"
-        };
-        sqlx::query_scalar(sql)
-            .bind(age_ms as f64)
-            .bind(fund_id)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(|e| self.delete_failed("deleting old matrices", e))
+                AND ($2::text IS NULL OR fund_id = $2) ORDER BY matrix_key",
+        )
+        .bind(age_ms as f64)
+        .bind(fund_id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| self.redact.unavailable("listing old matrices", &e))
     }
 
     pub async fn close(&self) {
@@ -506,6 +556,72 @@ impl PgStore {
             recycling_multiples: r.try_get("recycling_multiples").map_err(get)?,
             bucket_params: r.try_get("bucket_params").map_err(get)?,
         })
+    }
+}
+
+/// Hears each invalidation record's id by `NOTIFY` and reads its keys. Ids
+/// are taken one by one (not as a range): concurrent transactions commit out
+/// of id order.
+pub struct PgFollower {
+    pool: PgPool,
+    /// A pool of one for the listening connection, so the store's own pool
+    /// keeps all of its connections.
+    listen: PgPool,
+    listener: Option<PgListener>,
+}
+
+impl PgFollower {
+    async fn connect(&self) -> std::result::Result<PgListener, sqlx::Error> {
+        let mut l = PgListener::connect_with(&self.listen).await?;
+        l.listen(CHANNEL).await?;
+        Ok(l)
+    }
+
+    /// The next notice; a lost or failed connection is `Missed` (after a
+    /// pause when it cannot be re-established).
+    pub async fn next(&mut self) -> Notice {
+        loop {
+            let listener = match &mut self.listener {
+                Some(l) => l,
+                None => {
+                    match self.connect().await {
+                        Ok(l) => self.listener = Some(l),
+                        Err(_) => tokio::time::sleep(Duration::from_secs(1)).await,
+                    }
+                    // Whatever happened before now went unheard.
+                    return Notice::Missed;
+                }
+            };
+            match listener.try_recv().await {
+                Ok(Some(n)) => {
+                    let Ok(id) = n.payload().parse::<i64>() else {
+                        continue;
+                    };
+                    let keys: std::result::Result<Option<String>, _> = sqlx::query_scalar(
+                        "SELECT keys::text FROM scenario_matrix_invalidations WHERE id = $1",
+                    )
+                    .bind(id)
+                    .fetch_optional(&self.pool)
+                    .await;
+                    match keys {
+                        Ok(Some(text)) => match keys_of(&text) {
+                            Some(keys) if keys.is_empty() => continue,
+                            Some(keys) => return Notice::Forget(keys),
+                            None => return Notice::Missed,
+                        },
+                        // Deleted from the log meanwhile: nothing to forget.
+                        Ok(None) => continue,
+                        Err(_) => return Notice::Missed,
+                    }
+                }
+                // Reconnected (eagerly) after losing the connection.
+                Ok(None) => return Notice::Missed,
+                Err(_) => {
+                    self.listener = None;
+                    return Notice::Missed;
+                }
+            }
+        }
     }
 }
 

@@ -20,6 +20,7 @@ use sqlx::Row;
 
 use super::catalog::{FundSummary, RowDescription, StoreSummary};
 use super::durable::DurableOptions;
+use super::invalidation::{keys_of, origin, Notice, Scope, POLL};
 use super::rows::{
     migrator, NewRow, StoredRow, MIGRATIONS_TABLE, MIN_LOCK_WAIT, PAYLOAD_FORMAT_ENVELOPE,
 };
@@ -216,30 +217,77 @@ impl SqliteStore {
         Ok(done.rows_affected() > 0)
     }
 
-    /// Deletes the fund's cached matrices ('complete' rows) only: the
-    /// TypeScript app's 'pending', 'processing' and 'failed' rows are its own.
-    pub async fn delete_fund(
-        &self,
-        fund_id: &str,
-        taxonomy_version: Option<&str>,
-    ) -> Result<Vec<String>> {
-        let q = match taxonomy_version {
-            Some(t) => sqlx::query_scalar(
+    /// Deletes what `scope` names ('complete' rows only) and appends its
+    /// record to the log other processes poll, in one transaction.
+    pub async fn invalidate(&self, scope: Scope<'_>) -> Result<Vec<String>> {
+        let fail = |e: sqlx::Error| self.delete_failed("invalidating", e);
+        let mut tx = self.begin_immediate().await?;
+        let deleted: Vec<String> = match scope {
+            Scope::Key(key) => sqlx::query_scalar(
+                "DELETE FROM scenario_matrices WHERE matrix_key = ?1 RETURNING matrix_key",
+            )
+            .bind(key.to_string()),
+            Scope::Fund {
+                fund_id,
+                taxonomy_version,
+            } => sqlx::query_scalar(
                 "DELETE FROM scenario_matrices \
-                 WHERE fund_id = ?1 AND taxonomy_version = ?2 AND status = 'complete' \
-                 RETURNING matrix_key",
+                  WHERE fund_id = ?1 AND (?2 IS NULL OR taxonomy_version = ?2) \
+                    AND status = 'complete' RETURNING matrix_key",
             )
-            .bind(fund_id)
-            .bind(t),
-            None => sqlx::query_scalar(
-                "DELETE FROM scenario_matrices WHERE fund_id = ?1 AND status = 'complete' \
-                 RETURNING matrix_key",
+            .bind(fund_id.to_string())
+            .bind(taxonomy_version.map(str::to_string)),
+            Scope::OlderThan { age_ms, fund_id } => sqlx::query_scalar(
+                "DELETE FROM scenario_matrices \
+                  WHERE status = 'complete' \
+                    AND created_at < strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?1) \
+                    AND (?2 IS NULL OR fund_id = ?2) RETURNING matrix_key",
             )
-            .bind(fund_id),
-        };
-        q.fetch_all(&self.pool)
+            .bind(age_modifier(age_ms))
+            .bind(fund_id.map(str::to_string)),
+        }
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(fail)?;
+        if deleted.is_empty() && !scope.recorded_when_empty() {
+            return Ok(deleted);
+        }
+        let keys = serde_json::to_string(&scope.keys_to_forget(&deleted))
+            .map_err(|e| Error::Internal(format!("listing keys: {e}")))?;
+        sqlx::query(
+            "INSERT INTO scenario_matrix_invalidations \
+                    (scope, matrix_key, fund_id, taxonomy_version, removed, keys, origin) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )
+        .bind(scope.name())
+        .bind(scope.key().map(str::to_string))
+        .bind(scope.fund_id().map(str::to_string))
+        .bind(scope.taxonomy_version().map(str::to_string))
+        .bind(deleted.len() as i64)
+        .bind(keys)
+        .bind(origin())
+        .execute(&mut *tx)
+        .await
+        .map_err(fail)?;
+        tx.commit()
             .await
-            .map_err(|e| self.delete_failed("deleting a fund's matrices", e))
+            .map_err(|e| self.write_failed("committing an invalidation", &e))?;
+        Ok(deleted)
+    }
+
+    /// Follows the invalidation log by polling it. Ids are assigned under
+    /// the database's single write lock, so they commit in order and a range
+    /// read misses nothing.
+    pub async fn follower(&self) -> SqliteFollower {
+        let last: Option<Option<i64>> =
+            sqlx::query_scalar("SELECT max(id) FROM scenario_matrix_invalidations")
+                .fetch_one(&self.pool)
+                .await
+                .ok();
+        SqliteFollower {
+            pool: self.pool.clone(),
+            last: last.map(|m| m.unwrap_or(0)),
+        }
     }
 
     /// Complete rows only (`length` of a blob reads no payload).
@@ -327,32 +375,21 @@ impl SqliteStore {
         .map_err(|e: sqlx::Error| self.unavailable("decoding a scenario_matrices row", &e))
     }
 
-    /// Complete rows created more than `age_ms` ago (of one fund, when
-    /// given): deleted unless `dry_run`; their keys either way. `created_at`
-    /// is ISO 8601 UTC text, so it compares as a string.
-    pub async fn older_than(
-        &self,
-        age_ms: u64,
-        fund_id: Option<&str>,
-        dry_run: bool,
-    ) -> Result<Vec<String>> {
-        let sql = if dry_run {
+    /// Keys of the complete rows created more than `age_ms` ago (of one
+    /// fund, when given): what a `gc` would delete. `created_at` is ISO 8601
+    /// UTC text, so it compares as a string.
+    pub async fn older_than(&self, age_ms: u64, fund_id: Option<&str>) -> Result<Vec<String>> {
+        sqlx::query_scalar(
             "SELECT matrix_key FROM scenario_matrices \
               WHERE status = 'complete' \
                 AND created_at < strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?1) \
-                AND (?2 IS NULL OR fund_id = ?2) ORDER BY matrix_key"
-        } else {
-            "DELETE FROM scenario_matrices \
-              WHERE status = 'complete' \
-                AND created_at < strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?1) \
-                AND (?2 IS NULL OR fund_id = ?2) RETURNING matrix_key"
-        };
-        sqlx::query_scalar(sql)
-            .bind(format!("-{:.3} seconds", age_ms as f64 / 1000.0))
-            .bind(fund_id)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(|e| self.delete_failed("deleting old matrices", e))
+                AND (?2 IS NULL OR fund_id = ?2) ORDER BY matrix_key",
+        )
+        .bind(age_modifier(age_ms))
+        .bind(fund_id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| self.unavailable("listing old matrices", &e))
     }
 
     pub async fn close(&self) {
@@ -482,4 +519,59 @@ fn is_busy(e: &sqlx::Error) -> bool {
         .and_then(|d| d.code())
         .and_then(|c| c.parse::<i32>().ok())
         .is_some_and(|c| matches!(c & 0xff, 5 | 6))
+}
+
+/// SQLite's date modifier for "`age_ms` ago".
+fn age_modifier(age_ms: u64) -> String {
+    format!("-{:.3} seconds", age_ms as f64 / 1000.0)
+}
+
+/// Polls the invalidation log for records after the last one seen.
+pub struct SqliteFollower {
+    pool: SqlitePool,
+    /// The newest record seen; None until the log could be read (records
+    /// from before this process started concern copies it never had).
+    last: Option<i64>,
+}
+
+impl SqliteFollower {
+    pub async fn next(&mut self) -> Notice {
+        loop {
+            tokio::time::sleep(POLL).await;
+            let Some(last) = self.last else {
+                let max: std::result::Result<Option<i64>, _> =
+                    sqlx::query_scalar("SELECT max(id) FROM scenario_matrix_invalidations")
+                        .fetch_one(&self.pool)
+                        .await;
+                if let Ok(max) = max {
+                    self.last = Some(max.unwrap_or(0));
+                }
+                continue;
+            };
+            let rows: std::result::Result<Vec<(i64, String)>, _> = sqlx::query_as(
+                "SELECT id, keys FROM scenario_matrix_invalidations WHERE id > ?1 ORDER BY id LIMIT 1000",
+            )
+            .bind(last)
+            .fetch_all(&self.pool)
+            .await;
+            let Ok(rows) = rows else {
+                // The file is busy or gone; nothing was missed until it answers.
+                continue;
+            };
+            let Some((newest, _)) = rows.last() else {
+                continue;
+            };
+            self.last = Some(*newest);
+            let mut keys = Vec::new();
+            for (_, text) in &rows {
+                match keys_of(text) {
+                    Some(k) => keys.extend(k),
+                    None => return Notice::Missed,
+                }
+            }
+            if !keys.is_empty() {
+                return Notice::Forget(keys);
+            }
+        }
+    }
 }
