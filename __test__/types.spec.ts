@@ -1,8 +1,9 @@
 // The package entry (lib/) and its declarations, as a consumer sees them: the typed
-// program in typecheck/ compiled with the current TypeScript and with 5.x, the runtime
+// program in typecheck/ and the README's example compiled with the current TypeScript
+// and with 5.x, the runtime
 // objects against what is declared, the error guard, and CommonJS / ESM imports.
 import { execFile } from 'node:child_process'
-import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync } from 'node:fs'
+import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
@@ -24,6 +25,17 @@ const compilers = ['typescript', 'typescript5'].map((name) => ({
   tsc: join(packageDir(name), 'bin', 'tsc'),
 }))
 
+/** The ```ts block right after this marker in README.md: the example a newcomer copies. */
+const README_MARKER = '<!-- example: type-checked by __test__/types.spec.ts -->'
+function readmeExample(): string {
+  const readme = readFileSync(join(root, 'README.md'), 'utf8')
+  const at = readme.split(README_MARKER)
+  if (at.length !== 2) throw new Error(`README.md must hold the marker ${README_MARKER} exactly once`)
+  const block = /^\s*```ts\n([\s\S]*?)\n```/.exec(at[1])
+  if (!block) throw new Error(`README.md: no \`\`\`ts block right after ${README_MARKER}`)
+  return block[1]
+}
+
 /** The codes of `ErrorCode` in types/header.d.ts. */
 const headerCodes = [...readFileSync(join(root, 'types', 'header.d.ts'), 'utf8').matchAll(/\| '(E_[A-Z_]+)'/g)].map((m) => m[1])
 
@@ -36,6 +48,11 @@ beforeAll(() => {
   mkdirSync(join(project, 'node_modules', '@types'), { recursive: true })
   symlinkSync(root, join(project, 'node_modules', 'scenario-matrix-cache'), 'dir')
   symlinkSync(packageDir('@types/node'), join(project, 'node_modules', '@types', 'node'), 'dir')
+  // The README's example, in the copy only (typecheck/tsconfig.readme.json names them):
+  // as a CommonJS .ts and as an ES module .mts, since a reader's project may be either.
+  const example = readmeExample()
+  writeFileSync(join(project, 'readme-example.ts'), example)
+  writeFileSync(join(project, 'readme-example.mts'), example)
 })
 afterAll(() => rmSync(project, { recursive: true, force: true }))
 
@@ -47,6 +64,24 @@ describe.concurrent('the declarations compile in a --strict program', () => {
 
   it.each(compilers)('TypeScript $version', async ({ tsc }) => {
     const out = await run(process.execPath, [tsc, '-p', project, '--strict', '--noEmit'], { cwd: project }).then(
+      (r) => r.stdout + r.stderr,
+      (e) => e.stdout + e.stderr || String(e),
+    )
+    expect(out).toBe('')
+  })
+})
+
+describe.concurrent("the README's example compiles in a --strict program", () => {
+  it('opens, gets or generates, gets the matrix, reads the stats and closes', () => {
+    const example = readmeExample()
+    for (const call of ['ScenarioMatrixCache.open(', '.getOrGenerate(', '.getMatrix(', '.stats()', '.close()']) {
+      expect([call, example.includes(call)]).toEqual([call, true])
+    }
+  })
+
+  it.each(compilers)('TypeScript $version', async ({ tsc }) => {
+    const args = [tsc, '-p', join(project, 'tsconfig.readme.json'), '--strict', '--noEmit']
+    const out = await run(process.execPath, args, { cwd: project }).then(
       (r) => r.stdout + r.stderr,
       (e) => e.stdout + e.stderr || String(e),
     )
