@@ -414,8 +414,10 @@ async function gcCommand(opts, cmd) {
   if (result.rows === 0 && result.keys.length === 0) {
     print(`no rows ${scope}: nothing to delete`)
   } else if (result.dryRun) {
-    const copies = result.redisKeys === null ? 'their Redis copies (Redis did not answer)' : fmt.count(result.redisKeys, 'Redis key')
-    print(fmt.wrap(`dry run, nothing deleted: ${fmt.count(result.rows, 'row')} ${scope} would go, with ${copies}`, 0))
+    // redisKeys: the copies that exist now (0 also without Redis), null when Redis did not answer.
+    const copies =
+      result.redisKeys === null ? ', with their Redis copies (Redis did not answer)' : result.redisKeys ? `, with ${fmt.count(result.redisKeys, 'Redis key')}` : ''
+    print(fmt.wrap(`dry run, nothing deleted: ${fmt.count(result.rows, 'row')} ${scope} would go${copies}`, 0))
   } else {
     print(fmt.wrap(`deleted ${fmt.count(result.rows, 'row')} ${scope} and ${fmt.count(result.redisKeys, 'Redis key')}`, 0))
   }
