@@ -33,6 +33,26 @@ describe('several server processes', () => {
     await dropRedisPrefix(prefix)
   })
 
+  it('4 processes x 50 concurrent calls over 20 new keys: exactly 20 generations and 20 rows', async () => {
+    const configs = Array.from({ length: 20 }, (_, i) => config(`vitest-burst-${i}`, 5_000))
+    const prefix = `${uniqueName('smc_vitest')}:`
+    const env = {
+      SMC_OPTIONS: JSON.stringify({ databaseUrl: db.url, redisUrl: REDIS_URL, redisKeyPrefix: prefix }),
+      SMC_CONFIGS: JSON.stringify(configs),
+      SMC_CALLS: '50',
+    }
+    const reports = await Promise.all([1, 2, 3, 4].map(() => runWorker(env)))
+    expect(reports.reduce((n, r) => n + r.generations, 0)).toBe(20)
+    const keys = configs.map((c) => canonicalKey(c as never)).sort()
+    for (const r of reports) expect([...r.keys].sort()).toEqual(keys)
+    const rows = await query<{ matrix_key: string }>(
+      db.url,
+      "SELECT matrix_key FROM scenario_matrices WHERE fund_id LIKE 'vitest-burst-%' ORDER BY matrix_key",
+    )
+    expect(rows.map((r) => r.matrix_key)).toEqual(keys)
+    await dropRedisPrefix(prefix)
+  })
+
   it('a process exits after its last call, even without close()', async () => {
     const prefix = `${uniqueName('smc_vitest')}:`
     const env = {

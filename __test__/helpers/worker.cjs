@@ -1,15 +1,18 @@
 // A separate server process: opens the cache from SMC_OPTIONS, runs SMC_CALLS
-// concurrent getOrGenerate calls for SMC_CONFIG, prints what it saw, closes and
+// concurrent getOrGenerate calls for SMC_CONFIG (or, with SMC_CONFIGS, call i for
+// config i modulo their number), prints what it saw, closes and
 // exits on its own (a hang here means something keeps Node alive after close(),
 // or, with SMC_SKIP_CLOSE=1, after the last call of a cache never closed).
 const { ScenarioMatrixCache } = require('../../lib/index.js')
 
 async function main() {
   const options = JSON.parse(process.env.SMC_OPTIONS || '{}')
-  const config = JSON.parse(process.env.SMC_CONFIG)
+  const configs = process.env.SMC_CONFIGS ? JSON.parse(process.env.SMC_CONFIGS) : [JSON.parse(process.env.SMC_CONFIG)]
   const calls = Number(process.env.SMC_CALLS || 1)
   const cache = await ScenarioMatrixCache.open(options)
-  const results = await Promise.all(Array.from({ length: calls }, () => cache.getOrGenerate(config)))
+  const results = await Promise.all(
+    Array.from({ length: calls }, (_, i) => cache.getOrGenerate(configs[i % configs.length])),
+  )
   const stats = cache.stats()
   if (process.env.SMC_SKIP_CLOSE !== '1') await cache.close()
   process.stdout.write(
