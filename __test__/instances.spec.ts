@@ -83,7 +83,7 @@ describe('three processes sharing PostgreSQL and Redis', () => {
         [fundId, key],
       )
       expect(audit).toEqual([expect.objectContaining({ scope: byFund ? 'fund' : 'key', removed: 1 })])
-      expect(audit[0].origin).toMatch(/:\d+$/)
+      expect(audit[0].origin).toMatch(/:\d+#\d+$/)
     })
   }
 })

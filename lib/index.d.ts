@@ -30,6 +30,9 @@ export interface WarmProgress {
   index: number
   /** Where its matrix came from (`generated` on a miss); absent when it failed. */
   source?: MatrixSource
+  /** It waited for a lookup or generation another call of this process had started
+   * (with `source: 'generated'`: counted in `hits`, not `generated`); absent when it failed. */
+  joined?: boolean
   /** Why it failed; absent when it succeeded. */
   error?: { code: ErrorCode; message: string }
 }

@@ -108,7 +108,7 @@ async function warm(configs, options) {
         // A call that joined another's generation found the matrix made, not by it.
         if (source === 'generated' && !joined) generated++
         else hits++
-        progress = { done: ++done, total, index, source }
+        progress = { done: ++done, total, index, source, joined }
       } catch (err) {
         const f = failure(err)
         failed.push({ index, ...f })

@@ -284,6 +284,20 @@ impl Cache {
                     return;
                 };
                 inner.forget(&notice);
+                if let Notice::Forget(keys) = &notice {
+                    // A Redis copy can outlive the invalidation: read here
+                    // before the invalidating instance deleted it, or written
+                    // by a fill of ours that began before the notice. So our
+                    // pending writes finish, our own delete follows, and
+                    // memory is cleared once more.
+                    inner.background.wait().await;
+                    if let Some(r) = &inner.redis {
+                        if r.delete(keys).await.is_err() {
+                            inner.stats.redis.error();
+                        }
+                    }
+                    inner.forget(&notice);
+                }
             }
         });
         *self.inner.follower.lock().expect("follower lock") = Some(task);
@@ -1133,6 +1147,16 @@ impl Inner {
         };
         let _order = self.fill_lock.lock().expect("fill lock");
         keys.iter().fold(false, |any, k| m.remove(k) || any)
+    }
+}
+
+impl Drop for Inner {
+    /// A cache dropped without `close()` stops following invalidations (the
+    /// task holds it weakly and would otherwise wait for the next notice).
+    fn drop(&mut self) {
+        if let Some(task) = self.follower.get_mut().ok().and_then(Option::take) {
+            task.abort();
+        }
     }
 }
 

@@ -373,3 +373,38 @@ async fn report_verify_and_gc_on_sqlite() {
     cache.close().await;
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn gc_deletes_a_backlog_in_batches_each_recorded() {
+    use scenario_matrix_cache::tier::invalidation::GC_BATCH;
+    let db = TestDb::create().await;
+    let prefix = format!("{}:", unique("smc"));
+    let cache = Cache::open(options(&db, &prefix)).await.unwrap();
+    let n = GC_BATCH + 5;
+    for i in 0..n {
+        cache
+            .get_or_generate(&config(&format!("batch-{i}"), 10))
+            .await
+            .unwrap();
+    }
+    cache.flush().await;
+    let mut c = db.connect().await;
+    sqlx::query("UPDATE scenario_matrices SET created_at = now() - interval '2 days'")
+        .execute(&mut c)
+        .await
+        .unwrap();
+    let day = 24 * 3600 * 1000;
+    let done = cache.gc(day, None, false).await.unwrap();
+    assert_eq!((done.keys.len(), done.redis_keys), (n, Some(n as u64)));
+    assert_eq!(cache.store_report().await.unwrap().summary.rows, 0);
+    let batches: Vec<i32> = sqlx::query_scalar(
+        "SELECT removed FROM scenario_matrix_invalidations WHERE scope = 'gc' ORDER BY id",
+    )
+    .fetch_all(&mut c)
+    .await
+    .unwrap();
+    assert_eq!(batches, [GC_BATCH as i32, 5]);
+    cache.close().await;
+    db.drop_db().await;
+    drop_redis_prefix(&prefix).await;
+}

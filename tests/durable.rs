@@ -25,6 +25,7 @@ use sqlx::{AssertSqlSafe, Connection, Executor, Row};
 use scenario_matrix_cache::codec::Codec;
 use scenario_matrix_cache::scenario::Metadata;
 use scenario_matrix_cache::tier::durable::{Durable, DurableOptions, DurableUrl};
+use scenario_matrix_cache::tier::invalidation::Scope;
 use scenario_matrix_cache::tier::Entry;
 use scenario_matrix_cache::{Error, ScenarioConfig};
 
@@ -863,7 +864,7 @@ async fn delete_semantics(store: &Durable) {
     assert!(inserted);
     assert_eq!(store.get(&k_a1).await.unwrap(), Some(entry));
 
-    let mut gone = store.delete_fund(HOSTILE_FUND, Some("t2")).await.unwrap();
+    let mut gone = delete_fund(store, HOSTILE_FUND, Some("t2")).await.unwrap();
     gone.sort();
     let mut expected = vec![k_a2.clone(), k_a2b.clone()];
     expected.sort();
@@ -875,16 +876,30 @@ async fn delete_semantics(store: &Durable) {
     );
 
     assert_eq!(
-        store.delete_fund(HOSTILE_FUND, None).await.unwrap(),
+        delete_fund(store, HOSTILE_FUND, None).await.unwrap(),
         vec![k_a1.clone()]
     );
     assert_eq!(store.get(&k_a1).await.unwrap(), None);
-    assert!(store
-        .delete_fund("no such fund", None)
+    assert!(delete_fund(store, "no such fund", None)
         .await
         .unwrap()
         .is_empty());
     assert!(store.get(&k_b1).await.unwrap().is_some(), "other fund kept");
+}
+
+/// What `invalidateFund` asks of the store: the fund's rows deleted (and the
+/// invalidation recorded).
+async fn delete_fund(
+    store: &Durable,
+    fund_id: &str,
+    taxonomy_version: Option<&str>,
+) -> scenario_matrix_cache::Result<Vec<String>> {
+    store
+        .invalidate(Scope::Fund {
+            fund_id,
+            taxonomy_version,
+        })
+        .await
 }
 
 /// The TypeScript app's unfinished rows ('pending', 'processing', 'failed')
@@ -906,7 +921,7 @@ async fn fund_delete_keeps_unfinished_rows<F, Fut>(
     let cfg = config(HOSTILE_FUND, "t1", 10);
     let complete = insert(store, &cfg).await;
     assert_eq!(
-        store.delete_fund(HOSTILE_FUND, Some("t1")).await.unwrap(),
+        delete_fund(store, HOSTILE_FUND, Some("t1")).await.unwrap(),
         vec![complete.clone()],
         "only the complete row is a cached matrix"
     );
@@ -920,11 +935,10 @@ async fn fund_delete_keeps_unfinished_rows<F, Fut>(
     }
     let again = insert(store, &cfg).await;
     assert_eq!(
-        store.delete_fund(HOSTILE_FUND, None).await.unwrap(),
+        delete_fund(store, HOSTILE_FUND, None).await.unwrap(),
         vec![again]
     );
-    assert!(store
-        .delete_fund(HOSTILE_FUND, None)
+    assert!(delete_fund(store, HOSTILE_FUND, None)
         .await
         .unwrap()
         .is_empty());

@@ -83,7 +83,7 @@ async fn postgres_invalidations_reach_every_instance_and_are_recorded() {
     );
     assert_eq!(rows[1].4, format!("[\"{kf}\"]"));
     assert!(
-        rows[0].5.ends_with(&format!(":{}", std::process::id())),
+        rows[0].5.contains(&format!(":{}#", std::process::id())),
         "{}",
         rows[0].5
     );

@@ -605,7 +605,24 @@ async fn invalidate_says_whether_any_tier_had_the_key() {
     assert!(b.invalidate(&k).await.unwrap(), "the Redis copy was there");
     let mut r = redis_conn().await;
     assert!(!r.exists::<_, bool>(format!("{prefix}{k}")).await.unwrap());
-    // Only `a`'s memory holds it now.
+    // `a`'s memory copy went with b's invalidation too (it reaches every
+    // instance sharing the store).
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    assert!(a.get(&k).await.unwrap().is_none());
+    // Only `a`'s memory holds it: filled again, then the row and the Redis
+    // copy removed behind its back (no invalidation record).
+    a.get_or_generate(&cfg).await.unwrap();
+    a.flush().await;
+    assert_eq!(
+        exec(
+            &db,
+            "DELETE FROM scenario_matrices WHERE matrix_key = $1",
+            &[&k]
+        )
+        .await,
+        1
+    );
+    let _: () = r.del(format!("{prefix}{k}")).await.unwrap();
     assert!(a.invalidate(&k).await.unwrap(), "the memory copy was there");
     assert!(a.get(&k).await.unwrap().is_none());
     // Nothing holds it.

@@ -228,7 +228,7 @@ async function warmCommand(source, opts, cmd) {
           concurrency,
           onProgress: (p) => {
             if (p.error) counts.failed++
-            else if (p.source === 'generated') counts.generated++
+            else if (p.source === 'generated' && !p.joined) counts.generated++
             else counts.hits++
             progress.update(parseFailures + p.done, counts)
           },

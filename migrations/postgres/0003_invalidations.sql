@@ -18,6 +18,6 @@ CREATE TABLE IF NOT EXISTS scenario_matrix_invalidations (
     removed          integer     NOT NULL,
     -- JSON array of the keys whose copies other instances drop.
     keys             jsonb       NOT NULL,
-    -- host:pid of the process that invalidated.
+    -- host:pid#n: the process that invalidated, and which of its caches.
     origin           text        NOT NULL
 );

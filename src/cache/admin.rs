@@ -11,7 +11,7 @@ use crate::codec::Codec;
 use crate::config::ScenarioConfig;
 use crate::error::{Error, Result};
 use crate::tier::catalog::StoreSummary;
-use crate::tier::invalidation::Scope;
+use crate::tier::invalidation::{Scope, GC_BATCH};
 use crate::tier::{Entry, Source};
 
 /// `storeReport()`.
@@ -187,18 +187,25 @@ impl Cache {
                 self.inner
                     .repair(stored, Some(&cfg), key, &why, epoch)
                     .await
-                    .map(|_| Repaired::Regenerated)
+                    .map(|_| Some(Repaired::Regenerated))
             }
             (RowStatus::Legacy, _) if stored.metadata.num_buckets == 1 => {
                 self.rewrite_legacy(stored, &cfg, key).await
             }
-            // A legacy row of several buckets, or a legacy payload that does
-            // not decode: nothing can be recovered from it, so it is replaced
-            // by a generation, as a call with its config would do.
+            // A legacy row of several buckets (its columns cannot be
+            // attributed, so calls never serve it and regenerate it anyway),
+            // or a legacy payload that does not decode (lost, and with no
+            // checksums nothing proves a regeneration equal to it): replaced
+            // by a new matrix, because the operator asked for it. Calls never
+            // do this for an undecodable one; they fail with E_CORRUPT.
             _ => self.regenerate_legacy(&cfg, key).await,
         };
         match outcome {
-            Ok(done) => check.repaired = Some(done),
+            Ok(Some(done)) => check.repaired = Some(done),
+            Ok(None) => {
+                check.detail =
+                    Some("left as it is: another process rewrote the row meanwhile".into())
+            }
             Err(e) => check.repair_error = Some(e),
         }
         Ok(check)
@@ -217,12 +224,13 @@ impl Cache {
         blocking(move || Ok(e.decode().err().map(|err| err.to_string()))).await
     }
 
+    /// `None` when another process replaced the row first.
     async fn rewrite_legacy(
         &self,
         stored: Entry,
         cfg: &ScenarioConfig,
         key: &str,
-    ) -> Result<Repaired> {
+    ) -> Result<Option<Repaired>> {
         let Normalised::Ready(current) = self.inner.normalise(stored, Some(cfg)).await? else {
             return Err(Error::Corrupt(format!(
                 "durable row {key}: the legacy matrix does not fit the config its row records"
@@ -241,10 +249,11 @@ impl Cache {
         if inserted {
             self.inner.stats.legacy_rewrites.fetch_add(1, Relaxed);
         }
-        Ok(Repaired::Rewritten)
+        Ok(inserted.then_some(Repaired::Rewritten))
     }
 
-    async fn regenerate_legacy(&self, cfg: &ScenarioConfig, key: &str) -> Result<Repaired> {
+    /// `None` when another process replaced the row first.
+    async fn regenerate_legacy(&self, cfg: &ScenarioConfig, key: &str) -> Result<Option<Repaired>> {
         let owned = cfg.clone();
         let (_, inserted) = self
             .inner
@@ -259,7 +268,7 @@ impl Cache {
         if inserted {
             self.inner.stats.generations.fetch_add(1, Relaxed);
         }
-        Ok(Repaired::Regenerated)
+        Ok(inserted.then_some(Repaired::Regenerated))
     }
 
     /// Deletes (unless `dry_run`) the complete rows created more than
@@ -280,13 +289,22 @@ impl Cache {
                 dry_run,
             });
         }
-        let _window = inner.quiesce(None).await;
-        let keys = inner
-            .durable
-            .invalidate(Scope::OlderThan { age_ms, fund_id })
-            .await?;
-        inner.remove_from_memory(&keys);
-        let redis_keys = inner.delete_from_redis(&keys).await?;
+        let (mut keys, mut redis_keys) = (Vec::new(), 0);
+        loop {
+            let _window = inner.quiesce(None).await;
+            let batch = inner
+                .durable
+                .invalidate(Scope::OlderThan { age_ms, fund_id })
+                .await?;
+            inner.remove_from_memory(&batch);
+            redis_keys += inner.delete_from_redis(&batch).await?;
+            let last = batch.len() < GC_BATCH;
+            keys.extend(batch);
+            if last {
+                break;
+            }
+        }
+        keys.sort();
         Ok(GcReport {
             keys,
             redis_keys: Some(redis_keys),

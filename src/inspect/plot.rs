@@ -246,7 +246,8 @@ mod tests {
         assert!(text("every scenario at 0x"));
         assert_eq!(thousands(100_000), "100,000");
         assert_eq!(thousands(999), "999");
-        assert_eq!(svg.matches("<rect").count() >= 3 * BINS, true);
+        // Bars for the two buckets with positive cells, none for the zero one.
+        assert!(svg.matches("<rect").count() >= 2 * BINS);
     }
 
     #[test]

@@ -233,10 +233,12 @@ impl ScenarioMatrixCache {
         let work = async move {
             let opts = opts?;
             let age = match opt_number(&opts, "olderThanMs")? {
-                Some(n) if n.fract() == 0.0 && n >= 0.0 && n <= 9_007_199_254_740_991.0 => n as u64,
+                // Up to 100 years: the stores' date arithmetic has limits of
+                // its own (PostgreSQL errs, SQLite silently matches nothing).
+                Some(n) if n.fract() == 0.0 && (0.0..=MAX_AGE_MS).contains(&n) => n as u64,
                 Some(n) => {
                     return Err(Error::InvalidArgument(format!(
-                        "olderThanMs must be a whole number of milliseconds, 0 or more, got {n}"
+                        "olderThanMs must be a whole number of milliseconds from 0 to {MAX_AGE_MS} (100 years), got {n}"
                     )))
                 }
                 None => return Err(Error::InvalidArgument("olderThanMs is required".into())),
@@ -274,6 +276,8 @@ impl ScenarioMatrixCache {
         promise(env, work, |_, r| Ok(r))
     }
 }
+
+const MAX_AGE_MS: f64 = 100.0 * 365.25 * 24.0 * 3600.0 * 1000.0;
 
 enum Target {
     Config(ScenarioConfig),

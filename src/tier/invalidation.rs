@@ -87,14 +87,26 @@ pub enum Notice {
     Missed,
 }
 
+/// Rows one `gc` transaction deletes at most.
+pub const GC_BATCH: usize = 200;
+
 /// The channel PostgreSQL notifies on; the payload is the record's id.
 pub(super) const CHANNEL: &str = "scenario_matrix_cache_invalidations";
 
 /// How often an SQLite follower reads the log.
 pub(super) const POLL: Duration = Duration::from_millis(25);
 
-/// `host:pid` of this process, for the record.
-pub(super) fn origin() -> String {
+/// `host:pid#n` for the n-th store opened by this process: the record's
+/// `origin`, and how a follower knows its own invalidations (already applied
+/// to its memory tier, which meanwhile may hold a fresh copy).
+pub(super) fn new_origin() -> String {
+    static PROCESS: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{}#{n}", PROCESS.get_or_init(read_origin))
+}
+
+fn read_origin() -> String {
     let host = std::env::var("HOSTNAME")
         .ok()
         .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
@@ -139,6 +151,8 @@ mod tests {
         assert!(!gc.recorded_when_empty() && fund.recorded_when_empty());
         assert_eq!(keys_of(r#"["a","b"]"#), Some(vec!["a".into(), "b".into()]));
         assert_eq!(keys_of("[1]"), None);
-        assert!(origin().ends_with(&format!(":{}", std::process::id())));
+        let (a, b) = (new_origin(), new_origin());
+        assert!(a.contains(&format!(":{}#", std::process::id())), "{a}");
+        assert_ne!(a, b);
     }
 }

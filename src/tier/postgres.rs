@@ -18,7 +18,7 @@ use sqlx::{Connection, Row};
 
 use super::catalog::{FundSummary, RowDescription, StoreSummary};
 use super::durable::{passwords_of, percent_decode, redact_password, DurableOptions};
-use super::invalidation::{keys_of, origin, Notice, Scope, CHANNEL};
+use super::invalidation::{keys_of, new_origin, Notice, Scope, CHANNEL, GC_BATCH};
 use super::rows::{migrator, NewRow, StoredRow, MIN_LOCK_WAIT, PAYLOAD_FORMAT_ENVELOPE};
 use super::Entry;
 use crate::config::ScenarioConfig;
@@ -183,8 +183,11 @@ WHERE m.status IS DISTINCT FROM 'complete' OR m.payload_format IS NULL
 
 pub struct PgStore {
     pool: PgPool,
+    /// This store's `origin` in the invalidation records.
+    origin: String,
     /// For the invalidation listener's own connection.
     connect: PgConnectOptions,
+    connect_timeout: Duration,
     redact: Redactor,
     /// `statement_timeout` value for the lock wait of `get_or_insert`.
     lock_wait_ms: String,
@@ -230,7 +233,9 @@ impl PgStore {
         .map_err(|e| redact.unavailable("connecting to PostgreSQL", &e))?;
         Ok(PgStore {
             pool,
+            origin: new_origin(),
             connect,
+            connect_timeout: opts.timeout,
             redact,
             lock_wait_ms: millis(opts.timeout.max(MIN_LOCK_WAIT)),
         })
@@ -331,13 +336,28 @@ impl PgStore {
         Ok(done.rows_affected() > 0)
     }
 
-    /// Deletes what `scope` names ('complete' rows only: the TypeScript
-    /// app's 'pending', 'processing' and 'failed' rows are its own) and
+    /// Deletes what `scope` names (for a fund or by age, 'complete' rows only:
+    /// the TypeScript app's 'pending', 'processing' and 'failed' rows are its
+    /// own; for a key, whatever row holds it) and
     /// records it, in one transaction that also notifies the other
     /// instances. Returns the deleted rows' keys.
     pub async fn invalidate(&self, scope: Scope<'_>) -> Result<Vec<String>> {
         let fail = |e: sqlx::Error| self.delete_failed("invalidating", e);
         let mut tx = self.pool.begin().await.map_err(fail)?;
+        if let Scope::Key(key) = scope {
+            // Waits for a generation of the key under way in any process, so
+            // its row is committed before this deletes it, not after.
+            sqlx::query("SELECT set_config('statement_timeout', $1, true)")
+                .bind(&self.lock_wait_ms)
+                .execute(&mut *tx)
+                .await
+                .map_err(fail)?;
+            sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                .bind(lock_id(key))
+                .execute(&mut *tx)
+                .await
+                .map_err(fail)?;
+        }
         let deleted: Vec<String> = match scope {
             Scope::Key(key) => sqlx::query_scalar(
                 "DELETE FROM scenario_matrices WHERE matrix_key = $1 RETURNING matrix_key",
@@ -354,12 +374,16 @@ impl PgStore {
             .bind(fund_id)
             .bind(taxonomy_version),
             Scope::OlderThan { age_ms, fund_id } => sqlx::query_scalar(
-                "DELETE FROM scenario_matrices \
-                  WHERE status = 'complete' AND created_at < now() - $1 * interval '1 millisecond' \
-                    AND ($2::text IS NULL OR fund_id = $2) RETURNING matrix_key",
+                "DELETE FROM scenario_matrices WHERE matrix_key IN ( \
+                   SELECT matrix_key FROM scenario_matrices \
+                    WHERE status = 'complete' AND created_at < now() - $1 * interval '1 millisecond' \
+                      AND ($2::text IS NULL OR fund_id = $2) \
+                    ORDER BY created_at LIMIT $3) \
+                 RETURNING matrix_key",
             )
             .bind(age_ms as f64)
-            .bind(fund_id),
+            .bind(fund_id)
+            .bind(GC_BATCH as i64),
         }
         .fetch_all(&mut *tx)
         .await
@@ -380,7 +404,7 @@ impl PgStore {
         .bind(scope.taxonomy_version())
         .bind(deleted.len() as i32)
         .bind(keys)
-        .bind(origin())
+        .bind(&self.origin)
         .fetch_one(&mut *tx)
         .await
         .map_err(fail)?;
@@ -400,13 +424,14 @@ impl PgStore {
     /// nothing filled from now on goes unheard); otherwise it keeps trying.
     pub async fn follower(&self) -> PgFollower {
         let mut f = PgFollower {
-            pool: self.pool.clone(),
+            own: self.origin.clone(),
             listen: PgPoolOptions::new()
                 .max_connections(1)
+                .acquire_timeout(Duration::from_secs(5))
                 .connect_lazy_with(self.connect.clone()),
             listener: None,
         };
-        f.listener = tokio::time::timeout(Duration::from_secs(5), f.connect())
+        f.listener = tokio::time::timeout(self.connect_timeout, f.connect())
             .await
             .ok()
             .and_then(|r| r.ok());
@@ -563,7 +588,9 @@ impl PgStore {
 /// are taken one by one (not as a range): concurrent transactions commit out
 /// of id order.
 pub struct PgFollower {
-    pool: PgPool,
+    /// Records of this origin are skipped: the invalidating call already
+    /// cleared this instance's memory tier.
+    own: String,
     /// A pool of one for the listening connection, so the store's own pool
     /// keeps all of its connections.
     listen: PgPool,
@@ -577,34 +604,58 @@ impl PgFollower {
         Ok(l)
     }
 
-    /// The next notice; a lost or failed connection is `Missed` (after a
-    /// pause when it cannot be re-established).
+    /// The next notice. A lost connection is retried every second, and
+    /// `Missed` once it is back, so what may have been missed meanwhile is
+    /// dropped. While it is down the memory tier keeps serving (copies an
+    /// instance elsewhere invalidates meanwhile can be served until then).
     pub async fn next(&mut self) -> Notice {
         loop {
             let listener = match &mut self.listener {
                 Some(l) => l,
-                None => {
-                    match self.connect().await {
-                        Ok(l) => self.listener = Some(l),
-                        Err(_) => tokio::time::sleep(Duration::from_secs(1)).await,
+                None => match self.connect().await {
+                    Ok(l) => {
+                        self.listener = Some(l);
+                        return Notice::Missed;
                     }
-                    // Whatever happened before now went unheard.
-                    return Notice::Missed;
+                    Err(_) => {
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        continue;
+                    }
+                },
+            };
+            // A connection dropped without a word (a NAT or firewall idle
+            // timeout, a half-open socket) would leave the wait silent
+            // forever: after a quiet spell, ask the connection to answer.
+            let received = match tokio::time::timeout(QUIET, listener.try_recv()).await {
+                Ok(r) => r,
+                Err(_) => {
+                    let alive = tokio::time::timeout(
+                        Duration::from_secs(5),
+                        sqlx::query("SELECT 1").execute(&mut *listener),
+                    )
+                    .await;
+                    if !matches!(alive, Ok(Ok(_))) {
+                        self.listener = None;
+                    }
+                    continue;
                 }
             };
-            match listener.try_recv().await {
+            match received {
                 Ok(Some(n)) => {
                     let Ok(id) = n.payload().parse::<i64>() else {
                         continue;
                     };
-                    let keys: std::result::Result<Option<String>, _> = sqlx::query_scalar(
-                        "SELECT keys::text FROM scenario_matrix_invalidations WHERE id = $1",
+                    // Over the listening connection: the store's pool may be
+                    // taken by long generations.
+                    let keys: std::result::Result<Option<(String, String)>, _> = sqlx::query_as(
+                        "SELECT keys::text, origin FROM scenario_matrix_invalidations WHERE id = $1",
                     )
                     .bind(id)
-                    .fetch_optional(&self.pool)
+                    .fetch_optional(&mut *listener)
                     .await;
                     match keys {
-                        Ok(Some(text)) => match keys_of(&text) {
+                        Ok(Some((_, origin))) if origin == self.own => continue,
+                        Ok(Some((text, _))) => match keys_of(&text) {
                             Some(keys) if keys.is_empty() => continue,
                             Some(keys) => return Notice::Forget(keys),
                             None => return Notice::Missed,
@@ -616,14 +667,15 @@ impl PgFollower {
                 }
                 // Reconnected (eagerly) after losing the connection.
                 Ok(None) => return Notice::Missed,
-                Err(_) => {
-                    self.listener = None;
-                    return Notice::Missed;
-                }
+                Err(_) => self.listener = None,
             }
         }
     }
 }
+
+/// How long the listening connection may stay silent before it is asked to
+/// answer a query.
+const QUIET: Duration = Duration::from_secs(30);
 
 fn millis(d: Duration) -> String {
     d.as_millis().max(1).to_string()

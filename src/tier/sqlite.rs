@@ -20,7 +20,7 @@ use sqlx::Row;
 
 use super::catalog::{FundSummary, RowDescription, StoreSummary};
 use super::durable::DurableOptions;
-use super::invalidation::{keys_of, origin, Notice, Scope, POLL};
+use super::invalidation::{keys_of, new_origin, Notice, Scope, GC_BATCH, POLL};
 use super::rows::{
     migrator, NewRow, StoredRow, MIGRATIONS_TABLE, MIN_LOCK_WAIT, PAYLOAD_FORMAT_ENVELOPE,
 };
@@ -90,6 +90,8 @@ pub struct SqliteStore {
     lock_wait: Duration,
     /// `sqlite://path`, for messages.
     shown: String,
+    /// This store's `origin` in the invalidation records.
+    origin: String,
 }
 
 impl SqliteStore {
@@ -119,6 +121,7 @@ impl SqliteStore {
         let store = SqliteStore {
             pool,
             shown,
+            origin: new_origin(),
             lock_wait: opts.timeout.max(MIN_LOCK_WAIT),
         };
         let ready = async {
@@ -217,7 +220,8 @@ impl SqliteStore {
         Ok(done.rows_affected() > 0)
     }
 
-    /// Deletes what `scope` names ('complete' rows only) and appends its
+    /// Deletes what `scope` names (for a fund or by age, 'complete' rows
+    /// only; for a key, whatever row holds it) and appends its
     /// record to the log other processes poll, in one transaction.
     pub async fn invalidate(&self, scope: Scope<'_>) -> Result<Vec<String>> {
         let fail = |e: sqlx::Error| self.delete_failed("invalidating", e);
@@ -238,13 +242,17 @@ impl SqliteStore {
             .bind(fund_id.to_string())
             .bind(taxonomy_version.map(str::to_string)),
             Scope::OlderThan { age_ms, fund_id } => sqlx::query_scalar(
-                "DELETE FROM scenario_matrices \
-                  WHERE status = 'complete' \
-                    AND created_at < strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?1) \
-                    AND (?2 IS NULL OR fund_id = ?2) RETURNING matrix_key",
+                "DELETE FROM scenario_matrices WHERE matrix_key IN ( \
+                   SELECT matrix_key FROM scenario_matrices \
+                    WHERE status = 'complete' \
+                      AND created_at < strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?1) \
+                      AND (?2 IS NULL OR fund_id = ?2) \
+                    ORDER BY created_at LIMIT ?3) \
+                 RETURNING matrix_key",
             )
             .bind(age_modifier(age_ms))
-            .bind(fund_id.map(str::to_string)),
+            .bind(fund_id.map(str::to_string))
+            .bind(GC_BATCH as i64),
         }
         .fetch_all(&mut *tx)
         .await
@@ -265,7 +273,7 @@ impl SqliteStore {
         .bind(scope.taxonomy_version().map(str::to_string))
         .bind(deleted.len() as i64)
         .bind(keys)
-        .bind(origin())
+        .bind(&self.origin)
         .execute(&mut *tx)
         .await
         .map_err(fail)?;
@@ -285,6 +293,7 @@ impl SqliteStore {
                 .await
                 .ok();
         SqliteFollower {
+            own: self.origin.clone(),
             pool: self.pool.clone(),
             last: last.map(|m| m.unwrap_or(0)),
         }
@@ -528,6 +537,8 @@ fn age_modifier(age_ms: u64) -> String {
 
 /// Polls the invalidation log for records after the last one seen.
 pub struct SqliteFollower {
+    /// Records of this origin are skipped (see `PgFollower::own`).
+    own: String,
     pool: SqlitePool,
     /// The newest record seen; None until the log could be read (records
     /// from before this process started concern copies it never had).
@@ -548,8 +559,8 @@ impl SqliteFollower {
                 }
                 continue;
             };
-            let rows: std::result::Result<Vec<(i64, String)>, _> = sqlx::query_as(
-                "SELECT id, keys FROM scenario_matrix_invalidations WHERE id > ?1 ORDER BY id LIMIT 1000",
+            let rows: std::result::Result<Vec<(i64, String, String)>, _> = sqlx::query_as(
+                "SELECT id, keys, origin FROM scenario_matrix_invalidations WHERE id > ?1 ORDER BY id LIMIT 1000",
             )
             .bind(last)
             .fetch_all(&self.pool)
@@ -558,12 +569,12 @@ impl SqliteFollower {
                 // The file is busy or gone; nothing was missed until it answers.
                 continue;
             };
-            let Some((newest, _)) = rows.last() else {
+            let Some((newest, _, _)) = rows.last() else {
                 continue;
             };
             self.last = Some(*newest);
             let mut keys = Vec::new();
-            for (_, text) in &rows {
+            for (_, text, _) in rows.iter().filter(|(_, _, origin)| *origin != self.own) {
                 match keys_of(text) {
                     Some(k) => keys.extend(k),
                     None => return Notice::Missed,
