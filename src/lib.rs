@@ -17,6 +17,7 @@ pub mod generator;
 pub mod js_number;
 pub mod key;
 pub mod options;
+pub mod portfolio;
 pub mod scenario;
 pub mod stats;
 pub mod tier;
