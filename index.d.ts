@@ -124,6 +124,20 @@ export declare const MatrixSource: {
   readonly Generated: 'generated'
 }
 
+/** Options of `ScenarioMatrixCache.portfolioStats` (README "Portfolio analytics"). Unknown
+ * names and bad values reject with `E_INVALID_ARGUMENT` naming the field. */
+export interface PortfolioStatsOptions {
+  /** By bucket name; buckets left out weigh 0. Non-negative, not all 0; normalised to sum 1.
+   * Default: the config's `capitalAllocation`. */
+  weights?: Record<string, number>
+  /** For `valueAtRisk` and `conditionalValueAtRisk`, strictly between 0 and 1. Default 0.95. */
+  confidence?: number
+  /** A bucket's scenario is a winner when its MOIC is at least this. Default 10. */
+  winnerMultiple?: number
+  /** Equal-width bins over [min, max] portfolio MOIC, an integer 1..=100000. Default 50. */
+  histogramBins?: number
+}
+
 /**
  * Which binding artifact the generated loader actually loaded: `'native'` for
  * a native addon, otherwise the `platformArchABI` of the WASI flavor. Every
@@ -157,6 +171,11 @@ export declare class ScenarioMatrixCache {
   flush(): Promise<void>
   /** Waits for background writes and closes the connections; later calls reject with `E_CLOSED`. */
   close(): Promise<void>
+  /**
+   * Statistics of a weighted portfolio over `config`'s matrix (got or generated like
+   * `getMatrix`), computed off the JS thread. Bad options reject with `E_INVALID_ARGUMENT`.
+   */
+  portfolioStats(config: ScenarioConfig, options?: PortfolioStatsOptions): Promise<PortfolioStats>
 }
 
 /** What `onEvent` receives (README "Events"). */
@@ -308,6 +327,59 @@ export interface MemoryTierStats {
   evictions: number
   /** Entries refused because they alone exceed the bound. */
   rejectedTooLarge: number
+}
+
+export interface PortfolioBucketStats {
+  name: string
+  mean: number
+  p10: number
+  p50: number
+  p90: number
+  /** Share of scenarios with this bucket's MOIC at least `winnerMultiple`. */
+  winnerProbability: number
+}
+
+export interface PortfolioHistogram {
+  /** `histogramBins + 1` edges from min to max portfolio MOIC. */
+  edges: Array<number>
+  /** Scenarios per bin (`[edge_i, edge_i+1)`, the last bin closed); they sum to `numScenarios`. */
+  counts: Array<number>
+}
+
+export interface PortfolioPercentiles {
+  p1: number
+  p5: number
+  p10: number
+  p25: number
+  p50: number
+  p75: number
+  p90: number
+  p95: number
+  p99: number
+}
+
+/**
+ * The distribution of a portfolio's MOIC over a matrix's scenarios (README "Portfolio analytics").
+ * Only ever returned, never read from JS.
+ */
+export interface PortfolioStats {
+  numScenarios: number
+  /** The weights used, normalised to sum 1, by bucket name in the config's order. */
+  weights: Record<string, number>
+  mean: number
+  /** Population standard deviation (divided by the scenario count). */
+  stdDev: number
+  percentiles: PortfolioPercentiles
+  /** Share of scenarios whose portfolio MOIC is below 1. */
+  lossProbability: number
+  /** The `confidence` percentile of the loss `max(0, 1 - M)`. */
+  valueAtRisk: number
+  /** Rockafellar-Uryasev CVaR of the loss at `confidence`. */
+  conditionalValueAtRisk: number
+  /** In the config's bucket order. */
+  buckets: Array<PortfolioBucketStats>
+  histogram: PortfolioHistogram
+  metadata: ScenarioMetadata
 }
 
 export interface RedisBreakerStats {

@@ -123,3 +123,17 @@ export declare const MatrixSource: {
   readonly Sqlite: 'sqlite'
   readonly Generated: 'generated'
 }
+
+/** Options of `ScenarioMatrixCache.portfolioStats` (README "Portfolio analytics"). Unknown
+ * names and bad values reject with `E_INVALID_ARGUMENT` naming the field. */
+export interface PortfolioStatsOptions {
+  /** By bucket name; buckets left out weigh 0. Non-negative, not all 0; normalised to sum 1.
+   * Default: the config's `capitalAllocation`. */
+  weights?: Record<string, number>
+  /** For `valueAtRisk` and `conditionalValueAtRisk`, strictly between 0 and 1. Default 0.95. */
+  confidence?: number
+  /** A bucket's scenario is a winner when its MOIC is at least this. Default 10. */
+  winnerMultiple?: number
+  /** Equal-width bins over [min, max] portfolio MOIC, an integer 1..=100000. Default 50. */
+  histogramBins?: number
+}

@@ -33,7 +33,7 @@ use crate::Error;
 
 /// Runs `fut` on the runtime (a panic becomes `E_INTERNAL`) and converts its
 /// value with `to_js` on the JS thread; errors reject with a coded JS error.
-fn promise<'e, T, J, F, C>(env: &'e Env, fut: F, to_js: C) -> napi::Result<PromiseRaw<'e, J>>
+pub(super) fn promise<'e, T, J, F, C>(env: &'e Env, fut: F, to_js: C) -> napi::Result<PromiseRaw<'e, J>>
 where
     T: Send + 'static,
     J: ToNapiValue,
@@ -379,6 +379,13 @@ fn stats_js(s: StatsSnapshot) -> CacheStats {
 pub struct ScenarioMatrixCache {
     inner: Arc<Cache>,
     handoff: Handoff,
+}
+
+impl ScenarioMatrixCache {
+    /// The cache itself, for the methods other binding modules add.
+    pub(super) fn core(&self) -> &Arc<Cache> {
+        &self.inner
+    }
 }
 
 #[napi]

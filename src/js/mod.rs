@@ -5,6 +5,7 @@
 
 mod cache;
 mod handoff;
+mod portfolio;
 mod walk;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
