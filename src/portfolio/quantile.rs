@@ -45,52 +45,117 @@ const BIN_BITS: u32 = 12;
 const BINS: usize = 1 << BIN_BITS;
 const NO_SLOT: u8 = u8::MAX;
 
+fn bin(x: f32) -> usize {
+    (key(x) >> (32 - BIN_BITS)) as usize
+}
+
 /// The values at `ranks` (0-based positions in ascending `total_cmp` order)
 /// of `values`, without sorting them. `ranks` must be below `values.len()`.
 pub fn order_stats_f32(values: &[f32], ranks: &[usize]) -> Vec<f32> {
-    let n = values.len();
+    column_order_stats(values, 1, 0..1, ranks, |_, _| {}).remove(0)
+}
+
+/// [`order_stats_f32`] for columns `cols` of a row-major matrix with `width`
+/// columns, all in the same two passes over the rows (the matrix is read
+/// where it is: no column is copied out). `visit(j, x)` sees every value of
+/// column `cols.start + j` in row order during the first pass.
+pub fn column_order_stats(
+    matrix: &[f32],
+    width: usize,
+    cols: std::ops::Range<usize>,
+    ranks: &[usize],
+    mut visit: impl FnMut(usize, f32),
+) -> Vec<Vec<f32>> {
+    let n = matrix.len() / width;
+    let k = cols.len();
     assert!(ranks.iter().all(|&r| r < n), "rank out of range");
+    let rows = || matrix.chunks_exact(width).map(|r| &r[cols.clone()]);
     if n <= 256 {
-        let mut v = values.to_vec();
-        v.sort_unstable_by(f32::total_cmp);
-        return ranks.iter().map(|&r| v[r]).collect();
+        let mut columns: Vec<Vec<f32>> = vec![Vec::with_capacity(n); k];
+        for row in rows() {
+            for (j, &x) in row.iter().enumerate() {
+                visit(j, x);
+                columns[j].push(x);
+            }
+        }
+        return columns
+            .into_iter()
+            .map(|mut v| {
+                v.sort_unstable_by(f32::total_cmp);
+                ranks.iter().map(|&r| v[r]).collect()
+            })
+            .collect();
     }
-    // Pass 1: how many values fall in each bin of the top key bits.
-    let mut counts = vec![0u32; BINS];
-    for &x in values {
-        counts[(key(x) >> (32 - BIN_BITS)) as usize] += 1;
-    }
-    // Each rank's bin and its rank within that bin.
-    let mut below = 0usize;
-    let mut start = vec![0usize; BINS];
-    for (b, &c) in counts.iter().enumerate() {
-        start[b] = below;
-        below += c as usize;
-    }
-    let bin_of = |r: usize| start.partition_point(|&s| s <= r) - 1;
-    // Pass 2: the values of the bins that hold a rank (at most one slot per rank).
-    let mut slot = vec![NO_SLOT; BINS];
-    let mut bins: Vec<usize> = Vec::new();
-    for &r in ranks {
-        let b = bin_of(r);
-        if slot[b] == NO_SLOT {
-            slot[b] = bins.len() as u8;
-            bins.push(b);
+    // Pass 1: how many values of each column fall in each bin of the top key bits.
+    let mut counts = vec![0u32; k * BINS];
+    for row in rows() {
+        for (j, &x) in row.iter().enumerate() {
+            visit(j, x);
+            counts[j * BINS + bin(x)] += 1;
         }
     }
-    let mut gathered: Vec<Vec<f32>> = bins.iter().map(|&b| Vec::with_capacity(counts[b] as usize)).collect();
-    for &x in values {
-        let s = slot[(key(x) >> (32 - BIN_BITS)) as usize];
-        if s != NO_SLOT {
-            gathered[s as usize].push(x);
+    // Per column: where each bin starts, the bin of each rank, and a slot
+    // (gathering buffer) for each bin that holds a rank.
+    let mut start = vec![0usize; k * BINS];
+    let mut slot = vec![NO_SLOT; k * BINS];
+    let mut rank_at: Vec<Vec<(usize, usize)>> = Vec::with_capacity(k); // (slot, rank within bin)
+    let mut gathered: Vec<Vec<Vec<f32>>> = Vec::with_capacity(k);
+    for j in 0..k {
+        let (c, st) = (&counts[j * BINS..][..BINS], &mut start[j * BINS..][..BINS]);
+        let mut below = 0usize;
+        for (b, &cnt) in c.iter().enumerate() {
+            st[b] = below;
+            below += cnt as usize;
+        }
+        let sl = &mut slot[j * BINS..][..BINS];
+        let mut bufs: Vec<Vec<f32>> = Vec::new();
+        let mut at = Vec::with_capacity(ranks.len());
+        for &r in ranks {
+            let b = st.partition_point(|&s| s <= r) - 1;
+            if sl[b] == NO_SLOT {
+                sl[b] = bufs.len() as u8;
+                bufs.push(Vec::with_capacity(c[b] as usize));
+            }
+            at.push((sl[b] as usize, r - st[b]));
+        }
+        rank_at.push(at);
+        gathered.push(bufs);
+    }
+    // Pass 2: the values of those bins.
+    for row in rows() {
+        for (j, &x) in row.iter().enumerate() {
+            let s = slot[j * BINS + bin(x)];
+            if s != NO_SLOT {
+                gathered[j][s as usize].push(x);
+            }
         }
     }
-    ranks
-        .iter()
-        .map(|&r| {
-            let b = bin_of(r);
-            let v = &mut gathered[slot[b] as usize];
-            *v.select_nth_unstable_by(r - start[b], f32::total_cmp).1
+    gathered
+        .into_iter()
+        .zip(rank_at)
+        .map(|(mut bufs, at)| {
+            at.iter()
+                .map(|&(s, r)| *bufs[s].select_nth_unstable_by(r, f32::total_cmp).1)
+                .collect()
+        })
+        .collect()
+}
+
+/// The linear-method quantiles `qs` from the order statistics at the ranks
+/// [`quantile_ranks`] listed.
+pub fn quantiles_from(n: usize, qs: &[f64], at: &[f32]) -> Vec<f64> {
+    qs.iter()
+        .enumerate()
+        .map(|(k, &q)| lerp(at[2 * k] as f64, at[2 * k + 1] as f64, linear_ranks(n, q).2))
+        .collect()
+}
+
+/// The ranks the linear method reads for each of `qs` (two per quantile).
+pub fn quantile_ranks(n: usize, qs: &[f64]) -> Vec<usize> {
+    qs.iter()
+        .flat_map(|&q| {
+            let (i, j, _) = linear_ranks(n, q);
+            [i, j]
         })
         .collect()
 }
@@ -98,14 +163,7 @@ pub fn order_stats_f32(values: &[f32], ranks: &[usize]) -> Vec<f32> {
 /// Quantiles `qs` of f32 values (linear method, in f64).
 pub fn percentiles_f32(values: &[f32], qs: &[f64]) -> Vec<f64> {
     let n = values.len();
-    let spans: Vec<(usize, usize, f64)> = qs.iter().map(|&q| linear_ranks(n, q)).collect();
-    let ranks: Vec<usize> = spans.iter().flat_map(|&(i, j, _)| [i, j]).collect();
-    let at = order_stats_f32(values, &ranks);
-    spans
-        .iter()
-        .enumerate()
-        .map(|(k, &(_, _, frac))| lerp(at[2 * k] as f64, at[2 * k + 1] as f64, frac))
-        .collect()
+    quantiles_from(n, qs, &order_stats_f32(values, &quantile_ranks(n, qs)))
 }
 
 /// `f64::total_cmp`, for sorting.
@@ -159,6 +217,24 @@ mod tests {
             for (r, g) in ranks.iter().zip(&got) {
                 assert_eq!(g.to_bits(), sorted[*r].to_bits(), "n {n} rank {r}");
             }
+        }
+    }
+
+    #[test]
+    fn columns_of_a_row_major_matrix_agree_with_sorting_each() {
+        let (rows, width) = (3001usize, 7usize);
+        let m: Vec<f32> = (0..rows * width)
+            .map(|i| ((i * 7919) % 1009) as f32 * if i % 3 == 0 { 0.5 } else { 1.25 })
+            .collect();
+        let ranks = [0, 1, 300, 1500, 1501, 2999, 3000];
+        let mut seen = vec![0usize; 3];
+        let got = column_order_stats(&m, width, 2..5, &ranks, |j, _| seen[j] += 1);
+        assert_eq!(seen, vec![rows; 3]);
+        for (j, col) in (2..5).enumerate() {
+            let mut c: Vec<f32> = m.iter().skip(col).step_by(width).copied().collect();
+            c.sort_unstable_by(f32::total_cmp);
+            let want: Vec<f32> = ranks.iter().map(|&r| c[r]).collect();
+            assert_eq!(got[j], want, "column {col}");
         }
     }
 }
