@@ -1,4 +1,4 @@
-//! `portfolioStats` on `ScenarioMatrixCache`: reads the config and options
+//! `portfolioStats` and `optimizePortfolio` on `ScenarioMatrixCache`: reads the config and options
 //! on the JS thread, computes with [`crate::portfolio`] beside the cached
 //! matrix, and converts the answer. Only the statistics cross into JS.
 
@@ -9,7 +9,7 @@ use napi_derive::napi;
 use super::cache::{promise, ScenarioMatrixCache};
 use super::{metadata_js, parse_config, read_value, ScenarioMetadata};
 use crate::config::Value;
-use crate::portfolio::{self, StatsParams};
+use crate::portfolio::{self, optimize, OptimizeParams, StatsParams};
 use crate::view::ColumnOrder;
 
 /// Bucket name to number, as a JS object whose keys follow the config's
@@ -172,6 +172,110 @@ impl ScenarioMatrixCache {
         };
         promise(env, work, |_, (stats, metadata, source)| {
             Ok(stats_js(stats, metadata_js(metadata, source)))
+        })
+    }
+}
+
+#[napi(object)]
+pub struct PortfolioRelaxation {
+    /// Which bound was loosened: `groups.<name>.min|max`, `minExpectedWinners.count`, `cvar.max`, `maxLossProbability`.
+    pub constraint: String,
+    pub from: f64,
+    pub to: f64,
+}
+
+#[napi(object, use_nullable = true)]
+pub struct SolverReport {
+    pub name: String,
+    pub version: String,
+    /// Relative MIP gap of the answer's solve (0 for a model without binaries).
+    pub mip_gap: f64,
+    /// Branch-and-bound nodes over every solve of the call.
+    pub nodes: f64,
+    pub duration_ms: f64,
+    /// The first solve's optimum E* (the tie-break may give up 0.001 of it); null without one.
+    pub objective: Option<f64>,
+}
+
+/// What `optimizePortfolio` found (README "Portfolio analytics"). Only ever returned.
+#[napi(object, use_nullable = true, object_from_js = false)]
+pub struct OptimizedPortfolio {
+    #[napi(ts_type = "'optimal' | 'relaxed' | 'infeasible' | 'time-limit'")]
+    pub status: String,
+    /// By bucket name in the config's order; empty when no feasible portfolio was found.
+    #[napi(ts_type = "Record<string, number>")]
+    pub weights: ByName,
+    /// Mean portfolio MOIC over the S scenarios; null without weights.
+    pub expected_moic: Option<f64>,
+    /// Share of the S scenarios with portfolio MOIC below 1 (less 1e-6, the solver's tolerance); null without weights.
+    pub loss_probability: Option<f64>,
+    /// CVaR of the loss over the S scenarios, at `cvar.confidence` (default 0.95); null without weights.
+    pub conditional_value_at_risk: Option<f64>,
+    pub relaxations: Vec<PortfolioRelaxation>,
+    /// The weights evaluated on every scenario of the matrix; null without weights.
+    pub validation: Option<PortfolioStats>,
+    pub solver: SolverReport,
+}
+
+fn optimized_js(o: optimize::Optimized, metadata: ScenarioMetadata) -> OptimizedPortfolio {
+    OptimizedPortfolio {
+        status: o.status.as_str().to_string(),
+        weights: ByName(o.weights),
+        expected_moic: o.expected_moic,
+        loss_probability: o.loss_probability,
+        conditional_value_at_risk: o.conditional_value_at_risk,
+        relaxations: o
+            .relaxations
+            .into_iter()
+            .map(|r| PortfolioRelaxation {
+                constraint: r.constraint,
+                from: r.from,
+                to: r.to,
+            })
+            .collect(),
+        validation: o.validation.map(|v| stats_js(v, metadata)),
+        solver: SolverReport {
+            name: o.solver.name.to_string(),
+            version: o.solver.version,
+            mip_gap: if o.solver.mip_gap.is_finite() { o.solver.mip_gap } else { 0.0 },
+            nodes: o.solver.nodes as f64,
+            duration_ms: o.solver.duration_ms,
+            objective: o.solver.objective.is_finite().then_some(o.solver.objective),
+        },
+    }
+}
+
+#[napi]
+impl ScenarioMatrixCache {
+    /// The weights that maximise expected MOIC over the first S scenarios of `config`'s
+    /// matrix under the given caps, solved by HiGHS off the JS thread (README "Portfolio
+    /// analytics"). Bad options reject with `E_INVALID_ARGUMENT` naming the field.
+    #[napi(
+        ts_args_type = "config: ScenarioConfig, options?: OptimizePortfolioOptions",
+        ts_return_type = "Promise<OptimizedPortfolio>"
+    )]
+    pub fn optimize_portfolio<'e>(
+        &self,
+        env: &'e Env,
+        config: Unknown,
+        options: Option<Unknown>,
+    ) -> napi::Result<PromiseRaw<'e, OptimizedPortfolio>> {
+        let args = parse_config(&config).and_then(|cfg| {
+            let p = OptimizeParams::from_value(&cfg, &read_options(options.as_ref())?)?;
+            Ok((cfg, p))
+        });
+        let cache = self.core().clone();
+        let work = async move {
+            let (cfg, p) = args?;
+            let names: Vec<String> = cfg.buckets.iter().map(|b| b.name.clone()).collect();
+            let (hit, out) = cache
+                .with_matrix(&cfg, move |m| optimize::optimize(m, &names, &p))
+                .await?;
+            let metadata = ColumnOrder::for_config(&cfg).metadata(&hit.entry.metadata);
+            Ok((out, metadata, hit.source))
+        };
+        promise(env, work, |_, (out, metadata, source)| {
+            Ok(optimized_js(out, metadata_js(metadata, source)))
         })
     }
 }
