@@ -75,11 +75,20 @@ pub struct OptimizeParams {
 }
 
 /// Reformulations that leave the optimum of the stated model unchanged but
-/// may make it faster to find (each measured in `benches/optimizer.rs`).
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
+/// may make it faster to find, each measured alone in `benches/optimizer.rs`
+/// (README "Portfolio analytics" has the numbers). Only the per-scenario
+/// big-M paid on the bench model, so it alone is on by default.
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Tweaks {
-    /// Hand the first solve's weights to the tie-break as a starting solution.
+    /// Hand the first solve's solution to the tie-break as a starting solution.
     pub warm_start_tie_break: bool,
+    /// A big-M per scenario, the largest loss the weight bounds allow, in
+    /// place of 1.
+    pub scenario_big_m: bool,
+    /// Scenarios whose side of 1 the weight bounds decide: those that never
+    /// lose leave the model (no y, z, u, rows; t >= 0), those that always
+    /// lose get z = 1.
+    pub fix_decided: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,6 +97,16 @@ pub enum Status {
     Relaxed,
     Infeasible,
     TimeLimit,
+}
+
+impl Default for Tweaks {
+    fn default() -> Self {
+        Tweaks {
+            warm_start_tie_break: false,
+            scenario_big_m: true,
+            fix_decided: false,
+        }
+    }
 }
 
 impl Status {
@@ -120,6 +139,9 @@ pub struct SolverInfo {
     /// The first solve's optimum E* (before the tie-break, which may give up
     /// 0.001 of it); NaN without one.
     pub objective: f64,
+    /// Wall time of the solves up to the first optimum (relaxation rounds
+    /// included), before the tie-break.
+    pub first_solve_ms: f64,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -259,6 +281,8 @@ struct Data<'a> {
 struct Run {
     status: HighsModelStatus,
     weights: Option<Vec<f64>>,
+    /// Every column's value (the tie-break's warm start).
+    columns: Option<Vec<f64>>,
     objective: f64,
     mip_gap: f64,
     nodes: i64,
@@ -280,37 +304,70 @@ fn build(d: &Data, p: &OptimizeParams, caps: &Caps, tie: Option<f64>) -> (RowPro
         .collect();
     pb.add_row(1.0..=1.0, w.iter().map(|&c| (c, 1.0)));
     let need_y = caps.loss.is_some() || caps.cvar_max.is_some();
-    let y: Vec<highs::Col> = if need_y {
-        (0..s).map(|_| pb.add_column(0.0, 0.0..)).collect()
+    let tw = p.tweaks;
+    // What the weight bounds alone allow of each M_s (looser than the model,
+    // so every conclusion drawn from it holds in the model too).
+    let ranges = if tw.scenario_big_m || tw.fix_decided {
+        scenario_ranges(d, p)
     } else {
-        Vec::new()
+        vec![(0.0, f64::INFINITY); s]
     };
+    // Never a loss whatever the weights: y_s = 0, z_s = 0, u_s = 0 (t >= 0).
+    let safe: Vec<bool> = ranges.iter().map(|r| tw.fix_decided && r.0 >= 1.0).collect();
+    // A loss whatever the weights (beyond the solver's tolerance): z_s = 1.
+    let doomed: Vec<bool> = ranges
+        .iter()
+        .map(|r| tw.fix_decided && r.1 < 1.0 - FEASIBILITY_TOLERANCE)
+        .collect();
+    let mut y: Vec<Option<highs::Col>> = vec![None; s];
     if need_y {
-        // y_s + M_s >= 1
         for (sc, row) in d.rows.chunks_exact(nb).enumerate() {
+            if safe[sc] {
+                continue;
+            }
+            let ys = pb.add_column(0.0, 0.0..);
+            y[sc] = Some(ys);
+            // y_s + M_s >= 1
             let mut f: Vec<(highs::Col, f64)> = Vec::with_capacity(nb + 1);
-            f.push((y[sc], 1.0));
+            f.push((ys, 1.0));
             f.extend(row.iter().zip(&w).filter(|(&m, _)| m != 0.0).map(|(&m, &c)| (c, m as f64)));
             pb.add_row(1.0.., f);
         }
     }
     if let Some(cap) = caps.loss {
-        let z: Vec<highs::Col> = (0..s).map(|_| pb.add_integer_column(0.0, 0.0..=1.0)).collect();
+        let mut z = Vec::with_capacity(s);
         for sc in 0..s {
-            pb.add_row(..=0.0, [(y[sc], 1.0), (z[sc], -1.0)]);
+            let Some(ys) = y[sc] else { continue };
+            let zs = if doomed[sc] {
+                pb.add_integer_column(0.0, 1.0..=1.0)
+            } else {
+                pb.add_integer_column(0.0, 0.0..=1.0)
+            };
+            z.push(zs);
+            // y_s <= big_M z_s: 1 in the stated model; the largest loss the
+            // bounds allow with the tweak (the same integer solutions, a
+            // tighter relaxation).
+            let big_m = if tw.scenario_big_m { (1.0 - ranges[sc].0).clamp(0.0, 1.0) } else { 1.0 };
+            pb.add_row(..=0.0, [(ys, 1.0), (zs, -big_m)]);
         }
         pb.add_row(..=count_bound(cap * s as f64), z.iter().map(|&c| (c, 1.0)));
     }
     if let (Some(max), Some(cv)) = (caps.cvar_max, p.cvar) {
-        let t = pb.add_column(0.0, f64::NEG_INFINITY..=f64::INFINITY);
-        let u: Vec<highs::Col> = (0..s).map(|_| pb.add_column(0.0, 0.0..)).collect();
-        for sc in 0..s {
-            // u_s - y_s + t >= 0
-            pb.add_row(0.0.., [(u[sc], 1.0), (y[sc], -1.0), (t, 1.0)]);
-        }
+        // t >= 0 loses nothing (losses are >= 0, so the minimum over t is at
+        // t >= 0) and lets the scenarios that never lose drop out.
+        let t = if tw.fix_decided {
+            pb.add_column(0.0, 0.0..=f64::INFINITY)
+        } else {
+            pb.add_column(0.0, f64::NEG_INFINITY..=f64::INFINITY)
+        };
         let k = 1.0 / ((1.0 - cv.confidence) * s as f64);
         let mut f: Vec<(highs::Col, f64)> = vec![(t, 1.0)];
-        f.extend(u.iter().map(|&c| (c, k)));
+        for ys in y.iter().flatten() {
+            let u = pb.add_column(0.0, 0.0..);
+            // u_s - y_s + t >= 0
+            pb.add_row(0.0.., [(u, 1.0), (*ys, -1.0), (t, 1.0)]);
+            f.push((u, k));
+        }
         pb.add_row(..=max, f);
     }
     for (i, g) in p.groups.iter().enumerate() {
@@ -342,6 +399,34 @@ fn build(d: &Data, p: &OptimizeParams, caps: &Caps, tie: Option<f64>) -> (RowPro
         }
     }
     (pb, Layout { w })
+}
+
+/// Per scenario, the least and the most M_s the weight bounds allow with
+/// `sum w = 1` (lower bounds first, the rest to the lowest or highest cells).
+fn scenario_ranges(d: &Data, p: &OptimizeParams) -> Vec<(f64, f64)> {
+    let base: f64 = p.lower.iter().sum();
+    let spare = (1.0 - base).max(0.0);
+    d.rows
+        .chunks_exact(d.nb)
+        .map(|row| {
+            let floor: f64 = row.iter().zip(&p.lower).map(|(&m, &lo)| m as f64 * lo).sum();
+            let mut order: Vec<usize> = (0..d.nb).collect();
+            order.sort_by(|&a, &b| row[a].total_cmp(&row[b]));
+            let fill = |it: &mut dyn Iterator<Item = &usize>| {
+                let (mut left, mut add) = (spare, 0.0);
+                for &b in it {
+                    let take = (p.upper[b] - p.lower[b]).min(left);
+                    add += take * row[b] as f64;
+                    left -= take;
+                    if left <= 0.0 {
+                        break;
+                    }
+                }
+                add
+            };
+            (floor + fill(&mut order.iter()), floor + fill(&mut order.iter().rev()))
+        })
+        .collect()
 }
 
 /// `x` as a bound on a count of scenarios: a value within rounding of a
@@ -381,17 +466,17 @@ fn run(
         .try_set_option("random_seed", 0)
         .map_err(|_| Error::Internal("HiGHS refused the option random_seed".into()))?;
     if let (Some((_, start)), true) = (tie, p.tweaks.warm_start_tie_break) {
-        warm_start(&mut model, &layout, start);
+        warm_start(&mut model, &layout, start, d.nb);
     }
     let solved = model
         .try_solve()
         .map_err(|e| Error::Internal(format!("HiGHS failed: {e:?}")))?;
     let status = solved.status();
     let has_solution = solved.primal_solution_status() == HighsSolutionStatus::Feasible;
-    let weights = has_solution.then(|| {
-        let cols = solved.get_solution();
-        layout.w.iter().map(|c| cols.columns()[c.index()]).collect()
-    });
+    let columns = has_solution.then(|| solved.get_solution().columns().to_vec());
+    let weights = columns
+        .as_ref()
+        .map(|cols| layout.w.iter().map(|c| cols[c.index()]).collect());
     let mut nodes: i64 = 0;
     // SAFETY: a live HiGHS instance and a NUL-terminated known info name.
     unsafe {
@@ -400,24 +485,22 @@ fn run(
     Ok(Run {
         status,
         weights,
+        columns,
         objective: solved.objective_value(),
         mip_gap: solved.double_info_value(c"mip_gap").unwrap_or(f64::NAN),
         nodes: nodes.max(0),
     })
 }
 
-/// Starts the tie-break from the first solve's portfolio (feasible for it).
-fn warm_start(model: &mut Model, layout: &Layout, w: &[f64]) {
-    let idx: Vec<highs_sys::HighsInt> = layout.w.iter().map(|c| c.index() as highs_sys::HighsInt).collect();
-    // SAFETY: indices are columns of this model; arrays of equal length.
-    unsafe {
-        highs_sys::Highs_setSparseSolution(
-            model.as_mut_ptr(),
-            idx.len() as highs_sys::HighsInt,
-            idx.as_ptr(),
-            w.as_ptr(),
-        );
-    }
+/// Starts the tie-break from the first solve's whole solution: the
+/// tie-break's columns are the first solve's, then one `d_b` per bucket
+/// (`|w_b - 1/B|`), so the start is complete and feasible (E = E* >= E* - 0.001).
+fn warm_start(model: &mut Model, layout: &Layout, first: &[f64], nb: usize) {
+    let even = 1.0 / nb as f64;
+    let mut start = first.to_vec();
+    start.extend(layout.w.iter().map(|c| (first[c.index()] - even).abs()));
+    // A start HiGHS refuses only costs the hint.
+    let _ = model.try_set_solution(Some(&start), None, None, None);
 }
 
 /// Solves the model for `matrix` (row-major, `names.len()` columns in the
@@ -496,11 +579,13 @@ pub fn optimize(matrix: &[f32], names: &[String], p: &OptimizeParams) -> Result<
             return Err(Error::Internal(format!("HiGHS ended with status {other:?}")));
         }
     };
+    let first_solve_ms = started.elapsed().as_secs_f64() * 1000.0;
     let mut weights = first.weights.clone().filter(|_| status != Status::Infeasible);
     let mut mip_gap = first.mip_gap;
-    if let (Some(w), Status::Optimal | Status::Relaxed) = (&weights, status) {
+    if let (Some(_), Status::Optimal | Status::Relaxed) = (&weights, status) {
         let floor = first.objective - 0.001;
-        let tie = run(&d, p, &caps, Some((floor, w)), deadline)?;
+        let start = first.columns.as_deref().unwrap_or(&[]);
+        let tie = run(&d, p, &caps, Some((floor, start)), deadline)?;
         nodes += tie.nodes;
         if let Some(t) = tie.weights {
             weights = Some(t);
@@ -514,6 +599,7 @@ pub fn optimize(matrix: &[f32], names: &[String], p: &OptimizeParams) -> Result<
         nodes,
         duration_ms: started.elapsed().as_secs_f64() * 1000.0,
         objective: if first.weights.is_some() { first.objective } else { f64::NAN },
+        first_solve_ms,
     };
     // Infeasible, or out of time before any feasible portfolio: no weights.
     let Some(w) = weights else {
