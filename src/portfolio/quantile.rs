@@ -134,8 +134,24 @@ pub fn column_order_stats(
         .into_iter()
         .zip(rank_at)
         .map(|(mut bufs, at)| {
+            // The linear method asks for ranks in adjacent pairs: once a
+            // select has put rank r in place, rank r + 1 is the least value
+            // after it, a scan instead of a second select.
+            let mut placed: Option<(usize, usize)> = None;
             at.iter()
-                .map(|&(s, r)| *bufs[s].select_nth_unstable_by(r, f32::total_cmp).1)
+                .map(|&(s, r)| {
+                    let v = &mut bufs[s];
+                    match placed {
+                        Some((ps, pr)) if ps == s && pr + 1 == r => {
+                            placed = None;
+                            v[r..].iter().copied().min_by(f32::total_cmp).expect("rank in range")
+                        }
+                        _ => {
+                            placed = Some((s, r));
+                            *v.select_nth_unstable_by(r, f32::total_cmp).1
+                        }
+                    }
+                })
                 .collect()
         })
         .collect()
