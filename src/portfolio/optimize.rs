@@ -429,6 +429,13 @@ fn scenario_ranges(d: &Data, p: &OptimizeParams) -> Vec<(f64, f64)> {
         .collect()
 }
 
+/// Infeasible, as HiGHS may say it: its presolve reports "unbounded or
+/// infeasible" without telling which, and this model cannot be unbounded
+/// (the weights, hence the objectives, are bounded).
+fn infeasible(s: HighsModelStatus) -> bool {
+    matches!(s, HighsModelStatus::Infeasible | HighsModelStatus::UnboundedOrInfeasible)
+}
+
 /// `x` as a bound on a count of scenarios: a value within rounding of a
 /// whole number is that number (0.1 * 400 must allow 40 scenarios).
 fn count_bound(x: f64) -> f64 {
@@ -542,11 +549,11 @@ pub fn optimize(matrix: &[f32], names: &[String], p: &OptimizeParams) -> Result<
     let mut nodes = 0i64;
     let mut first = run(&d, p, &caps, None, deadline)?;
     nodes += first.nodes;
-    if first.status == HighsModelStatus::Infeasible && p.relax {
+    if infeasible(first.status) && p.relax {
         let order = caps.order();
         let mut rounds = 0;
         let mut at = 0;
-        while first.status == HighsModelStatus::Infeasible && rounds < 8 && at < order.len() {
+        while infeasible(first.status) && rounds < 8 && at < order.len() {
             let c = order[at];
             let orig = original.get(c).unwrap_or(0.0);
             // Would dropping this bound (with the ones before it as they are) help at all?
@@ -554,7 +561,7 @@ pub fn optimize(matrix: &[f32], names: &[String], p: &OptimizeParams) -> Result<
             without.set(c, None);
             let probe = run(&d, p, &without, None, deadline)?;
             nodes += probe.nodes;
-            if probe.status == HighsModelStatus::Infeasible || orig == 0.0 {
+            if infeasible(probe.status) || orig == 0.0 {
                 at += 1;
                 continue;
             }
@@ -573,7 +580,7 @@ pub fn optimize(matrix: &[f32], names: &[String], p: &OptimizeParams) -> Result<
     let status = match first.status {
         HighsModelStatus::Optimal if relaxations.is_empty() => Status::Optimal,
         HighsModelStatus::Optimal => Status::Relaxed,
-        HighsModelStatus::Infeasible => Status::Infeasible,
+        s if infeasible(s) => Status::Infeasible,
         HighsModelStatus::ReachedTimeLimit => Status::TimeLimit,
         other => {
             return Err(Error::Internal(format!("HiGHS ended with status {other:?}")));
