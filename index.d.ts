@@ -124,6 +124,49 @@ export declare const MatrixSource: {
   readonly Generated: 'generated'
 }
 
+/** Options of `ScenarioMatrixCache.portfolioStats` (README "Portfolio analytics"). Unknown
+ * names and bad values reject with `E_INVALID_ARGUMENT` naming the field. */
+export interface PortfolioStatsOptions {
+  /** By bucket name; buckets left out weigh 0. Non-negative, not all 0; normalised to sum 1.
+   * Default: the config's `capitalAllocation`. */
+  weights?: Record<string, number>
+  /** For `valueAtRisk` and `conditionalValueAtRisk`, strictly between 0 and 1. Default 0.95. */
+  confidence?: number
+  /** A bucket's scenario is a winner when its MOIC is at least this. Default 10. */
+  winnerMultiple?: number
+  /** Equal-width bins over [min, max] portfolio MOIC, an integer 1..=100000. Default 50. */
+  histogramBins?: number
+}
+
+/** Options of `ScenarioMatrixCache.optimizePortfolio` (README "Portfolio analytics"). Unknown
+ * names, unknown bucket names, bounds that cannot sum to 1, a confidence outside (0, 1) and
+ * `scenarios` above the matrix's rows reject with `E_INVALID_ARGUMENT` naming the field. */
+export interface OptimizePortfolioOptions {
+  /** S: the model reads the first S rows of the matrix. Default 400 (or the matrix's rows when fewer). */
+  scenarios?: number
+  /** Per bucket, 0..=1. Default 0. */
+  minWeight?: number
+  /** Per bucket, 0..=1. Default 1. */
+  maxWeight?: number
+  /** Per bucket name, `[min, max]` within 0..=1; overrides minWeight / maxWeight. */
+  bounds?: Record<string, [number, number]>
+  /** Sector / stage sums, each within its `min` / `max` (0..=1). */
+  groups?: Array<{ name: string; buckets: string[]; min?: number; max?: number }>
+  /** Share of the S scenarios whose portfolio MOIC may be below 1, 0..=1. */
+  maxLossProbability?: number
+  /** Cap on the CVaR of the loss `max(0, 1 - M)` at `confidence` (strictly between 0 and 1). */
+  cvar?: { confidence: number; max: number }
+  /** `sum_b (w_b capital / allInCost_b) p_b >= count`, `p_b` the share of the S scenarios where
+   * bucket b reaches `winnerMultiple` (default 10); buckets without a cost add no winners. */
+  minExpectedWinners?: { count: number; capital: number; allInCost: Record<string, number>; winnerMultiple?: number }
+  /** Loosen the constraints of an infeasible model (see README). Default true. */
+  relax?: boolean
+  /** HiGHS's relative MIP gap, 0 up to 1. Default 1e-4. */
+  mipRelGap?: number
+  /** Bound on the whole call's solving, 1..=3600000 ms. Default 10000. */
+  timeLimitMs?: number
+}
+
 /**
  * Which binding artifact the generated loader actually loaded: `'native'` for
  * a native addon, otherwise the `platformArchABI` of the WASI flavor. Every
@@ -194,6 +237,17 @@ export declare class ScenarioMatrixCache {
   flush(): Promise<void>
   /** Waits for background writes and closes the connections; later calls reject with `E_CLOSED`. */
   close(): Promise<void>
+  /**
+   * Statistics of a weighted portfolio over `config`'s matrix (got or generated like
+   * `getMatrix`), computed off the JS thread. Bad options reject with `E_INVALID_ARGUMENT`.
+   */
+  portfolioStats(config: ScenarioConfig, options?: PortfolioStatsOptions): Promise<PortfolioStats>
+  /**
+   * The weights that maximise expected MOIC over the first S scenarios of `config`'s
+   * matrix under the given caps, solved by HiGHS off the JS thread (README "Portfolio
+   * analytics"). Bad options reject with `E_INVALID_ARGUMENT` naming the field.
+   */
+  optimizePortfolio(config: ScenarioConfig, options?: OptimizePortfolioOptions): Promise<OptimizedPortfolio>
 }
 
 export interface BucketInspection {
@@ -403,6 +457,83 @@ export interface MemoryTierStats {
   rejectedTooLarge: number
 }
 
+/** What `optimizePortfolio` found (README "Portfolio analytics"). Only ever returned. */
+export interface OptimizedPortfolio {
+  status: 'optimal' | 'relaxed' | 'infeasible' | 'time-limit'
+  /** By bucket name in the config's order; empty when no feasible portfolio was found. */
+  weights: Record<string, number>
+  /** Mean portfolio MOIC over the S scenarios; null without weights. */
+  expectedMoic: number | null
+  /** Share of the S scenarios with portfolio MOIC below 1 (less 1e-6, the solver's tolerance); null without weights. */
+  lossProbability: number | null
+  /** CVaR of the loss over the S scenarios, at `cvar.confidence` (default 0.95); null without weights. */
+  conditionalValueAtRisk: number | null
+  relaxations: Array<PortfolioRelaxation>
+  /** The weights evaluated on every scenario of the matrix; null without weights. */
+  validation: PortfolioStats | null
+  solver: SolverReport
+}
+
+export interface PortfolioBucketStats {
+  name: string
+  mean: number
+  p10: number
+  p50: number
+  p90: number
+  /** Share of scenarios with this bucket's MOIC at least `winnerMultiple`. */
+  winnerProbability: number
+}
+
+export interface PortfolioHistogram {
+  /** `histogramBins + 1` edges from min to max portfolio MOIC. */
+  edges: Array<number>
+  /** Scenarios per bin (`[edge_i, edge_i+1)`, the last bin closed); they sum to `numScenarios`. */
+  counts: Array<number>
+}
+
+export interface PortfolioPercentiles {
+  p1: number
+  p5: number
+  p10: number
+  p25: number
+  p50: number
+  p75: number
+  p90: number
+  p95: number
+  p99: number
+}
+
+export interface PortfolioRelaxation {
+  /** Which bound was loosened: `groups.<name>.min|max`, `minExpectedWinners.count`, `cvar.max`, `maxLossProbability`. */
+  constraint: string
+  from: number
+  to: number
+}
+
+/**
+ * The distribution of a portfolio's MOIC over a matrix's scenarios (README "Portfolio analytics").
+ * Only ever returned, never read from JS.
+ */
+export interface PortfolioStats {
+  numScenarios: number
+  /** The weights used, normalised to sum 1, by bucket name in the config's order. */
+  weights: Record<string, number>
+  mean: number
+  /** Population standard deviation (divided by the scenario count). */
+  stdDev: number
+  percentiles: PortfolioPercentiles
+  /** Share of scenarios whose portfolio MOIC is below 1. */
+  lossProbability: number
+  /** The `confidence` percentile of the loss `max(0, 1 - M)`. */
+  valueAtRisk: number
+  /** Rockafellar-Uryasev CVaR of the loss at `confidence`. */
+  conditionalValueAtRisk: number
+  /** In the config's bucket order. */
+  buckets: Array<PortfolioBucketStats>
+  histogram: PortfolioHistogram
+  metadata: ScenarioMetadata
+}
+
 export interface RedisBreakerStats {
   /** Open now: Redis is not asked until a probe gets an answer. */
   open: boolean
@@ -477,6 +608,18 @@ export interface StoreReport {
   redisKeys: number | null
   /** Why Redis did not answer; null otherwise. */
   redisError: string | null
+}
+
+export interface SolverReport {
+  name: string
+  version: string
+  /** Relative MIP gap of the answer's solve (0 for a model without binaries). */
+  mipGap: number
+  /** Branch-and-bound nodes over every solve of the call. */
+  nodes: number
+  durationMs: number
+  /** The first solve's optimum E* (the tie-break may give up 0.001 of it); null without one. */
+  objective: number | null
 }
 
 /** One store's answer to `ping()`. */

@@ -283,6 +283,36 @@ function main() {
   const phases = results.runs['ours-large'].peakRssAfterPhaseMb
   console.log(`\npeak RSS so far after each phase of the 100,000 x 50 run (MB): ${JSON.stringify(phases)}`)
   console.log(`\n${results.machine.cpus} x ${results.machine.cpu}, ${results.machine.memGb} GB, Node ${results.machine.node}, ${results.machine.date}`)
+  benchPortfolio(results)
+}
+
+/** Portfolio analytics (bench/portfolio.js), in a process of its own; appended to the results. */
+function benchPortfolio(results) {
+  process.stderr.write('running portfolio...\n')
+  const out = execFileSync(process.execPath, [path.join(__dirname, 'portfolio.js'), '--json', ...(QUICK ? ['--quick'] : [])], {
+    encoding: 'utf8',
+    maxBuffer: 64 << 20,
+  })
+  results.portfolio = JSON.parse(out)
+  writeFileSync(path.join(__dirname, QUICK ? 'results-quick.json' : 'results.json'), JSON.stringify(results, null, 2) + '\n')
+  const { rows } = require('./portfolio')
+  console.log('\n| portfolio | size | ours p50 (ms) | ours p99 (ms) | getMatrix + JS p50 (ms) | getMatrix + JS p99 (ms) | speed-up (p50) | target | met |')
+  console.log('|---|---|---|---|---|---|---|---|---|')
+  console.log(rows(results.portfolio).join('\n'))
+  benchOptimizer(results)
+}
+
+/** The optimiser against the highs npm package (bench/optimizer.js), in a process of its own. */
+function benchOptimizer(results) {
+  process.stderr.write('running optimizer...\n')
+  const out = execFileSync(process.execPath, [path.join(__dirname, 'optimizer.js'), '--json', ...(QUICK ? ['--quick'] : [])], {
+    encoding: 'utf8',
+    maxBuffer: 64 << 20,
+  })
+  results.optimizer = JSON.parse(out)
+  writeFileSync(path.join(__dirname, QUICK ? 'results-quick.json' : 'results.json'), JSON.stringify(results, null, 2) + '\n')
+  const { rows, HEADER } = require('./optimizer')
+  console.log(['', ...HEADER, ...rows(results.optimizer)].join('\n'))
 }
 
 function machine() {

@@ -347,6 +347,20 @@ impl Cache {
         Ok((hit, matrix))
     }
 
+    /// Runs `f` over `cfg`'s matrix (row-major, columns in `cfg`'s bucket
+    /// order, got or generated like [`Cache::get_matrix`]) off the async
+    /// threads: work that reads the matrix where it is rather than handing it
+    /// out (portfolio statistics, the optimiser).
+    pub async fn with_matrix<T: Send + 'static>(
+        &self,
+        cfg: &ScenarioConfig,
+        f: impl FnOnce(&[f32]) -> Result<T> + Send + 'static,
+    ) -> Result<(Hit, T)> {
+        let (hit, matrix) = self.get_matrix(cfg).await?;
+        let out = blocking(move || f(&matrix)).await?;
+        Ok((hit, out))
+    }
+
     /// The memory tier alone, synchronously: lets the binding answer a hit on
     /// the calling thread without a trip through the runtime. Counts hits only;
     /// a miss is counted by the lookup that follows.

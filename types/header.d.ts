@@ -123,3 +123,46 @@ export declare const MatrixSource: {
   readonly Sqlite: 'sqlite'
   readonly Generated: 'generated'
 }
+
+/** Options of `ScenarioMatrixCache.portfolioStats` (README "Portfolio analytics"). Unknown
+ * names and bad values reject with `E_INVALID_ARGUMENT` naming the field. */
+export interface PortfolioStatsOptions {
+  /** By bucket name; buckets left out weigh 0. Non-negative, not all 0; normalised to sum 1.
+   * Default: the config's `capitalAllocation`. */
+  weights?: Record<string, number>
+  /** For `valueAtRisk` and `conditionalValueAtRisk`, strictly between 0 and 1. Default 0.95. */
+  confidence?: number
+  /** A bucket's scenario is a winner when its MOIC is at least this. Default 10. */
+  winnerMultiple?: number
+  /** Equal-width bins over [min, max] portfolio MOIC, an integer 1..=100000. Default 50. */
+  histogramBins?: number
+}
+
+/** Options of `ScenarioMatrixCache.optimizePortfolio` (README "Portfolio analytics"). Unknown
+ * names, unknown bucket names, bounds that cannot sum to 1, a confidence outside (0, 1) and
+ * `scenarios` above the matrix's rows reject with `E_INVALID_ARGUMENT` naming the field. */
+export interface OptimizePortfolioOptions {
+  /** S: the model reads the first S rows of the matrix. Default 400 (or the matrix's rows when fewer). */
+  scenarios?: number
+  /** Per bucket, 0..=1. Default 0. */
+  minWeight?: number
+  /** Per bucket, 0..=1. Default 1. */
+  maxWeight?: number
+  /** Per bucket name, `[min, max]` within 0..=1; overrides minWeight / maxWeight. */
+  bounds?: Record<string, [number, number]>
+  /** Sector / stage sums, each within its `min` / `max` (0..=1). */
+  groups?: Array<{ name: string; buckets: string[]; min?: number; max?: number }>
+  /** Share of the S scenarios whose portfolio MOIC may be below 1, 0..=1. */
+  maxLossProbability?: number
+  /** Cap on the CVaR of the loss `max(0, 1 - M)` at `confidence` (strictly between 0 and 1). */
+  cvar?: { confidence: number; max: number }
+  /** `sum_b (w_b capital / allInCost_b) p_b >= count`, `p_b` the share of the S scenarios where
+   * bucket b reaches `winnerMultiple` (default 10); buckets without a cost add no winners. */
+  minExpectedWinners?: { count: number; capital: number; allInCost: Record<string, number>; winnerMultiple?: number }
+  /** Loosen the constraints of an infeasible model (see README). Default true. */
+  relax?: boolean
+  /** HiGHS's relative MIP gap, 0 up to 1. Default 1e-4. */
+  mipRelGap?: number
+  /** Bound on the whole call's solving, 1..=3600000 ms. Default 10000. */
+  timeLimitMs?: number
+}

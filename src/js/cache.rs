@@ -385,6 +385,13 @@ pub struct ScenarioMatrixCache {
     handoff: Handoff,
 }
 
+impl ScenarioMatrixCache {
+    /// The cache itself, for the methods other binding modules add.
+    pub(super) fn core(&self) -> &Arc<Cache> {
+        &self.inner
+    }
+}
+
 #[napi]
 impl ScenarioMatrixCache {
     /// Connects the tiers (and runs migrations unless `runMigrations: false`).

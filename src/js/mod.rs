@@ -6,6 +6,7 @@
 mod admin;
 mod cache;
 mod handoff;
+mod portfolio;
 mod walk;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
