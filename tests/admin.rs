@@ -5,7 +5,7 @@
 mod common;
 
 use base64::Engine;
-use common::{config, drop_redis_prefix, redis_conn, unique, TestDb, REDIS_URL};
+use common::{config, drop_redis_prefix, legacy_table, redis_conn, unique, TestDb, REDIS_URL};
 use redis::AsyncCommands;
 use scenario_matrix_cache::cache::{Cache, CacheOptions, Repaired, RowStatus};
 use scenario_matrix_cache::tier::Source;
@@ -124,44 +124,18 @@ async fn verify_reports_damage_and_repairs_only_what_it_can_prove() {
 async fn legacy_rows_are_rewritten_with_their_values_or_regenerated() {
     let db = TestDb::create().await;
     let prefix = format!("{}:", unique("smc"));
-    let fixture: serde_json::Value =
-        serde_json::from_str(include_str!("fixtures/legacy-rows.json")).unwrap();
     let b64 = base64::engine::general_purpose::STANDARD;
-    let mut c = db.connect().await;
-    sqlx::raw_sql(sqlx::AssertSqlSafe(include_str!(
-        "fixtures/typescript-schema.sql"
-    )))
-    .execute(&mut c)
-    .await
-    .unwrap();
-    let rows = fixture.as_array().unwrap();
-    for (i, row) in rows.iter().enumerate() {
-        let cfg = &row["config"];
-        let n = row["numScenarios"].as_u64().unwrap();
-        let states = serde_json::json!({"scenarios": (0..n).map(|i| serde_json::json!({"id": i})).collect::<Vec<_>>()});
-        // The first row's s_opt records no recycling settings: its config
-        // cannot be rebuilt. The others record them.
-        let s_opt = if i == 0 {
+    // The first row's s_opt records no recycling settings: its config cannot
+    // be rebuilt. The others record them.
+    let fixture = legacy_table(&db, |i, cfg| {
+        if i == 0 {
             serde_json::json!({"correlationWeights": cfg["correlationWeights"]})
         } else {
             serde_json::json!({"correlationWeights": cfg["correlationWeights"], "recycling": cfg["recycling"]})
-        };
-        sqlx::query(
-            "INSERT INTO scenario_matrices (matrix_key, fund_id, taxonomy_version, matrix_type, moic_matrix, scenario_states, bucket_params, compression_codec, matrix_layout, bucket_count, s_opt, status)
-             VALUES ($1, $2, $3, 'moic', $4, $5, $6, 'zstd', 'row-major', $7, $8, 'complete')",
-        )
-        .bind(row["matrixKey"].as_str().unwrap())
-        .bind(cfg["fundId"].as_str().unwrap())
-        .bind(cfg["taxonomyVersion"].as_str().unwrap())
-        .bind(b64.decode(row["payloadBase64"].as_str().unwrap()).unwrap())
-        .bind(states)
-        .bind(cfg["buckets"].clone())
-        .bind(row["numBuckets"].as_i64().unwrap() as i32)
-        .bind(s_opt)
-        .execute(&mut c)
-        .await
-        .unwrap();
-    }
+        }
+    })
+    .await;
+    let rows = fixture.as_array().unwrap();
     let cache = Cache::open(options(&db, &prefix)).await.unwrap();
     let report = cache.store_report().await.unwrap();
     assert_eq!((report.summary.rows, report.summary.legacy_rows), (3, 3));

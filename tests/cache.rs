@@ -8,7 +8,7 @@ mod sample;
 use std::sync::Arc;
 
 use base64::Engine;
-use common::{config, drop_redis_prefix, redis_conn, unique, TestDb, REDIS_URL};
+use common::{config, drop_redis_prefix, legacy_table, redis_conn, unique, TestDb, REDIS_URL};
 use redis::AsyncCommands;
 use scenario_matrix_cache::cache::{Cache, CacheOptions};
 use scenario_matrix_cache::events::{Event, EventKind, Events};
@@ -213,38 +213,14 @@ async fn concurrent_misses_share_one_generation() {
 async fn legacy_rows_and_legacy_redis_values_are_read_and_rewritten() {
     let db = TestDb::create().await;
     let prefix = format!("{}:", unique("smc"));
-    let fixture: serde_json::Value =
-        serde_json::from_str(include_str!("fixtures/legacy-rows.json")).unwrap();
     let b64 = base64::engine::general_purpose::STANDARD;
-
     // The TypeScript app created the table and wrote its rows before we arrived.
+    let fixture = legacy_table(
+        &db,
+        |_, cfg| serde_json::json!({"correlationWeights": cfg["correlationWeights"]}),
+    )
+    .await;
     let mut c = db.connect().await;
-    sqlx::raw_sql(sqlx::AssertSqlSafe(include_str!(
-        "fixtures/typescript-schema.sql"
-    )))
-    .execute(&mut c)
-    .await
-    .unwrap();
-    for row in fixture.as_array().unwrap() {
-        let cfg = &row["config"];
-        let n = row["numScenarios"].as_u64().unwrap();
-        let states = serde_json::json!({"scenarios": (0..n).map(|i| serde_json::json!({"id": i, "params": {}})).collect::<Vec<_>>()});
-        sqlx::query(
-            "INSERT INTO scenario_matrices (matrix_key, fund_id, taxonomy_version, matrix_type, moic_matrix, scenario_states, bucket_params, compression_codec, matrix_layout, bucket_count, s_opt, status)
-             VALUES ($1, $2, $3, 'moic', $4, $5, $6, 'zstd', 'row-major', $7, $8, 'complete')",
-        )
-        .bind(row["matrixKey"].as_str().unwrap())
-        .bind(cfg["fundId"].as_str().unwrap())
-        .bind(cfg["taxonomyVersion"].as_str().unwrap())
-        .bind(b64.decode(row["payloadBase64"].as_str().unwrap()).unwrap())
-        .bind(states)
-        .bind(cfg["buckets"].clone())
-        .bind(row["numBuckets"].as_i64().unwrap() as i32)
-        .bind(serde_json::json!({"correlationWeights": cfg["correlationWeights"]}))
-        .execute(&mut c)
-        .await
-        .unwrap();
-    }
 
     let cache = Cache::open(options(&db, &prefix)).await.unwrap();
     for row in fixture.as_array().unwrap() {

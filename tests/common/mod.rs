@@ -370,3 +370,46 @@ pub fn six(order: &[usize], scenarios: u32, fund: &str) -> scenario_matrix_cache
     ))
     .unwrap()
 }
+
+/// The TypeScript app's table, created as the app creates it, holding the rows
+/// of tests/fixtures/legacy-rows.json as the app wrote them (zlib payload
+/// labelled 'zstd', one `scenario_states` element per scenario); `s_opt`
+/// gives each row's `s_opt` column from its index and config. Returns the
+/// fixture.
+pub async fn legacy_table(
+    db: &TestDb,
+    s_opt: impl Fn(usize, &serde_json::Value) -> serde_json::Value,
+) -> serde_json::Value {
+    use base64::Engine;
+    let fixture: serde_json::Value =
+        serde_json::from_str(include_str!("../fixtures/legacy-rows.json")).unwrap();
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let mut c = db.connect().await;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(include_str!(
+        "../fixtures/typescript-schema.sql"
+    )))
+    .execute(&mut c)
+    .await
+    .unwrap();
+    for (i, row) in fixture.as_array().unwrap().iter().enumerate() {
+        let cfg = &row["config"];
+        let n = row["numScenarios"].as_u64().unwrap();
+        let states = serde_json::json!({"scenarios": (0..n).map(|i| serde_json::json!({"id": i, "params": {}})).collect::<Vec<_>>()});
+        sqlx::query(
+            "INSERT INTO scenario_matrices (matrix_key, fund_id, taxonomy_version, matrix_type, moic_matrix, scenario_states, bucket_params, compression_codec, matrix_layout, bucket_count, s_opt, status)
+             VALUES ($1, $2, $3, 'moic', $4, $5, $6, 'zstd', 'row-major', $7, $8, 'complete')",
+        )
+        .bind(row["matrixKey"].as_str().unwrap())
+        .bind(cfg["fundId"].as_str().unwrap())
+        .bind(cfg["taxonomyVersion"].as_str().unwrap())
+        .bind(b64.decode(row["payloadBase64"].as_str().unwrap()).unwrap())
+        .bind(states)
+        .bind(cfg["buckets"].clone())
+        .bind(row["numBuckets"].as_i64().unwrap() as i32)
+        .bind(s_opt(i, cfg))
+        .execute(&mut c)
+        .await
+        .unwrap();
+    }
+    fixture
+}
