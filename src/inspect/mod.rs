@@ -7,6 +7,8 @@ mod plot;
 
 pub use plot::svg;
 
+use crate::portfolio::quantile::{lerp, linear_ranks};
+
 /// One column of a matrix, summarised.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BucketSummary {
@@ -80,11 +82,8 @@ pub fn quantile(sorted: &[f32], q: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
     }
-    let h = (sorted.len() - 1) as f64 * q;
-    let lo = h.floor() as usize;
-    let hi = (lo + 1).min(sorted.len() - 1);
-    let (a, b) = (f64::from(sorted[lo]), f64::from(sorted[hi]));
-    a + (h - lo as f64) * (b - a)
+    let (i, j, frac) = linear_ranks(sorted.len(), q);
+    lerp(f64::from(sorted[i]), f64::from(sorted[j]), frac)
 }
 
 /// Correlation over the pairs where both values are finite (NaN marks a
