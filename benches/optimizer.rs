@@ -9,8 +9,8 @@
 use std::time::Instant;
 
 use scenario_matrix_cache::config::Value;
-use scenario_matrix_cache::{generator, key, ScenarioConfig};
 use scenario_matrix_cache::portfolio::optimize::{optimize, OptimizeParams, Tweaks};
+use scenario_matrix_cache::{generator, key, ScenarioConfig};
 
 /// `configs.sized(5000, 50, 'bench-optimizer')` of bench/configs.js: the
 /// matrix bench/optimizer.js solves over.
@@ -42,8 +42,17 @@ const MODEL: &str = r#"{"scenarios": 400, "maxLossProbability": 0.02, "cvar": {"
 /// one thread, so CPU time is its work even on a machine busy with others.
 fn cpu_ms() -> f64 {
     let s = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let f: Vec<&str> = s.rsplit(')').next().unwrap_or("").split_whitespace().collect();
-    let tick = |i: usize| f.get(i).and_then(|x| x.parse::<f64>().ok()).unwrap_or(f64::NAN);
+    let f: Vec<&str> = s
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    let tick = |i: usize| {
+        f.get(i)
+            .and_then(|x| x.parse::<f64>().ok())
+            .unwrap_or(f64::NAN)
+    };
     (tick(11) + tick(12)) * 10.0
 }
 
@@ -55,21 +64,64 @@ fn main() {
     let cfg = bench_config();
     let m = generator::generate(&cfg, &key::canonical_key(&cfg)).matrix;
     let names: Vec<String> = cfg.buckets.iter().map(|b| b.name.clone()).collect();
-    let base = OptimizeParams::from_value(&cfg, &Value::from_json(&serde_json::from_str(MODEL).unwrap())).unwrap();
-    let none = Tweaks { warm_start_tie_break: false, scenario_big_m: false, fix_decided: false };
+    let base = OptimizeParams::from_value(
+        &cfg,
+        &Value::from_json(&serde_json::from_str(MODEL).unwrap()),
+    )
+    .unwrap();
+    let none = Tweaks {
+        warm_start_tie_break: false,
+        scenario_big_m: false,
+        fix_decided: false,
+    };
     let variants = [
         ("as stated", none),
-        ("warm-started tie-break", Tweaks { warm_start_tie_break: true, ..none }),
-        ("big-M per scenario", Tweaks { scenario_big_m: true, ..none }),
-        ("decided scenarios fixed or dropped", Tweaks { fix_decided: true, ..none }),
-        ("big-M per scenario + decided scenarios", Tweaks { scenario_big_m: true, fix_decided: true, ..none }),
-        ("all three", Tweaks { warm_start_tie_break: true, scenario_big_m: true, fix_decided: true }),
+        (
+            "warm-started tie-break",
+            Tweaks {
+                warm_start_tie_break: true,
+                ..none
+            },
+        ),
+        (
+            "big-M per scenario",
+            Tweaks {
+                scenario_big_m: true,
+                ..none
+            },
+        ),
+        (
+            "decided scenarios fixed or dropped",
+            Tweaks {
+                fix_decided: true,
+                ..none
+            },
+        ),
+        (
+            "big-M per scenario + decided scenarios",
+            Tweaks {
+                scenario_big_m: true,
+                fix_decided: true,
+                ..none
+            },
+        ),
+        (
+            "all three",
+            Tweaks {
+                warm_start_tie_break: true,
+                scenario_big_m: true,
+                fix_decided: true,
+            },
+        ),
     ];
     println!("| variant | run | wall ms | CPU ms | first solve wall ms | first solve E* | loss probability | CVaR | nodes | status |");
     println!("|---|---|---|---|---|---|---|---|---|---|");
     for r in 0..runs {
         for (name, tw) in variants {
-            let p = OptimizeParams { tweaks: tw, ..base.clone() };
+            let p = OptimizeParams {
+                tweaks: tw,
+                ..base.clone()
+            };
             let (t, c) = (Instant::now(), cpu_ms());
             let o = optimize(&m, &names, &p).unwrap();
             println!(

@@ -6,7 +6,9 @@ mod sample;
 
 use sample::{matrix, sample_config};
 use scenario_matrix_cache::config::Value;
-use scenario_matrix_cache::portfolio::optimize::{optimize, OptimizeParams, Status, FEASIBILITY_TOLERANCE};
+use scenario_matrix_cache::portfolio::optimize::{
+    optimize, OptimizeParams, Status, FEASIBILITY_TOLERANCE,
+};
 use scenario_matrix_cache::portfolio::stats::{portfolio_moic, var_cvar};
 use scenario_matrix_cache::ScenarioConfig;
 
@@ -27,7 +29,11 @@ fn names(cfg: &ScenarioConfig) -> Vec<String> {
     cfg.buckets.iter().map(|b| b.name.clone()).collect()
 }
 
-fn solve(m: &[f32], cfg: &ScenarioConfig, json: &str) -> scenario_matrix_cache::portfolio::Optimized {
+fn solve(
+    m: &[f32],
+    cfg: &ScenarioConfig,
+    json: &str,
+) -> scenario_matrix_cache::portfolio::Optimized {
     let p = OptimizeParams::from_value(cfg, &options(json)).unwrap();
     optimize(m, &names(cfg), &p).unwrap()
 }
@@ -52,7 +58,12 @@ fn a_binding_loss_cap() {
     // Without the cap the optimum is all in bucket 00 (E* = 1.5), and the
     // tie-break gives up the 0.001 of E it may for evenness: a = 1 - 0.001 / 0.375.
     let free = solve(&TWO, &cfg, "{}");
-    near(free.weights[0].1, 1.0 - 0.001 / 0.375, 1e-6, "unconstrained w0");
+    near(
+        free.weights[0].1,
+        1.0 - 0.001 / 0.375,
+        1e-6,
+        "unconstrained w0",
+    );
     assert_eq!(free.loss_probability, Some(0.5));
 }
 
@@ -77,7 +88,11 @@ fn an_infeasible_group_is_relaxed_step_by_step() {
     let groups = r#"{"groups": [{"name": "A", "buckets": ["Bucket 00"], "max": 0.3}, {"name": "B", "buckets": ["Bucket 01"], "max": 0.6}]}"#;
     let o = solve(&TWO, &cfg, groups);
     assert_eq!(o.status, Status::Relaxed);
-    let steps: Vec<(String, f64, f64)> = o.relaxations.iter().map(|r| (r.constraint.clone(), r.from, r.to)).collect();
+    let steps: Vec<(String, f64, f64)> = o
+        .relaxations
+        .iter()
+        .map(|r| (r.constraint.clone(), r.from, r.to))
+        .collect();
     assert_eq!(steps.len(), 4, "{steps:?}");
     for (k, (name, from, to)) in steps.iter().enumerate() {
         assert_eq!(name, "groups.A.max");
@@ -87,25 +102,42 @@ fn an_infeasible_group_is_relaxed_step_by_step() {
     near(o.weights[0].1, 0.42, 1e-6, "w0");
     near(o.weights[1].1, 0.58, 1e-6, "w1");
     // With relax off the model stays infeasible and no weights come back.
-    let off = solve(&TWO, &cfg, &groups.replace("{\"groups\"", "{\"relax\": false, \"groups\""));
+    let off = solve(
+        &TWO,
+        &cfg,
+        &groups.replace("{\"groups\"", "{\"relax\": false, \"groups\""),
+    );
     assert_eq!(off.status, Status::Infeasible);
     assert!(off.weights.is_empty() && off.validation.is_none());
 }
 
 /// Every constraint of the model, evaluated on the returned weights.
-fn check_constraints(m: &[f32], nb: usize, o: &scenario_matrix_cache::portfolio::Optimized, p: &OptimizeParams) {
+fn check_constraints(
+    m: &[f32],
+    nb: usize,
+    o: &scenario_matrix_cache::portfolio::Optimized,
+    p: &OptimizeParams,
+) {
     let w: Vec<f64> = o.weights.iter().map(|x| x.1).collect();
     let tol = FEASIBILITY_TOLERANCE;
     near(w.iter().sum::<f64>(), 1.0, 1e-9, "sum of weights");
     for b in 0..nb {
-        assert!(w[b] >= p.lower[b] - 1e-9 && w[b] <= p.upper[b] + 1e-9, "bounds of {b}: {}", w[b]);
+        assert!(
+            w[b] >= p.lower[b] - 1e-9 && w[b] <= p.upper[b] + 1e-9,
+            "bounds of {b}: {}",
+            w[b]
+        );
     }
     let rows = &m[..p.scenarios * nb];
     let moic = portfolio_moic(rows, &w);
     let s = p.scenarios as f64;
     if let Some(cap) = p.max_loss_probability {
         let losses = moic.iter().filter(|&&x| x < 1.0 - tol).count() as f64;
-        assert!(losses / s <= cap + 1e-12, "loss probability {} above {cap}", losses / s);
+        assert!(
+            losses / s <= cap + 1e-12,
+            "loss probability {} above {cap}",
+            losses / s
+        );
     }
     if let Some(c) = p.cvar {
         let mut sorted = moic.clone();
@@ -115,20 +147,41 @@ fn check_constraints(m: &[f32], nb: usize, o: &scenario_matrix_cache::portfolio:
     }
     for g in &p.groups {
         let sum: f64 = g.members.iter().map(|&b| w[b]).sum();
-        assert!(g.min.map_or(true, |lo| sum >= lo - 1e-9), "group {} sum {sum}", g.name);
-        assert!(g.max.map_or(true, |hi| sum <= hi + 1e-9), "group {} sum {sum}", g.name);
+        assert!(
+            g.min.map_or(true, |lo| sum >= lo - 1e-9),
+            "group {} sum {sum}",
+            g.name
+        );
+        assert!(
+            g.max.map_or(true, |hi| sum <= hi + 1e-9),
+            "group {} sum {sum}",
+            g.name
+        );
     }
     if let Some(win) = &p.min_expected_winners {
         let expected: f64 = (0..nb)
             .filter_map(|b| {
                 let cost = win.all_in_cost[b]?;
-                let share = rows.chunks(nb).filter(|r| r[b] as f64 >= win.winner_multiple).count() as f64 / s;
+                let share = rows
+                    .chunks(nb)
+                    .filter(|r| r[b] as f64 >= win.winner_multiple)
+                    .count() as f64
+                    / s;
                 Some(w[b] * win.capital / cost * share)
             })
             .sum();
-        assert!(expected >= win.count - 1e-6, "expected winners {expected} below {}", win.count);
+        assert!(
+            expected >= win.count - 1e-6,
+            "expected winners {expected} below {}",
+            win.count
+        );
     }
-    near(o.expected_moic.unwrap(), moic.iter().sum::<f64>() / s, 1e-12, "expected MOIC");
+    near(
+        o.expected_moic.unwrap(),
+        moic.iter().sum::<f64>() / s,
+        1e-12,
+        "expected MOIC",
+    );
 }
 
 #[test]
@@ -183,7 +236,9 @@ fn agrees_with_a_grid_search_on_two_buckets() {
             let mut sorted = moic.clone();
             sorted.sort_by(f64::total_cmp);
             let (_, cvar) = var_cvar(&sorted, 0.8);
-            if losses <= p.max_loss_probability.unwrap() + 1e-12 && cvar <= p.cvar.unwrap().max + 1e-12 {
+            if losses <= p.max_loss_probability.unwrap() + 1e-12
+                && cvar <= p.cvar.unwrap().max + 1e-12
+            {
                 best = best.max(moic.iter().sum::<f64>() / 30.0);
             }
         }
@@ -191,15 +246,27 @@ fn agrees_with_a_grid_search_on_two_buckets() {
             Status::Optimal => {
                 optimal += 1;
                 let e = o.expected_moic.unwrap();
-                assert!(e >= best - 0.001 - 1e-6, "seed {seed}: HiGHS {e} below the grid's {best}");
+                assert!(
+                    e >= best - 0.001 - 1e-6,
+                    "seed {seed}: HiGHS {e} below the grid's {best}"
+                );
                 // One grid step of a moves E by at most max |mean_0 - mean_1| / steps.
-                assert!(e <= best + 1e-3 + 1e-4 * e, "seed {seed}: HiGHS {e} far above the grid's {best}");
+                assert!(
+                    e <= best + 1e-3 + 1e-4 * e,
+                    "seed {seed}: HiGHS {e} far above the grid's {best}"
+                );
             }
-            Status::Infeasible => assert!(best == f64::NEG_INFINITY, "seed {seed}: infeasible but the grid found {best}"),
+            Status::Infeasible => assert!(
+                best == f64::NEG_INFINITY,
+                "seed {seed}: infeasible but the grid found {best}"
+            ),
             other => panic!("seed {seed}: {other:?}"),
         }
     }
-    assert!(optimal >= 4, "only {optimal} of 6 models were feasible: the check checked little");
+    assert!(
+        optimal >= 4,
+        "only {optimal} of 6 models were feasible: the check checked little"
+    );
 }
 
 #[test]
@@ -207,16 +274,40 @@ fn options_are_checked_and_named() {
     let cfg = sample_config(100, 3, 1);
     for (json, field) in [
         (r#"{"bounds": {"Nope": [0, 1]}}"#, "bounds.Nope"),
-        (r#"{"bounds": {"Bucket 00": [0.5, 0.2]}}"#, "bounds.Bucket 00"),
-        (r#"{"maxWeight": 0.3}"#, "bounds: the weights cannot sum to 1"),
-        (r#"{"minWeight": 0.4}"#, "bounds: the weights cannot sum to 1"),
-        (r#"{"groups": [{"name": "g", "buckets": ["Bucket 09"]}]}"#, "groups[0].buckets[0]"),
-        (r#"{"groups": [{"name": "g", "buckets": []}]}"#, "groups[0].buckets"),
-        (r#"{"cvar": {"confidence": 1, "max": 0.1}}"#, "cvar.confidence"),
+        (
+            r#"{"bounds": {"Bucket 00": [0.5, 0.2]}}"#,
+            "bounds.Bucket 00",
+        ),
+        (
+            r#"{"maxWeight": 0.3}"#,
+            "bounds: the weights cannot sum to 1",
+        ),
+        (
+            r#"{"minWeight": 0.4}"#,
+            "bounds: the weights cannot sum to 1",
+        ),
+        (
+            r#"{"groups": [{"name": "g", "buckets": ["Bucket 09"]}]}"#,
+            "groups[0].buckets[0]",
+        ),
+        (
+            r#"{"groups": [{"name": "g", "buckets": []}]}"#,
+            "groups[0].buckets",
+        ),
+        (
+            r#"{"cvar": {"confidence": 1, "max": 0.1}}"#,
+            "cvar.confidence",
+        ),
         (r#"{"cvar": {"confidence": 0.9}}"#, "cvar.max"),
-        (r#"{"scenarios": 101}"#, "scenarios: expected an integer from 1 to 100"),
+        (
+            r#"{"scenarios": 101}"#,
+            "scenarios: expected an integer from 1 to 100",
+        ),
         (r#"{"maxLossProbability": 1.5}"#, "maxLossProbability"),
-        (r#"{"minExpectedWinners": {"count": 1, "capital": 10, "allInCost": {"X": 1}}}"#, "minExpectedWinners.allInCost.X"),
+        (
+            r#"{"minExpectedWinners": {"count": 1, "capital": 10, "allInCost": {"X": 1}}}"#,
+            "minExpectedWinners.allInCost.X",
+        ),
         (r#"{"mipRelGap": -1}"#, "mipRelGap"),
         (r#"{"timeLimitMs": 0}"#, "timeLimitMs"),
         (r#"{"relax": "yes"}"#, "relax"),
@@ -227,5 +318,10 @@ fn options_are_checked_and_named() {
         assert!(e.to_string().contains(field), "{json}: {e}");
     }
     // Defaults: 400 scenarios, or the matrix's rows when fewer.
-    assert_eq!(OptimizeParams::from_value(&cfg, &Value::Undefined).unwrap().scenarios, 100);
+    assert_eq!(
+        OptimizeParams::from_value(&cfg, &Value::Undefined)
+            .unwrap()
+            .scenarios,
+        100
+    );
 }

@@ -77,7 +77,11 @@ fn a_boundary_scenario_counts_fractionally_in_cvar() {
     let st = portfolio_stats(&m, &names(1), &params(&[1.0], 0.7, 10.0, 3)).unwrap();
     // (The cells are f32: 0.1 is 0.1f32, and M is computed from it.)
     let worst = 1.0 - 0.1f32 as f64;
-    close(st.conditional_value_at_risk, (worst + 0.5 / 2.0) / 1.5, "CVaR");
+    close(
+        st.conditional_value_at_risk,
+        (worst + 0.5 / 2.0) / 1.5,
+        "CVaR",
+    );
     // Every value in one bucket equal: degenerate histogram, all in the last bin.
     let flat = portfolio_stats(&[2.0f32; 6], &names(1), &params(&[1.0], 0.9, 2.0, 4)).unwrap();
     assert_eq!(flat.histogram.counts, vec![0, 0, 0, 6]);
@@ -138,7 +142,9 @@ fn direct(m: &[f32], nb: usize, p: &StatsParams) -> Direct {
         .collect();
     let (lo, hi) = (sorted[0], sorted[s - 1]);
     let bins = p.histogram_bins;
-    let mut edges: Vec<f64> = (0..bins).map(|i| lo + (hi - lo) / bins as f64 * i as f64).collect();
+    let mut edges: Vec<f64> = (0..bins)
+        .map(|i| lo + (hi - lo) / bins as f64 * i as f64)
+        .collect();
     edges.push(hi);
     let mut counts = vec![0u64; bins];
     for &x in &moic {
@@ -181,15 +187,21 @@ fn agrees_with_a_direct_computation_of_every_definition() {
         close(st.mean, d.mean, &format!("{case} mean"));
         close(st.std_dev, d.std_dev, &format!("{case} stdDev"));
         let got = &st.percentiles;
-        for (g, e) in [got.p1, got.p5, got.p10, got.p25, got.p50, got.p75, got.p90, got.p95, got.p99]
-            .iter()
-            .zip(&d.pcts)
+        for (g, e) in [
+            got.p1, got.p5, got.p10, got.p25, got.p50, got.p75, got.p90, got.p95, got.p99,
+        ]
+        .iter()
+        .zip(&d.pcts)
         {
             close(*g, *e, &format!("{case} percentile"));
         }
         assert_eq!(st.loss_probability, d.loss_probability, "{case}");
         close(st.value_at_risk, d.var, &format!("{case} VaR"));
-        close(st.conditional_value_at_risk, d.cvar, &format!("{case} CVaR"));
+        close(
+            st.conditional_value_at_risk,
+            d.cvar,
+            &format!("{case} CVaR"),
+        );
         for (b, (mean, q, wins)) in st.buckets.iter().zip(&d.col) {
             close(b.mean, *mean, &format!("{case} {} mean", b.name));
             close(b.p10, q[0], &format!("{case} {} p10", b.name));
@@ -208,7 +220,10 @@ fn the_same_bits_on_one_thread_and_on_all() {
     let m = matrix(20_000, 20, 9);
     let p = params(&[1.0; 20], 0.95, 4.0, 50);
     let all = portfolio_stats(&m, &names(20), &p).unwrap();
-    let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .unwrap();
     let one = pool.install(|| portfolio_stats(&m, &names(20), &p).unwrap());
     assert_eq!(format!("{all:?}"), format!("{one:?}"));
 }
@@ -222,14 +237,20 @@ fn options_are_checked_and_named() {
     let cfg = sample_config(100, 3, 1);
     let p = StatsParams::from_value(&cfg, &Value::Undefined).unwrap();
     assert_eq!(p.weights, vec![1.0 / 3.0; 3]);
-    assert_eq!((p.confidence, p.winner_multiple, p.histogram_bins), (0.95, 10.0, 50));
+    assert_eq!(
+        (p.confidence, p.winner_multiple, p.histogram_bins),
+        (0.95, 10.0, 50)
+    );
     let p = StatsParams::from_value(
         &cfg,
         &options(r#"{"weights": {"Bucket 02": 3, "Bucket 00": 1}, "confidence": 0.9, "winnerMultiple": 3, "histogramBins": 1}"#),
     )
     .unwrap();
     assert_eq!(p.weights, vec![0.25, 0.0, 0.75]);
-    assert_eq!((p.confidence, p.winner_multiple, p.histogram_bins), (0.9, 3.0, 1));
+    assert_eq!(
+        (p.confidence, p.winner_multiple, p.histogram_bins),
+        (0.9, 3.0, 1)
+    );
     for (json, field) in [
         (r#"{"weights": {"Nope": 1}}"#, "weights.Nope"),
         (r#"{"weights": {"Bucket 00": -1}}"#, "weights.Bucket 00"),
@@ -286,7 +307,11 @@ async fn through_the_cache_weights_follow_bucket_names() {
     close(a.mean, b.mean, "mean");
     close(a.percentiles.p5, b.percentiles.p5, "p5");
     close(a.percentiles.p50, b.percentiles.p50, "p50");
-    close(a.conditional_value_at_risk, b.conditional_value_at_risk, "CVaR");
+    close(
+        a.conditional_value_at_risk,
+        b.conditional_value_at_risk,
+        "CVaR",
+    );
     assert_eq!(a.loss_probability, b.loss_probability);
     let mut rb = b.buckets.clone();
     rb.reverse();
@@ -294,7 +319,8 @@ async fn through_the_cache_weights_follow_bucket_names() {
     // And equal to the statistics of the matrix getMatrix hands out.
     let (_, m) = cache.get_matrix(&cfg).await.unwrap();
     let names: Vec<String> = cfg.buckets.iter().map(|b| b.name.clone()).collect();
-    let direct = portfolio_stats(&m, &names, &StatsParams::from_value(&cfg, &opts).unwrap()).unwrap();
+    let direct =
+        portfolio_stats(&m, &names, &StatsParams::from_value(&cfg, &opts).unwrap()).unwrap();
     assert_eq!(a, direct);
     cache.close().await;
     let _ = std::fs::remove_dir_all(dir);

@@ -237,7 +237,11 @@ fn optimized_js(o: optimize::Optimized, metadata: ScenarioMetadata) -> Optimized
         solver: SolverReport {
             name: o.solver.name.to_string(),
             version: o.solver.version,
-            mip_gap: if o.solver.mip_gap.is_finite() { o.solver.mip_gap } else { 0.0 },
+            mip_gap: if o.solver.mip_gap.is_finite() {
+                o.solver.mip_gap
+            } else {
+                0.0
+            },
             nodes: o.solver.nodes as f64,
             duration_ms: o.solver.duration_ms,
             objective: o.solver.objective.is_finite().then_some(o.solver.objective),

@@ -313,7 +313,10 @@ fn build(d: &Data, p: &OptimizeParams, caps: &Caps, tie: Option<f64>) -> (RowPro
         vec![(0.0, f64::INFINITY); s]
     };
     // Never a loss whatever the weights: y_s = 0, z_s = 0, u_s = 0 (t >= 0).
-    let safe: Vec<bool> = ranges.iter().map(|r| tw.fix_decided && r.0 >= 1.0).collect();
+    let safe: Vec<bool> = ranges
+        .iter()
+        .map(|r| tw.fix_decided && r.0 >= 1.0)
+        .collect();
     // A loss whatever the weights (beyond the solver's tolerance): z_s = 1.
     let doomed: Vec<bool> = ranges
         .iter()
@@ -330,7 +333,12 @@ fn build(d: &Data, p: &OptimizeParams, caps: &Caps, tie: Option<f64>) -> (RowPro
             // y_s + M_s >= 1
             let mut f: Vec<(highs::Col, f64)> = Vec::with_capacity(nb + 1);
             f.push((ys, 1.0));
-            f.extend(row.iter().zip(&w).filter(|(&m, _)| m != 0.0).map(|(&m, &c)| (c, m as f64)));
+            f.extend(
+                row.iter()
+                    .zip(&w)
+                    .filter(|(&m, _)| m != 0.0)
+                    .map(|(&m, &c)| (c, m as f64)),
+            );
             pb.add_row(1.0.., f);
         }
     }
@@ -347,7 +355,11 @@ fn build(d: &Data, p: &OptimizeParams, caps: &Caps, tie: Option<f64>) -> (RowPro
             // y_s <= big_M z_s: 1 in the stated model; the largest loss the
             // bounds allow with the tweak (the same integer solutions, a
             // tighter relaxation).
-            let big_m = if tw.scenario_big_m { (1.0 - ranges[sc].0).clamp(0.0, 1.0) } else { 1.0 };
+            let big_m = if tw.scenario_big_m {
+                (1.0 - ranges[sc].0).clamp(0.0, 1.0)
+            } else {
+                1.0
+            };
             pb.add_row(..=0.0, [(ys, 1.0), (zs, -big_m)]);
         }
         pb.add_row(..=count_bound(cap * s as f64), z.iter().map(|&c| (c, 1.0)));
@@ -376,7 +388,10 @@ fn build(d: &Data, p: &OptimizeParams, caps: &Caps, tie: Option<f64>) -> (RowPro
             continue;
         }
         let f: Vec<(highs::Col, f64)> = g.members.iter().map(|&b| (w[b], 1.0)).collect();
-        pb.add_row(lo.unwrap_or(f64::NEG_INFINITY)..=hi.unwrap_or(f64::INFINITY), f);
+        pb.add_row(
+            lo.unwrap_or(f64::NEG_INFINITY)..=hi.unwrap_or(f64::INFINITY),
+            f,
+        );
     }
     if let (Some(count), Some(win)) = (caps.winners, &p.min_expected_winners) {
         let f: Vec<(highs::Col, f64)> = (0..nb)
@@ -409,7 +424,11 @@ fn scenario_ranges(d: &Data, p: &OptimizeParams) -> Vec<(f64, f64)> {
     d.rows
         .chunks_exact(d.nb)
         .map(|row| {
-            let floor: f64 = row.iter().zip(&p.lower).map(|(&m, &lo)| m as f64 * lo).sum();
+            let floor: f64 = row
+                .iter()
+                .zip(&p.lower)
+                .map(|(&m, &lo)| m as f64 * lo)
+                .sum();
             let mut order: Vec<usize> = (0..d.nb).collect();
             order.sort_by(|&a, &b| row[a].total_cmp(&row[b]));
             let fill = |it: &mut dyn Iterator<Item = &usize>| {
@@ -424,7 +443,10 @@ fn scenario_ranges(d: &Data, p: &OptimizeParams) -> Vec<(f64, f64)> {
                 }
                 add
             };
-            (floor + fill(&mut order.iter()), floor + fill(&mut order.iter().rev()))
+            (
+                floor + fill(&mut order.iter()),
+                floor + fill(&mut order.iter().rev()),
+            )
         })
         .collect()
 }
@@ -433,7 +455,10 @@ fn scenario_ranges(d: &Data, p: &OptimizeParams) -> Vec<(f64, f64)> {
 /// infeasible" without telling which, and this model cannot be unbounded
 /// (the weights, hence the objectives, are bounded).
 fn infeasible(s: HighsModelStatus) -> bool {
-    matches!(s, HighsModelStatus::Infeasible | HighsModelStatus::UnboundedOrInfeasible)
+    matches!(
+        s,
+        HighsModelStatus::Infeasible | HighsModelStatus::UnboundedOrInfeasible
+    )
 }
 
 /// `x` as a bound on a count of scenarios: a value within rounding of a
@@ -455,12 +480,18 @@ fn run(
     deadline: Instant,
 ) -> Result<Run> {
     let (pb, layout) = build(d, p, caps, tie.map(|t| t.0));
-    let sense = if tie.is_some() { Sense::Minimise } else { Sense::Maximise };
+    let sense = if tie.is_some() {
+        Sense::Minimise
+    } else {
+        Sense::Maximise
+    };
     let mut model = Model::try_new(pb)
         .map_err(|e| Error::Internal(format!("HiGHS refused the model: {e:?}")))?;
     model.set_sense(sense);
     model.set_threads(NonZeroU32::MIN);
-    let left = deadline.saturating_duration_since(Instant::now()).as_secs_f64();
+    let left = deadline
+        .saturating_duration_since(Instant::now())
+        .as_secs_f64();
     for (name, value) in [
         ("mip_rel_gap", p.mip_rel_gap),
         ("time_limit", left.max(1e-3)),
@@ -568,7 +599,11 @@ pub fn optimize(matrix: &[f32], names: &[String], p: &OptimizeParams) -> Result<
             let from = caps.get(c).unwrap_or(orig);
             let to = Caps::loosened(c, from, orig);
             caps.set(c, Some(to));
-            relaxations.push(Relaxation { constraint: Caps::name(c, p), from, to });
+            relaxations.push(Relaxation {
+                constraint: Caps::name(c, p),
+                from,
+                to,
+            });
             rounds += 1;
             first = run(&d, p, &caps, None, deadline)?;
             nodes += first.nodes;
@@ -583,11 +618,16 @@ pub fn optimize(matrix: &[f32], names: &[String], p: &OptimizeParams) -> Result<
         s if infeasible(s) => Status::Infeasible,
         HighsModelStatus::ReachedTimeLimit => Status::TimeLimit,
         other => {
-            return Err(Error::Internal(format!("HiGHS ended with status {other:?}")));
+            return Err(Error::Internal(format!(
+                "HiGHS ended with status {other:?}"
+            )));
         }
     };
     let first_solve_ms = started.elapsed().as_secs_f64() * 1000.0;
-    let mut weights = first.weights.clone().filter(|_| status != Status::Infeasible);
+    let mut weights = first
+        .weights
+        .clone()
+        .filter(|_| status != Status::Infeasible);
     let mut mip_gap = first.mip_gap;
     if let (Some(_), Status::Optimal | Status::Relaxed) = (&weights, status) {
         let floor = first.objective - 0.001;
@@ -605,7 +645,11 @@ pub fn optimize(matrix: &[f32], names: &[String], p: &OptimizeParams) -> Result<
         mip_gap,
         nodes,
         duration_ms: started.elapsed().as_secs_f64() * 1000.0,
-        objective: if first.weights.is_some() { first.objective } else { f64::NAN },
+        objective: if first.weights.is_some() {
+            first.objective
+        } else {
+            f64::NAN
+        },
         first_solve_ms,
     };
     // Infeasible, or out of time before any feasible portfolio: no weights.
@@ -643,7 +687,12 @@ pub fn optimize(matrix: &[f32], names: &[String], p: &OptimizeParams) -> Result<
         status,
         weights: names.iter().cloned().zip(w.iter().copied()).collect(),
         expected_moic: Some(moic.iter().sum::<f64>() / s as f64),
-        loss_probability: Some(moic.iter().filter(|&&m| m < 1.0 - FEASIBILITY_TOLERANCE).count() as f64 / s as f64),
+        loss_probability: Some(
+            moic.iter()
+                .filter(|&&m| m < 1.0 - FEASIBILITY_TOLERANCE)
+                .count() as f64
+                / s as f64,
+        ),
         conditional_value_at_risk: Some(cvar),
         relaxations,
         validation: Some(validation),

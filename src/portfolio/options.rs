@@ -113,13 +113,16 @@ pub fn whole(v: &Value, field: &str, min: usize, max: usize) -> Result<usize> {
 
 /// The index of the bucket named `name` in `cfg`, or an error naming `field`.
 pub fn bucket_index(cfg: &ScenarioConfig, name: &str, field: &str) -> Result<usize> {
-    cfg.buckets.iter().position(|b| b.name == name).ok_or_else(|| {
-        let names: Vec<&str> = cfg.buckets.iter().map(|b| b.name.as_str()).collect();
-        invalid(format!(
-            "{field}: the config has no bucket named {name:?} (its buckets: {})",
-            names.join(", ")
-        ))
-    })
+    cfg.buckets
+        .iter()
+        .position(|b| b.name == name)
+        .ok_or_else(|| {
+            let names: Vec<&str> = cfg.buckets.iter().map(|b| b.name.as_str()).collect();
+            invalid(format!(
+                "{field}: the config has no bucket named {name:?} (its buckets: {})",
+                names.join(", ")
+            ))
+        })
 }
 
 /// `{ [bucket name]: weight }`: buckets left out weigh 0; normalised.
@@ -195,7 +198,10 @@ fn share(v: &Value, field: &str) -> Result<f64> {
 
 fn members<'v>(v: &'v Value, field: &str, allowed: &[&str]) -> Result<&'v [(String, Value)]> {
     let Value::Object(m) = v else {
-        return Err(invalid(format!("{field}: expected an object, got {}", v.describe())));
+        return Err(invalid(format!(
+            "{field}: expected an object, got {}",
+            v.describe()
+        )));
     };
     for (k, x) in m {
         if *x != Value::Undefined && !allowed.contains(&k.as_str()) {
@@ -209,7 +215,9 @@ fn members<'v>(v: &'v Value, field: &str, allowed: &[&str]) -> Result<&'v [(Stri
 }
 
 fn member<'v>(m: &'v [(String, Value)], name: &str) -> Option<&'v Value> {
-    m.iter().find(|(k, v)| k == name && *v != Value::Undefined).map(|(_, v)| v)
+    m.iter()
+        .find(|(k, v)| k == name && *v != Value::Undefined)
+        .map(|(_, v)| v)
 }
 
 fn required<'v>(m: &'v [(String, Value)], field: &str, name: &str) -> Result<&'v Value> {
@@ -223,7 +231,9 @@ fn range(v: &Value, field: &str) -> Result<(f64, f64)> {
             let lo = share(&a[0], &format!("{field}[0]"))?;
             let hi = share(&a[1], &format!("{field}[1]"))?;
             if lo > hi {
-                return Err(invalid(format!("{field}: the minimum {lo} is above the maximum {hi}")));
+                return Err(invalid(format!(
+                    "{field}: the minimum {lo} is above the maximum {hi}"
+                )));
             }
             Ok((lo, hi))
         }
@@ -258,7 +268,9 @@ impl OptimizeParams {
             Value::Object(_) => members(v, "options", &OPTIMIZE_NAMES).map_err(|e| match e {
                 // Top-level names read without the "options." prefix.
                 Error::InvalidArgument(msg) => Error::InvalidArgument(
-                    msg.strip_prefix("options.").map(str::to_string).unwrap_or(msg),
+                    msg.strip_prefix("options.")
+                        .map(str::to_string)
+                        .unwrap_or(msg),
                 ),
                 other => other,
             })?,
@@ -277,8 +289,12 @@ impl OptimizeParams {
                 ))
             })?;
         }
-        let min_w = member(m, "minWeight").map(|x| share(x, "minWeight")).transpose()?;
-        let max_w = member(m, "maxWeight").map(|x| share(x, "maxWeight")).transpose()?;
+        let min_w = member(m, "minWeight")
+            .map(|x| share(x, "minWeight"))
+            .transpose()?;
+        let max_w = member(m, "maxWeight")
+            .map(|x| share(x, "maxWeight"))
+            .transpose()?;
         if let (Some(lo), Some(hi)) = (min_w, max_w) {
             if lo > hi {
                 return Err(invalid(format!("minWeight: {lo} is above maxWeight {hi}")));
@@ -307,7 +323,10 @@ impl OptimizeParams {
         }
         if let Some(g) = member(m, "groups") {
             let Value::Array(items) = g else {
-                return Err(invalid(format!("groups: expected an array, got {}", g.describe())));
+                return Err(invalid(format!(
+                    "groups: expected an array, got {}",
+                    g.describe()
+                )));
             };
             for (k, item) in items.iter().enumerate() {
                 let field = format!("groups[{k}]");
@@ -322,30 +341,46 @@ impl OptimizeParams {
                     }
                 };
                 let Value::Array(bs) = required(gm, &field, "buckets")? else {
-                    return Err(invalid(format!("{field}.buckets: expected an array of bucket names")));
+                    return Err(invalid(format!(
+                        "{field}.buckets: expected an array of bucket names"
+                    )));
                 };
                 if bs.is_empty() {
-                    return Err(invalid(format!("{field}.buckets: expected at least one bucket name")));
+                    return Err(invalid(format!(
+                        "{field}.buckets: expected at least one bucket name"
+                    )));
                 }
                 let mut idx = Vec::new();
                 for (j, bn) in bs.iter().enumerate() {
                     let bf = format!("{field}.buckets[{j}]");
                     let Value::String(bn) = bn else {
-                        return Err(invalid(format!("{bf}: expected a bucket name, got {}", bn.describe())));
+                        return Err(invalid(format!(
+                            "{bf}: expected a bucket name, got {}",
+                            bn.describe()
+                        )));
                     };
                     let i = bucket_index(cfg, bn, &bf)?;
                     if !idx.contains(&i) {
                         idx.push(i);
                     }
                 }
-                let min = member(gm, "min").map(|x| share(x, &format!("{field}.min"))).transpose()?;
-                let max = member(gm, "max").map(|x| share(x, &format!("{field}.max"))).transpose()?;
+                let min = member(gm, "min")
+                    .map(|x| share(x, &format!("{field}.min")))
+                    .transpose()?;
+                let max = member(gm, "max")
+                    .map(|x| share(x, &format!("{field}.max")))
+                    .transpose()?;
                 if let (Some(lo), Some(hi)) = (min, max) {
                     if lo > hi {
                         return Err(invalid(format!("{field}: min {lo} is above max {hi}")));
                     }
                 }
-                p.groups.push(Group { name, members: idx, min, max });
+                p.groups.push(Group {
+                    name,
+                    members: idx,
+                    min,
+                    max,
+                });
             }
         }
         if let Some(x) = member(m, "maxLossProbability") {
@@ -386,7 +421,9 @@ impl OptimizeParams {
             };
             let capital = positive(required(wm, f, "capital")?, format!("{f}.capital"))?;
             let Value::Object(costs) = required(wm, f, "allInCost")? else {
-                return Err(invalid(format!("{f}.allInCost: expected an object of bucket name to cost")));
+                return Err(invalid(format!(
+                    "{f}.allInCost: expected an object of bucket name to cost"
+                )));
             };
             let mut all_in_cost = vec![None; nb];
             for (name, c) in costs.iter().filter(|(_, c)| *c != Value::Undefined) {
@@ -398,13 +435,21 @@ impl OptimizeParams {
                 .map(|x| finite(x, &format!("{f}.winnerMultiple")))
                 .transpose()?
                 .unwrap_or(DEFAULT_WINNER_MULTIPLE);
-            p.min_expected_winners = Some(Winners { count, capital, all_in_cost, winner_multiple });
+            p.min_expected_winners = Some(Winners {
+                count,
+                capital,
+                all_in_cost,
+                winner_multiple,
+            });
         }
         if let Some(x) = member(m, "relax") {
             p.relax = match x {
                 Value::Bool(b) => *b,
                 other => {
-                    return Err(invalid(format!("relax: expected true or false, got {}", other.describe())))
+                    return Err(invalid(format!(
+                        "relax: expected true or false, got {}",
+                        other.describe()
+                    )))
                 }
             };
         }
@@ -420,7 +465,8 @@ impl OptimizeParams {
             };
         }
         if let Some(x) = member(m, "timeLimitMs") {
-            p.time_limit = Duration::from_millis(whole(x, "timeLimitMs", 1, MAX_TIME_LIMIT_MS)? as u64);
+            p.time_limit =
+                Duration::from_millis(whole(x, "timeLimitMs", 1, MAX_TIME_LIMIT_MS)? as u64);
         }
         Ok(p)
     }

@@ -144,7 +144,11 @@ pub fn column_order_stats(
                     match placed {
                         Some((ps, pr)) if ps == s && pr + 1 == r => {
                             placed = None;
-                            v[r..].iter().copied().min_by(f32::total_cmp).expect("rank in range")
+                            v[r..]
+                                .iter()
+                                .copied()
+                                .min_by(f32::total_cmp)
+                                .expect("rank in range")
                         }
                         _ => {
                             placed = Some((s, r));

@@ -98,18 +98,21 @@ fn fill_moic(rows: &[f32], w: &[f64], out: &mut [f64]) {
         }
         o.copy_from_slice(&acc);
     }
-    for (row, o) in lanes
-        .remainder()
-        .chunks_exact(b)
-        .zip(outs.into_remainder())
-    {
-        *o = row.iter().zip(w).fold(0.0, |a, (&x, &wj)| a + wj * x as f64);
+    for (row, o) in lanes.remainder().chunks_exact(b).zip(outs.into_remainder()) {
+        *o = row
+            .iter()
+            .zip(w)
+            .fold(0.0, |a, (&x, &wj)| a + wj * x as f64);
     }
 }
 
 /// Statistics of the portfolio with `params.weights` over `matrix`
 /// (row-major, `names.len()` columns in the config's bucket order).
-pub fn portfolio_stats(matrix: &[f32], names: &[String], params: &StatsParams) -> Result<PortfolioStats> {
+pub fn portfolio_stats(
+    matrix: &[f32],
+    names: &[String],
+    params: &StatsParams,
+) -> Result<PortfolioStats> {
     let nb = names.len();
     if nb == 0 || matrix.is_empty() || matrix.len() % nb != 0 || params.weights.len() != nb {
         return Err(Error::InvalidArgument(format!(
@@ -133,7 +136,9 @@ pub fn portfolio_stats(matrix: &[f32], names: &[String], params: &StatsParams) -
     // memory instead of striding through all the rows again).
     let mut moic = vec![0.0f64; s];
     let mut by_column = vec![0f32; s * nb];
-    let mut pieces: Vec<Vec<&mut [f32]>> = (0..s.div_ceil(ROW_BLOCK)).map(|_| Vec::with_capacity(nb)).collect();
+    let mut pieces: Vec<Vec<&mut [f32]>> = (0..s.div_ceil(ROW_BLOCK))
+        .map(|_| Vec::with_capacity(nb))
+        .collect();
     for column in by_column.chunks_mut(s) {
         for (block, piece) in column.chunks_mut(ROW_BLOCK).enumerate() {
             pieces[block].push(piece);
@@ -276,7 +281,13 @@ pub fn histogram(sorted: &[f64], bins: usize) -> Histogram {
     edges.push(hi);
     let below = |e: f64| sorted.partition_point(|&x| x < e) as u64;
     let mut counts: Vec<u64> = (0..bins)
-        .map(|i| if i + 1 < bins { below(edges[i + 1]) } else { sorted.len() as u64 })
+        .map(|i| {
+            if i + 1 < bins {
+                below(edges[i + 1])
+            } else {
+                sorted.len() as u64
+            }
+        })
         .collect();
     for i in (1..bins).rev() {
         counts[i] -= counts[i - 1];
