@@ -13,11 +13,11 @@ import {
   compressMatrix,
   decompressMatrix,
   generateScenarios,
-  isScenarioMatrixCacheError,
   ScenarioMatrixCache,
   validateScenarioConfig,
 } from '../lib/index.js'
 import { config, REDIS_URL } from './helpers/services'
+import { rejection } from './helpers/rejection'
 
 let dir: string
 const sqlite = (name: string) => `sqlite://${join(dir, name)}`
@@ -26,23 +26,6 @@ beforeAll(() => {
   dir = mkdtempSync(join(tmpdir(), 'smc-integrator-'))
 })
 afterAll(() => rmSync(dir, { recursive: true, force: true }))
-
-/** Calls `f` and returns the rejection; fails if `f` throws synchronously or resolves. */
-async function rejection(f: () => Promise<unknown>): Promise<Error & { code?: string }> {
-  let promise: Promise<unknown>
-  try {
-    promise = f()
-  } catch (e) {
-    throw new Error(`threw synchronously instead of rejecting: ${e}`)
-  }
-  try {
-    await promise
-  } catch (e) {
-    expect(isScenarioMatrixCacheError(e)).toBe(true)
-    return e as Error & { code?: string }
-  }
-  throw new Error('resolved')
-}
 
 describe('open() options', () => {
   it('rejects a misspelt option, naming the one meant', async () => {

@@ -4,8 +4,9 @@
 import { availableParallelism } from 'node:os'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 
-import { canonicalKey, isScenarioMatrixCacheError, ScenarioMatrixCache, type WarmProgress } from '../lib/index.js'
+import { canonicalKey, ScenarioMatrixCache, type WarmProgress } from '../lib/index.js'
 import { config, createDatabase, query } from './helpers/services'
+import { rejection } from './helpers/rejection'
 
 // lib/warm.js on its own, for what a real cache cannot show: how many calls are in flight.
 // eslint-disable-next-line @typescript-eslint/no-require-imports
@@ -26,23 +27,6 @@ afterAll(async () => {
 
 const good = (fund: string) => config(fund, 1_000)
 const bad = { ...config('warm-bad', 1_000), numScenarios: 1.5 }
-
-/** The rejection of `f()`; fails if it throws synchronously or resolves. */
-async function rejection(f: () => Promise<unknown>): Promise<Error & { code?: string }> {
-  let promise: Promise<unknown>
-  try {
-    promise = f()
-  } catch (e) {
-    throw new Error(`threw synchronously instead of rejecting: ${e}`)
-  }
-  try {
-    await promise
-  } catch (e) {
-    expect(isScenarioMatrixCacheError(e)).toBe(true)
-    return e as Error & { code?: string }
-  }
-  throw new Error('resolved')
-}
 
 describe('warm', () => {
   const configs = [good('warm-a'), good('warm-b'), bad, good('warm-c'), good('warm-d')]
