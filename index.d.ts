@@ -80,6 +80,10 @@ export interface CacheOptions {
   databaseUrl?: string
   /** `redis://` / `rediss://`. Default: env `REDIS_URL`, else no Redis tier. `''` turns Redis off. */
   redisUrl?: string
+  /** Seed nodes of a Redis Cluster (`redis://` / `rediss://` URLs; the client learns the other nodes),
+   * used instead of `redisUrl` when given. Default: env `REDIS_CLUSTER_NODES` (comma-separated) when
+   * `redisUrl` is not given either. An empty array counts as not given. */
+  redisClusterNodes?: string[]
   /** Bytes of compressed payload the memory tier may hold, 0 (off) or more. Default 134217728 (128 MiB). */
   memoryMaxBytes?: number
   /** 1..=4294967295. Default 86400. */
@@ -592,6 +596,18 @@ export interface ScenarioResult {
   metadata: ScenarioMetadata
 }
 
+export interface SolverReport {
+  name: string
+  version: string
+  /** Relative MIP gap of the answer's solve (0 for a model without binaries). */
+  mipGap: number
+  /** Branch-and-bound nodes over every solve of the call. */
+  nodes: number
+  durationMs: number
+  /** The first solve's optimum E* (the tie-break may give up 0.001 of it); null without one. */
+  objective: number | null
+}
+
 export interface StoreReport {
   store: 'postgres' | 'sqlite'
   /** Complete rows (cached matrices). */
@@ -608,18 +624,6 @@ export interface StoreReport {
   redisKeys: number | null
   /** Why Redis did not answer; null otherwise. */
   redisError: string | null
-}
-
-export interface SolverReport {
-  name: string
-  version: string
-  /** Relative MIP gap of the answer's solve (0 for a model without binaries). */
-  mipGap: number
-  /** Branch-and-bound nodes over every solve of the call. */
-  nodes: number
-  durationMs: number
-  /** The first solve's optimum E* (the tie-break may give up 0.001 of it); null without one. */
-  objective: number | null
 }
 
 /** One store's answer to `ping()`. */

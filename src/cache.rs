@@ -36,7 +36,7 @@ use crate::stats::{Outcome, Stats, StatsSnapshot};
 use crate::tier::durable::{Durable, DurableOptions, DurableUrl, DEFAULT_SQLITE_PATH};
 use crate::tier::invalidation::{Notice, Scope};
 use crate::tier::memory::MemoryTier;
-use crate::tier::redis::{Lookup, RedisOptions, RedisTier};
+use crate::tier::redis::{Lookup, RedisOptions, RedisTarget, RedisTier};
 use crate::tier::{Entry, Source};
 use crate::view::{self, ColumnOrder};
 use crate::{generator, key, scenario};
@@ -53,6 +53,11 @@ pub struct CacheOptions {
     /// `redis://` or `rediss://`; an empty string turns Redis off.
     /// Default: env `REDIS_URL`, else no Redis tier.
     pub redis_url: Option<String>,
+    /// Seed nodes of a Redis Cluster (`redis://` or `rediss://` each), used
+    /// instead of `redis_url` when given (an empty list counts as not given).
+    /// Default: env `REDIS_CLUSTER_NODES` (comma-separated) when `redis_url`
+    /// is not given either.
+    pub redis_cluster_nodes: Option<Vec<String>>,
     /// Bound on the memory tier's payload bytes; 0 turns it off. Default 128 MiB.
     pub memory_max_bytes: Option<u64>,
     /// Default 86400 (24 h).
@@ -191,6 +196,31 @@ fn env_nonempty(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|s| !s.trim().is_empty())
 }
 
+/// Where Redis is, by precedence: the options (`redisClusterNodes`, then
+/// `redisUrl`), then the environment (`REDIS_CLUSTER_NODES`, then
+/// `REDIS_URL`). An explicit option beats the environment, so `redisUrl: ''`
+/// turns Redis off whatever the environment says. None: no Redis tier.
+fn redis_target(cluster: Option<Vec<String>>, url: Option<String>) -> Option<RedisTarget> {
+    let target = match (cluster, url) {
+        (Some(nodes), _) => RedisTarget::Cluster(nodes),
+        (None, Some(url)) => RedisTarget::Single(url),
+        (None, None) => match env_nonempty("REDIS_CLUSTER_NODES") {
+            Some(list) => RedisTarget::Cluster(
+                list.split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(String::from)
+                    .collect(),
+            ),
+            None => RedisTarget::Single(env_nonempty("REDIS_URL")?),
+        },
+    };
+    match &target {
+        RedisTarget::Single(url) if url.trim().is_empty() => None,
+        _ => Some(target),
+    }
+}
+
 impl Cache {
     pub async fn open(opts: CacheOptions) -> Result<Cache> {
         let db = opts
@@ -203,10 +233,10 @@ impl Cache {
             timeout: Duration::from_millis(opts.database_timeout_ms.unwrap_or(10_000)),
             max_connections: opts.database_max_connections.unwrap_or(8).max(1),
         };
-        let redis_url = opts
-            .redis_url
-            .or_else(|| env_nonempty("REDIS_URL"))
-            .filter(|s| !s.trim().is_empty());
+        let redis_target = redis_target(
+            opts.redis_cluster_nodes.filter(|nodes| !nodes.is_empty()),
+            opts.redis_url,
+        );
         let min_throughput = opts
             .redis_min_throughput_mbps
             .unwrap_or(DEFAULT_REDIS_MIN_THROUGHPUT_MBPS);
@@ -224,10 +254,10 @@ impl Cache {
                 "redisTimeoutMs must be at least 1 and redisBreakerCooldownMs at least 10, got {redis_timeout} and {cooldown}"
             )));
         }
-        let redis = match redis_url {
-            Some(u) => {
+        let redis = match redis_target {
+            Some(target) => {
                 let tier = RedisTier::new(
-                    &u,
+                    &target,
                     RedisOptions {
                         prefix: opts
                             .redis_key_prefix

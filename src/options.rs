@@ -12,9 +12,10 @@ use crate::error::{Error, Result};
 const MAX_SAFE_INTEGER: f64 = 9_007_199_254_740_991.0;
 
 /// Every option, in the order the README lists them.
-pub const NAMES: [&str; 13] = [
+pub const NAMES: [&str; 14] = [
     "databaseUrl",
     "redisUrl",
+    "redisClusterNodes",
     "memoryMaxBytes",
     "redisTtlSeconds",
     "redisKeyPrefix",
@@ -50,6 +51,7 @@ pub fn from_value(v: &Value) -> Result<CacheOptions> {
         let read = match name.as_str() {
             "databaseUrl" => string(value).map(|s| o.database_url = Some(s)),
             "redisUrl" => string(value).map(|s| o.redis_url = Some(s)),
+            "redisClusterNodes" => strings(value).map(|s| o.redis_cluster_nodes = Some(s)),
             "redisKeyPrefix" => string(value).map(|s| o.redis_key_prefix = Some(s)),
             "runMigrations" => boolean(value).map(|b| o.run_migrations = Some(b)),
             "memoryMaxBytes" => {
@@ -125,6 +127,20 @@ fn string(v: &Value) -> std::result::Result<String, String> {
     }
 }
 
+fn strings(v: &Value) -> std::result::Result<Vec<String>, String> {
+    let wanted = |got: &Value| format!("expected an array of strings, got {}", got.describe());
+    match v {
+        Value::Array(items) => items
+            .iter()
+            .map(|item| match item {
+                Value::String(s) => Ok(s.clone()),
+                other => Err(wanted(other)),
+            })
+            .collect(),
+        other => Err(wanted(other)),
+    }
+}
+
 fn boolean(v: &Value) -> std::result::Result<bool, String> {
     match v {
         Value::Bool(b) => Ok(*b),
@@ -176,9 +192,13 @@ mod tests {
                 "redisTtlSeconds":60,"redisKeyPrefix":"app:","runMigrations":false,
                 "redisTimeoutMs":250,"redisMinThroughputMbps":0.5,
                 "redisBreakerCooldownMs":10,"databaseTimeoutMs":2000,
-                "databaseMaxConnections":4}"#,
+                "databaseMaxConnections":4,"redisClusterNodes":["redis://a:1","redis://b:2"]}"#,
         )
         .unwrap();
+        assert_eq!(
+            o.redis_cluster_nodes,
+            Some(vec!["redis://a:1".to_string(), "redis://b:2".to_string()])
+        );
         assert_eq!(o.database_url.as_deref(), Some("sqlite://x.db"));
         assert_eq!(o.redis_url.as_deref(), Some(""));
         assert_eq!(o.memory_max_bytes, Some(0));
@@ -248,6 +268,14 @@ mod tests {
             (
                 r#"{"redisUrl":null}"#,
                 "redisUrl: expected a string, got null",
+            ),
+            (
+                r#"{"redisClusterNodes":"redis://a:1,redis://b:2"}"#,
+                r#"redisClusterNodes: expected an array of strings, got "redis://a:1,redis://b:2" (string)"#,
+            ),
+            (
+                r#"{"redisClusterNodes":["redis://a:1",7000]}"#,
+                "redisClusterNodes: expected an array of strings, got 7000",
             ),
         ] {
             let m = message(json);

@@ -80,6 +80,10 @@ export interface CacheOptions {
   databaseUrl?: string
   /** `redis://` / `rediss://`. Default: env `REDIS_URL`, else no Redis tier. `''` turns Redis off. */
   redisUrl?: string
+  /** Seed nodes of a Redis Cluster (`redis://` / `rediss://` URLs; the client learns the other nodes),
+   * used instead of `redisUrl` when given. Default: env `REDIS_CLUSTER_NODES` (comma-separated) when
+   * `redisUrl` is not given either. An empty array counts as not given. */
+  redisClusterNodes?: string[]
   /** Bytes of compressed payload the memory tier may hold, 0 (off) or more. Default 134217728 (128 MiB). */
   memoryMaxBytes?: number
   /** 1..=4294967295. Default 86400. */

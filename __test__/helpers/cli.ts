@@ -19,7 +19,7 @@ export function runCli(
   args: string[],
   options: { env?: Record<string, string | undefined>; input?: string; cwd?: string } = {},
 ): Promise<CliRun> {
-  const env: Record<string, string | undefined> = { ...process.env, DATABASE_URL: undefined, REDIS_URL: undefined, ...options.env }
+  const env: Record<string, string | undefined> = { ...process.env, DATABASE_URL: undefined, REDIS_URL: undefined, REDIS_CLUSTER_NODES: undefined, ...options.env }
   for (const k of Object.keys(env)) if (env[k] === undefined) delete env[k]
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, [BIN, ...args], { env: env as NodeJS.ProcessEnv, cwd: options.cwd, stdio: ['pipe', 'pipe', 'pipe'] })

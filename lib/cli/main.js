@@ -51,6 +51,7 @@ async function openCache(opts) {
   return ScenarioMatrixCache.open({
     databaseUrl: opts.databaseUrl,
     redisUrl: opts.redisUrl,
+    redisClusterNodes: opts.redisClusterNodes?.split(',').map((s) => s.trim()).filter(Boolean),
     redisKeyPrefix: opts.redisKeyPrefix,
     runMigrations: opts.migrations,
     memoryMaxBytes: 0,
@@ -521,6 +522,7 @@ function buildProgram() {
     .helpOption('-h, --help', 'show help for a command')
     .option('--database-url <url>', `postgres://... or sqlite://path (default: env DATABASE_URL, else SQLite at ${DEFAULT_SQLITE})`)
     .option('--redis-url <url>', "redis://... or rediss://..., '' for none (default: env REDIS_URL, else no Redis)")
+    .option('--redis-cluster-nodes <urls>', 'seed nodes of a Redis Cluster, comma-separated, instead of --redis-url (default: env REDIS_CLUSTER_NODES)')
     .option('--redis-key-prefix <prefix>', 'prefix of the Redis keys (default: scenario-matrix:)')
     .option('--no-migrations', 'do not apply the embedded migrations on open')
     .showSuggestionAfterError(true)
@@ -530,7 +532,9 @@ function buildProgram() {
       'after',
       `
 Environment:
-  DATABASE_URL, REDIS_URL  used when --database-url / --redis-url are not given
+  DATABASE_URL, REDIS_URL, REDIS_CLUSTER_NODES
+                           used when --database-url / --redis-url /
+                           --redis-cluster-nodes are not given
                            (better for passwords: the command line shows in ps)
 
 Exit codes: 0 done, 1 the work failed or found problems, 2 a usage mistake.

@@ -42,6 +42,9 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use bytes::{BufMut, Bytes, BytesMut};
 use redis::aio::MultiplexedConnection;
+use redis::cluster::ClusterClient;
+use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 use redis::AsyncConnectionConfig;
 use tokio::sync::Mutex;
 
@@ -109,9 +112,9 @@ pub struct RedisTier {
 
 /// The connection and the breaker, shared with the probe task.
 struct Link {
-    client: redis::Client,
+    client: Client,
     /// The connection and its generation (bumped by every new connection).
-    conn: Mutex<Option<(MultiplexedConnection, u64)>>,
+    conn: Mutex<Option<(Conn, u64)>>,
     generation: AtomicU64,
     /// Bytes of transfers under way. Replies come back in order on the one
     /// connection, so a small reply queued behind a large transfer is
@@ -136,13 +139,117 @@ fn redis_err(e: impl std::fmt::Display) -> Error {
 }
 
 /// Whether an error says Redis (or the way to it) is sick, as opposed to a
-/// reply Redis gave (which proves it is alive).
+/// reply Redis gave (which proves it is alive). A cluster that answers
+/// `CLUSTERDOWN` (a master lost, its slots uncovered) is sick too: every
+/// lookup would be refused until it recovers.
 fn is_transport(e: &redis::RedisError) -> bool {
     e.is_io_error()
         || e.is_timeout()
         || e.is_connection_dropped()
         || e.is_connection_refusal()
         || e.is_unrecoverable_error()
+        || e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ClusterDown)
+}
+
+/// Where Redis is: one server, or the seed nodes of a Redis Cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RedisTarget {
+    Single(String),
+    Cluster(Vec<String>),
+}
+
+enum Client {
+    Single(redis::Client),
+    Cluster(ClusterClient),
+}
+
+/// One multiplexed connection, or a cluster connection (one per node
+/// inside, commands routed by key slot; `DEL` and `EXISTS` of many keys are
+/// split by slot and their counts summed by redis-rs).
+#[derive(Clone)]
+enum Conn {
+    Single(MultiplexedConnection),
+    Cluster(ClusterConnection),
+}
+
+impl redis::aio::ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a redis::Cmd) -> redis::RedisFuture<'a, redis::Value> {
+        match self {
+            Conn::Single(c) => c.req_packed_command(cmd),
+            Conn::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+        match self {
+            Conn::Single(c) => c.req_packed_commands(cmd, offset, count),
+            Conn::Cluster(c) => c.req_packed_commands(cmd, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Single(c) => c.get_db(),
+            Conn::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+/// The message of a URL the client refused, with any password in it scrubbed.
+fn invalid_url(option: &str, url: &str, e: &redis::RedisError) -> Error {
+    // The URL is not echoed: a malformed one has no shape to find its
+    // password by. The parser's own message is scrubbed of any it has.
+    let mut msg = format!("{option} is not a valid Redis URL: {e}");
+    for secret in crate::tier::durable::passwords_of(url) {
+        msg = msg.replace(&secret, "***");
+    }
+    Error::InvalidArgument(msg)
+}
+
+impl Client {
+    fn new(target: &RedisTarget, timeout: Duration) -> Result<Client> {
+        let urls: Vec<&String> = match target {
+            RedisTarget::Single(url) => vec![url],
+            RedisTarget::Cluster(nodes) => nodes.iter().collect(),
+        };
+        if urls.iter().any(|u| u.starts_with("rediss://")) {
+            // rustls needs a process-wide crypto provider; keep one already installed.
+            let _ = rustls::crypto::ring::default_provider().install_default();
+        }
+        match target {
+            RedisTarget::Single(url) => redis::Client::open(url.as_str())
+                .map(Client::Single)
+                .map_err(|e| invalid_url("redisUrl", url, &e)),
+            RedisTarget::Cluster(nodes) => {
+                for url in nodes {
+                    if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+                        return Err(Error::InvalidArgument(format!(
+                            "redisClusterNodes: each seed node is a redis:// or rediss:// URL, got {:?}",
+                            crate::tier::durable::redact_password(url)
+                        )));
+                    }
+                    redis::Client::open(url.as_str())
+                        .map_err(|e| invalid_url("redisClusterNodes", url, &e))?;
+                }
+                ClusterClient::builder(nodes.iter().map(String::as_str))
+                    .connection_timeout(timeout)
+                    // Replies are bounded by `Link::send`, by size; redis-rs's
+                    // default of 16 retries with waits of seconds would outlast
+                    // it. Two quick retries follow a MOVED during resharding.
+                    .retries(2)
+                    .min_retry_wait(5)
+                    .max_retry_wait(50)
+                    .build()
+                    .map(Client::Cluster)
+                    .map_err(|e| invalid_url("redisClusterNodes", &nodes.join(","), &e))
+            }
+        }
+    }
 }
 
 impl Link {
@@ -171,10 +278,7 @@ impl Link {
 
     /// The shared connection and its generation, connecting (within
     /// `timeout`) when there is none.
-    async fn connection(
-        &self,
-        timeout: Duration,
-    ) -> std::result::Result<(MultiplexedConnection, u64), String> {
+    async fn connection(&self, timeout: Duration) -> std::result::Result<(Conn, u64), String> {
         let mut c = self.conn.lock().await;
         if self.shut.load(SeqCst) {
             return Err("closed".into());
@@ -182,17 +286,22 @@ impl Link {
         if let Some((m, g)) = &*c {
             return Ok((m.clone(), *g));
         }
-        let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(timeout))
-            // Replies are bounded here, by size (see `allowance`).
-            .set_response_timeout(None);
-        match tokio::time::timeout(
-            timeout,
-            self.client
-                .get_multiplexed_async_connection_with_config(&config),
-        )
-        .await
-        {
+        let connecting = async {
+            match &self.client {
+                Client::Single(client) => {
+                    let config = AsyncConnectionConfig::new()
+                        .set_connection_timeout(Some(timeout))
+                        // Replies are bounded here, by size (see `allowance`).
+                        .set_response_timeout(None);
+                    client
+                        .get_multiplexed_async_connection_with_config(&config)
+                        .await
+                        .map(Conn::Single)
+                }
+                Client::Cluster(client) => client.get_async_connection().await.map(Conn::Cluster),
+            }
+        };
+        match tokio::time::timeout(timeout, connecting).await {
             Ok(Ok(m)) => {
                 let g = self.generation.fetch_add(1, SeqCst) + 1;
                 self.heard();
@@ -334,20 +443,8 @@ struct Failure {
 impl RedisTier {
     /// Never fails for an unreachable server (it is tried again later); only a
     /// malformed URL is an error.
-    pub fn new(url: &str, opts: RedisOptions) -> Result<Self> {
-        if url.starts_with("rediss://") {
-            // rustls needs a process-wide crypto provider; keep one already installed.
-            let _ = rustls::crypto::ring::default_provider().install_default();
-        }
-        let client = redis::Client::open(url).map_err(|e| {
-            // The URL is not echoed: a malformed one has no shape to find its
-            // password by. The parser's own message is scrubbed of any it has.
-            let mut msg = format!("redisUrl is not a valid Redis URL: {e}");
-            for secret in crate::tier::durable::passwords_of(url) {
-                msg = msg.replace(&secret, "***");
-            }
-            Error::InvalidArgument(msg)
-        })?;
+    pub fn new(target: &RedisTarget, opts: RedisOptions) -> Result<Self> {
+        let client = Client::new(target, opts.timeout)?;
         Ok(RedisTier {
             link: Arc::new(Link {
                 client,
@@ -474,32 +571,45 @@ impl RedisTier {
         Ok(n)
     }
 
-    /// How many keys exist under the prefix (`SCAN`, 1000 at a time; the
-    /// count can miss or repeat keys written or expiring meanwhile).
+    /// How many keys exist under the prefix (`SCAN`, 1000 at a time, on
+    /// every master of a cluster; the count can miss or repeat keys written
+    /// or expiring meanwhile). Like `ping`: an operator's question, sent even
+    /// while the breaker is open, and without moving it.
     pub async fn count_keys(&self) -> Result<u64> {
         let pattern = super::catalog::redis_match_pattern(&self.prefix);
-        let (mut cursor, mut n) = (String::from("0"), 0u64);
-        loop {
-            let mut cmd = redis::cmd("SCAN");
-            cmd.arg(&cursor)
-                .arg("MATCH")
-                .arg(&pattern)
-                .arg("COUNT")
-                .arg(1000);
-            // Like `ping`: an operator's question, sent even while the
-            // breaker is open, and without moving it.
-            let t = self.link.timeout;
-            let (next, keys): (String, Vec<Bytes>) = self
-                .link
-                .send(&cmd, t, t, 0)
-                .await
-                .map_err(|f| redis_err(f.message))?;
-            n += keys.len() as u64;
-            if next == "0" {
-                return Ok(n);
+        let t = self.link.timeout;
+        let (mut conn, _) = self.link.connection(t).await.map_err(redis_err)?;
+        let nodes = match &mut conn {
+            Conn::Single(_) => vec![SingleNodeRoutingInfo::Random],
+            Conn::Cluster(c) => masters(c, t).await?,
+        };
+        let mut n = 0u64;
+        for node in nodes {
+            let mut cursor = String::from("0");
+            loop {
+                let mut cmd = redis::cmd("SCAN");
+                cmd.arg(&cursor)
+                    .arg("MATCH")
+                    .arg(&pattern)
+                    .arg("COUNT")
+                    .arg(1000);
+                let reply = match &mut conn {
+                    Conn::Single(c) => within(t, cmd.query_async(c)).await?,
+                    Conn::Cluster(c) => {
+                        let routing = RoutingInfo::SingleNode(node.clone());
+                        let v = within(t, c.route_command(cmd, routing)).await?;
+                        redis::from_redis_value(v).map_err(redis_err)?
+                    }
+                };
+                let (next, keys): (String, Vec<Bytes>) = reply;
+                n += keys.len() as u64;
+                if next == "0" {
+                    break;
+                }
+                cursor = next;
             }
-            cursor = next;
         }
+        Ok(n)
     }
 
     /// Drops the connection and stops the probe; later calls fail.
@@ -515,6 +625,47 @@ impl Drop for RedisTier {
     fn drop(&mut self) {
         self.link.shut.store(true, SeqCst);
     }
+}
+
+/// `fut`'s reply, or an error after `t`.
+async fn within<T>(
+    t: Duration,
+    fut: impl std::future::Future<Output = redis::RedisResult<T>>,
+) -> Result<T> {
+    match tokio::time::timeout(t, fut).await {
+        Ok(reply) => reply.map_err(redis_err),
+        Err(_) => Err(redis_err(format!("no answer within {t:?}"))),
+    }
+}
+
+/// The cluster's masters that are not marked failed, from `CLUSTER NODES`
+/// (lines of `id host:port@bus flags master ...`).
+async fn masters(c: &mut ClusterConnection, t: Duration) -> Result<Vec<SingleNodeRoutingInfo>> {
+    let text: String = within(t, redis::cmd("CLUSTER").arg("NODES").query_async(c)).await?;
+    let mut nodes = Vec::new();
+    for line in text.lines() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let (Some(addr), Some(flags)) = (fields.get(1), fields.get(2)) else {
+            continue;
+        };
+        let flags: Vec<&str> = flags.split(',').collect();
+        if !flags.contains(&"master") || flags.iter().any(|f| f.starts_with("fail")) {
+            continue;
+        }
+        let host_port = addr.split('@').next().unwrap_or(addr);
+        if let Some((host, port)) = host_port.rsplit_once(':') {
+            if let Ok(port) = port.parse() {
+                nodes.push(SingleNodeRoutingInfo::ByAddress {
+                    host: host.to_string(),
+                    port,
+                });
+            }
+        }
+    }
+    if nodes.is_empty() {
+        return Err(redis_err("CLUSTER NODES names no master that is up"));
+    }
+    Ok(nodes)
 }
 
 /// A record as one Redis argument, written from its two parts, so the

@@ -138,21 +138,7 @@ impl OwnRedis {
     /// Starts the server (again) on its port and waits until it accepts.
     pub fn restart(&mut self) {
         self.kill();
-        let child = std::process::Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("redis-server is needed for this test");
-        self.child = Some(child);
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        while std::time::Instant::now() < deadline {
-            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                return;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(25));
-        }
-        panic!("redis-server did not start on port {}", self.port);
+        self.child = Some(spawn_redis(self.port, &[]));
     }
 
     pub fn url(&self) -> String {
@@ -203,6 +189,147 @@ impl Drop for OwnRedis {
                 .status();
         }
         self.kill();
+    }
+}
+
+/// A redis-server without persistence on `port` (plus `extra` arguments),
+/// once it accepts connections.
+fn spawn_redis(port: u16, extra: &[&str]) -> std::process::Child {
+    let child = std::process::Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(["--save", "", "--appendonly", "no"])
+        .args(extra)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("redis-server is needed for this test");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while std::time::Instant::now() < deadline {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return child;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+    panic!("redis-server did not start on port {port}");
+}
+
+/// A Redis Cluster of the test's own: `masters` redis-servers on spare
+/// loopback ports, no replicas, joined with `redis-cli --cluster create`.
+/// Each node keeps its cluster config in a temporary folder, so a killed
+/// node restarts as the same master of the same slots (with no data: there
+/// is no persistence). Every node is killed, and the folder removed, on drop.
+pub struct OwnCluster {
+    pub ports: Vec<u16>,
+    children: Vec<Option<std::process::Child>>,
+    dir: std::path::PathBuf,
+}
+
+impl OwnCluster {
+    pub fn start(masters: usize) -> OwnCluster {
+        let dir = std::env::temp_dir().join(unique("smc-cluster"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut c = OwnCluster {
+            ports: (0..masters).map(|_| free_port()).collect(),
+            children: (0..masters).map(|_| None).collect(),
+            dir,
+        };
+        for i in 0..masters {
+            c.restart(i);
+        }
+        let nodes: Vec<String> = c.ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+        let out = std::process::Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(&nodes)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .output()
+            .expect("redis-cli is needed for this test");
+        assert!(
+            out.status.success(),
+            "redis-cli --cluster create: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        c.wait_ok();
+        c
+    }
+
+    /// Starts node `i` (again) with its own cluster config file.
+    pub fn restart(&mut self, i: usize) {
+        self.kill(i);
+        let port = self.ports[i];
+        let conf = self.dir.join(format!("nodes-{port}.conf"));
+        self.children[i] = Some(spawn_redis(
+            port,
+            &[
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                conf.to_str().unwrap(),
+                // A lost master is noticed (the cluster state turns to fail) within a second.
+                "--cluster-node-timeout",
+                "1000",
+                "--dir",
+                self.dir.to_str().unwrap(),
+            ],
+        ));
+    }
+
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut c) = self.children[i].take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Waits (up to 30 s) until every running node says `cluster_state:ok`.
+    pub fn wait_ok(&self) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let ok = (0..self.ports.len())
+                .filter(|&i| self.children[i].is_some())
+                .all(|i| self.cli(i, &["CLUSTER", "INFO"]).contains("cluster_state:ok"));
+            if ok {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the cluster did not reach cluster_state:ok within 30 s"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
+    /// `redis-cli` against node `i`: its output (empty if it failed).
+    pub fn cli(&self, i: usize, args: &[&str]) -> String {
+        std::process::Command::new("redis-cli")
+            .args(["-h", "127.0.0.1", "-p", &self.ports[i].to_string()])
+            .args(args)
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default()
+    }
+
+    /// How many keys under `prefix` node `i` holds.
+    pub fn keys_on(&self, i: usize, prefix: &str) -> usize {
+        self.cli(i, &["--scan", "--pattern", &format!("{prefix}*")])
+            .lines()
+            .filter(|l| !l.is_empty())
+            .count()
+    }
+
+    pub fn urls(&self) -> Vec<String> {
+        self.ports
+            .iter()
+            .map(|p| format!("redis://127.0.0.1:{p}"))
+            .collect()
+    }
+}
+
+impl Drop for OwnCluster {
+    fn drop(&mut self) {
+        for i in 0..self.ports.len() {
+            self.kill(i);
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
