@@ -37,11 +37,17 @@ async function main() {
     // One stored matrix for the hits, and the table created before the burst.
     await child('hitter', { ...base, HIT_SETUP: '1' }).done
     let most = 0
+    let sampling = false
     const sampler = setInterval(async () => {
+      if (sampling) return
+      sampling = true
       try {
         const r = await admin.query('SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = $1', [name])
         most = Math.max(most, r.rows[0].n)
-      } catch {}
+      } catch {
+      } finally {
+        sampling = false
+      }
     }, 20)
     const hits = child('hitter', base)
     await new Promise((r) => setTimeout(r, 200))
@@ -82,6 +88,11 @@ async function main() {
   }
 }
 
+/** Sends the parent this child's report, then lets the child exit (an open IPC channel would keep it alive). */
+function report(value) {
+  process.send(value, () => process.disconnect())
+}
+
 async function worker() {
   const { ScenarioMatrixCache } = require('../lib/index.js')
   const { sized } = require('./configs.js')
@@ -93,7 +104,7 @@ async function worker() {
   await Promise.all(mine.map((c) => cache.ensure(c).catch((e) => errors.push(`${e.code}: ${e.message}`))))
   const generations = cache.stats().generations
   await cache.close()
-  process.send({ generations, errors })
+  report({ generations, errors })
 }
 
 async function hitter() {
@@ -104,14 +115,13 @@ async function hitter() {
   await cache.ensure(stored)
   if (process.env.HIT_SETUP === '1') {
     await cache.close()
-    process.send({})
+    report({})
     return
   }
   const latencies = []
   let errors = 0
   let stop = false
   process.on('message', () => (stop = true))
-  process.on('disconnect', () => (stop = true))
   // Ends on its own after 120 s at most.
   const until = Date.now() + 120_000
   while (!stop && Date.now() < until) {
@@ -125,7 +135,7 @@ async function hitter() {
     await new Promise((r) => setTimeout(r, 50))
   }
   await cache.close()
-  process.send({ latencies, errors })
+  report({ latencies, errors })
 }
 
 const role = process.argv[2]
