@@ -41,6 +41,8 @@ describe('open() options', () => {
       [{ memoryMaxBytes: -1 }, 'memoryMaxBytes: expected an integer from 0'],
       [{ runMigrations: 'yes' }, 'runMigrations: expected true or false'],
       [{ redisMinThroughputMbps: Number.NaN }, 'redisMinThroughputMbps: expected a finite number above 0, got NaN'],
+      [{ redisClusterNodes: 'redis://a:1,redis://b:2' }, 'redisClusterNodes: expected an array of strings'],
+      [{ redisClusterNodes: ['127.0.0.1:7000'] }, 'redisClusterNodes: each seed node is a redis:// or rediss:// URL'],
     ]
     for (const [options, message] of cases) {
       const e = await rejection(() => ScenarioMatrixCache.open({ databaseUrl: sqlite('b.db'), ...options } as never))
