@@ -15,6 +15,8 @@ const PROCESSES = Number(process.env.BURST_PROCESSES || 4)
 const SCENARIOS = Number(process.env.BURST_SCENARIOS || 100_000)
 const BUCKETS = Number(process.env.BURST_BUCKETS || 50)
 
+const children = new Set()
+
 /** Runs this file as `role` in a child process: its process and its report. */
 function child(role, env) {
   const proc = fork(__filename, [role], { env: { ...process.env, ...env }, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
@@ -23,22 +25,29 @@ function child(role, env) {
     proc.on('message', (m) => (report = m))
     proc.on('exit', (code) => (code === 0 && report ? resolve(report) : reject(new Error(`${role} exited ${code}`))))
   })
+  children.add(proc)
+  proc.on('exit', () => children.delete(proc))
   return { proc, done }
 }
 
 async function main() {
   const name = `smc_burst_${process.pid}`
-  const url = PG_ADMIN.replace(/\/[^/]*$/, `/${name}`)
+  const adminUrl = new URL(PG_ADMIN)
+  adminUrl.pathname = `/${name}`
+  const url = adminUrl.toString()
   const admin = new pg.Client({ connectionString: PG_ADMIN })
   await admin.connect()
   await admin.query(`CREATE DATABASE ${name}`)
+  let sampler
+  // Ctrl-C: the finally below still stops the children and drops the database.
+  const interrupted = new Promise((_, reject) => process.once('SIGINT', () => reject(new Error('interrupted'))))
   try {
     const base = { SMC_URL: url }
     // One stored matrix for the hits, and the table created before the burst.
     await child('hitter', { ...base, HIT_SETUP: '1' }).done
     let most = 0
     let sampling = false
-    const sampler = setInterval(async () => {
+    sampler = setInterval(async () => {
       if (sampling) return
       sampling = true
       try {
@@ -52,9 +61,10 @@ async function main() {
     const hits = child('hitter', base)
     await new Promise((r) => setTimeout(r, 200))
     const t0 = Date.now()
-    const workers = await Promise.all(
-      Array.from({ length: PROCESSES }, (_, w) => child('worker', { ...base, WORKER: String(w) }).done),
-    )
+    const workers = await Promise.race([
+      Promise.all(Array.from({ length: PROCESSES }, (_, w) => child('worker', { ...base, WORKER: String(w) }).done)),
+      interrupted,
+    ])
     const wall = Date.now() - t0
     clearInterval(sampler)
     hits.proc.send('stop')
@@ -83,6 +93,8 @@ async function main() {
     }
     console.log(JSON.stringify(result, null, 2))
   } finally {
+    clearInterval(sampler)
+    for (const p of children) p.kill()
     await admin.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`)
     await admin.end()
   }

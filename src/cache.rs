@@ -200,20 +200,28 @@ fn env_nonempty(name: &str) -> Option<String> {
 /// `redisUrl`), then the environment (`REDIS_CLUSTER_NODES`, then
 /// `REDIS_URL`). An explicit option beats the environment, so `redisUrl: ''`
 /// turns Redis off whatever the environment says. None: no Redis tier.
-fn redis_target(cluster: Option<Vec<String>>, url: Option<String>) -> Option<RedisTarget> {
+fn redis_target(
+    cluster: Option<Vec<String>>,
+    url: Option<String>,
+    env: impl Fn(&str) -> Option<String>,
+) -> Option<RedisTarget> {
     let target = match (cluster, url) {
         (Some(nodes), _) => RedisTarget::Cluster(nodes),
         (None, Some(url)) => RedisTarget::Single(url),
-        (None, None) => match env_nonempty("REDIS_CLUSTER_NODES") {
-            Some(list) => RedisTarget::Cluster(
-                list.split(',')
-                    .map(str::trim)
-                    .filter(|s| !s.is_empty())
-                    .map(String::from)
-                    .collect(),
-            ),
-            None => RedisTarget::Single(env_nonempty("REDIS_URL")?),
-        },
+        (None, None) => {
+            let nodes: Vec<String> = env("REDIS_CLUSTER_NODES")
+                .unwrap_or_default()
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(String::from)
+                .collect();
+            if nodes.is_empty() {
+                RedisTarget::Single(env("REDIS_URL")?)
+            } else {
+                RedisTarget::Cluster(nodes)
+            }
+        }
     };
     match &target {
         RedisTarget::Single(url) if url.trim().is_empty() => None,
@@ -236,6 +244,7 @@ impl Cache {
         let redis_target = redis_target(
             opts.redis_cluster_nodes.filter(|nodes| !nodes.is_empty()),
             opts.redis_url,
+            env_nonempty,
         );
         let min_throughput = opts
             .redis_min_throughput_mbps
@@ -1287,4 +1296,45 @@ async fn generate(cfg: ScenarioConfig) -> Result<(Entry, Arc<Vec<f32>>)> {
         ))
     })
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redis_target_prefers_options_then_cluster_then_url() {
+        let env = |vars: &'static [(&'static str, &'static str)]| {
+            move |name: &str| {
+                vars.iter()
+                    .find(|(n, _)| *n == name)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        let both = env(&[
+            ("REDIS_CLUSTER_NODES", "redis://c1:1, redis://c2:2,"),
+            ("REDIS_URL", "redis://one:6379"),
+        ]);
+        let nodes = |v: &[&str]| Some(v.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        let cluster = |v: &[&str]| Some(RedisTarget::Cluster(nodes(v).unwrap()));
+        let single = |u: &str| Some(RedisTarget::Single(u.into()));
+        // Options beat the environment; the cluster option beats redisUrl.
+        assert_eq!(
+            redis_target(nodes(&["redis://o:1"]), Some("redis://u:1".into()), &both),
+            cluster(&["redis://o:1"])
+        );
+        assert_eq!(
+            redis_target(None, Some("redis://u:1".into()), &both),
+            single("redis://u:1")
+        );
+        assert_eq!(redis_target(None, Some(String::new()), &both), None);
+        // Then REDIS_CLUSTER_NODES (trimmed, empty items dropped), then REDIS_URL.
+        assert_eq!(
+            redis_target(None, None, &both),
+            cluster(&["redis://c1:1", "redis://c2:2"])
+        );
+        let commas = env(&[("REDIS_CLUSTER_NODES", " , "), ("REDIS_URL", "redis://one:6379")]);
+        assert_eq!(redis_target(None, None, &commas), single("redis://one:6379"));
+        assert_eq!(redis_target(None, None, env(&[])), None);
+    }
 }

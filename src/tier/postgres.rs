@@ -191,8 +191,10 @@ pub struct PgStore {
     redact: Redactor,
     /// `statement_timeout` value for the lock wait of `get_or_insert`.
     lock_wait_ms: String,
+    /// The same bound, for the wait for a lock slot.
+    lock_wait: Duration,
     /// Bounds the connections held by `get_or_insert` (waiting for a key's
-    /// lock, generating, writing) to half the pool, so a burst of new keys
+    /// lock, generating, writing) to half the pool (at least one), so a burst of new keys
     /// leaves the other half to hits and reads instead of taking every
     /// connection and failing them with "pool timed out". Generation is
     /// CPU-bound, so more of them at once would not finish sooner.
@@ -244,6 +246,7 @@ impl PgStore {
             connect_timeout: opts.timeout,
             redact,
             lock_wait_ms: millis(opts.timeout.max(MIN_LOCK_WAIT)),
+            lock_wait: opts.timeout.max(MIN_LOCK_WAIT),
             lock_slots: tokio::sync::Semaphore::new((opts.max_connections / 2).max(1) as usize),
         })
     }
@@ -269,11 +272,20 @@ impl PgStore {
         Fut: Future<Output = Result<Entry>> + Send,
     {
         let unavailable = |e: sqlx::Error| self.redact.unavailable("locking the key", &e);
-        // Waits for a turn without a deadline: the calls ahead are making
-        // progress (generating), and a caller's own timeout still applies.
-        let _slot = self.lock_slots.acquire().await.map_err(|_| {
-            Error::Internal("the lock slots of the durable store were closed".into())
-        })?;
+        // A turn is awaited as long as a key's lock would be: the calls
+        // ahead are generating, and each of them is bounded.
+        let _slot = tokio::time::timeout(self.lock_wait, self.lock_slots.acquire())
+            .await
+            .map_err(|_| {
+                self.redact.unavailable(
+                    "waiting for a turn to generate",
+                    &format!(
+                        "the misses ahead of this one held every turn for {:?}",
+                        self.lock_wait
+                    ),
+                )
+            })?
+            .map_err(|_| Error::Internal("the durable store's turns were closed".into()))?;
         // The lock is transaction-scoped: if this future is dropped anywhere
         // below (caller cancelled, process dies), the transaction rolls back
         // and PostgreSQL releases the lock; no path can leak it.

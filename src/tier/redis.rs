@@ -44,7 +44,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use redis::aio::MultiplexedConnection;
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
-use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
+use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
 use redis::AsyncConnectionConfig;
 use tokio::sync::Mutex;
 
@@ -212,6 +212,10 @@ fn invalid_url(option: &str, url: &str, e: &redis::RedisError) -> Error {
 }
 
 impl Client {
+    fn is_cluster(&self) -> bool {
+        matches!(self, Client::Cluster(_))
+    }
+
     fn new(target: &RedisTarget, timeout: Duration) -> Result<Client> {
         let urls: Vec<&String> = match target {
             RedisTarget::Single(url) => vec![url],
@@ -233,11 +237,19 @@ impl Client {
                             crate::tier::durable::redact_password(url)
                         )));
                     }
-                    redis::Client::open(url.as_str())
+                    let node = redis::Client::open(url.as_str())
                         .map_err(|e| invalid_url("redisClusterNodes", url, &e))?;
+                    if node.get_connection_info().redis_settings().db() != 0 {
+                        return Err(Error::InvalidArgument(format!(
+                            "redisClusterNodes: a cluster has only database 0, got {:?}",
+                            crate::tier::durable::redact_password(url)
+                        )));
+                    }
                 }
                 ClusterClient::builder(nodes.iter().map(String::as_str))
-                    .connection_timeout(timeout)
+                    // Each node's connection; callers are bounded by `Link::send`
+                    // anyway, and the probe may be patient (see PROBE_TIMEOUT).
+                    .connection_timeout(timeout.max(PROBE_TIMEOUT))
                     // Replies are bounded by `Link::send`, by size; redis-rs's
                     // default of 16 retries with waits of seconds would outlast
                     // it. Two quick retries follow a MOVED during resharding.
@@ -375,7 +387,9 @@ impl Link {
                     transport: transport.then_some(Some(generation)),
                 })
             }
-            Err(_) if self.answering() => Err(Failure {
+            // One cluster node can hang while the others answer, so in a
+            // cluster a reply that does not come is always taken as sickness.
+            Err(_) if self.answering() && !self.client.is_cluster() => Err(Failure {
                 message: format!(
                     "no answer within {allowed:?}, while other requests were answered (busy)"
                 ),
@@ -386,6 +400,41 @@ impl Link {
                 transport: Some(Some(generation)),
             }),
         }
+    }
+
+    /// Whether Redis can be used again: one server answers a `PING`; a
+    /// cluster says `cluster_state:ok`, lists no master of slots as failing,
+    /// and each such master answers a `PING` over this (new) connection, so
+    /// a master that is down or not reached keeps the breaker open.
+    async fn probe(&self, patience: Duration) -> std::result::Result<(), String> {
+        let ping = redis::cmd("PING");
+        if !self.client.is_cluster() {
+            return self
+                .send::<String>(&ping, patience, patience, 0)
+                .await
+                .map(drop)
+                .map_err(|f| f.message);
+        }
+        let (conn, _) = self.connection(patience).await?;
+        let Conn::Cluster(mut c) = conn else {
+            return Err("not a cluster connection".into());
+        };
+        let info: String = within(patience, redis::cmd("CLUSTER").arg("INFO").query_async(&mut c))
+            .await
+            .map_err(|e| e.to_string())?;
+        if !info.contains("cluster_state:ok") {
+            return Err("the cluster state is not ok".into());
+        }
+        for m in cluster_masters(&mut c, patience).await.map_err(|e| e.to_string())? {
+            if m.failing {
+                return Err(format!("master {} is failing", m.addr));
+            }
+            within(patience, c.route_command(ping.clone(), m.route()))
+                .await
+                .map_err(|e| format!("master {}: {e}", m.addr))?;
+        }
+        self.heard();
+        Ok(())
     }
 
     /// Opens the breaker (once) and starts the probe that closes it. A
@@ -414,10 +463,7 @@ impl Link {
                     return;
                 }
                 let patience = link.timeout.max(PROBE_TIMEOUT);
-                let answered = link
-                    .send::<String>(&redis::cmd("PING"), patience, patience, 0)
-                    .await
-                    .is_ok();
+                let answered = link.probe(patience).await.is_ok();
                 if answered {
                     link.open.store(false, SeqCst);
                     link.events.emit(|| {
@@ -534,39 +580,44 @@ impl RedisTier {
         self.link.run::<()>(&cmd, bytes).await
     }
 
-    /// A `PING` within the timeout, whatever the breaker says, and without
+    /// The probe's check (a `PING`; for a cluster, its state and every
+    /// master) within the timeout, whatever the breaker says, and without
     /// moving it: a readiness probe looks, it does not decide.
     pub async fn ping(&self) -> Result<()> {
-        let t = self.link.timeout;
-        self.link
-            .send::<String>(&redis::cmd("PING"), t, t, 0)
-            .await
-            .map(drop)
-            .map_err(|f| redis_err(f.message))
+        self.link.probe(self.link.timeout).await.map_err(redis_err)
     }
 
     /// Deletes the keys; returns how many existed. Fails while the breaker is
     /// open: an invalidation must know its deletes did not happen.
     pub async fn delete(&self, keys: &[String]) -> Result<u64> {
-        if keys.is_empty() {
-            return Ok(0);
-        }
-        let mut cmd = redis::cmd("DEL");
-        for k in keys {
-            cmd.arg(self.redis_key(k));
-        }
-        self.link.run(&cmd, 0).await
+        self.count_of("DEL", keys).await
     }
 
-    /// How many of `keys` have a copy now (`EXISTS`, 1000 keys a request).
+    /// How many of `keys` have a copy now (`EXISTS`).
     pub async fn count_existing(&self, keys: &[String]) -> Result<u64> {
+        self.count_of("EXISTS", keys).await
+    }
+
+    /// `DEL` or `EXISTS` of `keys`: the sum of the counts. One server gets
+    /// 1000 keys a request. A cluster gets one key a request (64 at a time):
+    /// redis-rs would split a many-key request by slot, but silently leave
+    /// out the slots of a master it has no connection to, and an
+    /// invalidation must know when a delete did not happen.
+    async fn count_of(&self, command: &str, keys: &[String]) -> Result<u64> {
+        let per_request = if self.link.client.is_cluster() { 1 } else { 1000 };
         let mut n = 0;
-        for chunk in keys.chunks(1000) {
-            let mut cmd = redis::cmd("EXISTS");
-            for k in chunk {
-                cmd.arg(self.redis_key(k));
-            }
-            n += self.link.run::<u64>(&cmd, 0).await?;
+        for batch in keys.chunks(64 * per_request) {
+            let requests = batch.chunks(per_request).map(|chunk| {
+                let mut cmd = redis::cmd(command);
+                for k in chunk {
+                    cmd.arg(self.redis_key(k));
+                }
+                async move { self.link.run::<u64>(&cmd, 0).await }
+            });
+            n += futures::future::try_join_all(requests)
+                .await?
+                .into_iter()
+                .sum::<u64>();
         }
         Ok(n)
     }
@@ -574,42 +625,63 @@ impl RedisTier {
     /// How many keys exist under the prefix (`SCAN`, 1000 at a time, on
     /// every master of a cluster; the count can miss or repeat keys written
     /// or expiring meanwhile). Like `ping`: an operator's question, sent even
-    /// while the breaker is open, and without moving it.
+    /// while the breaker is open, and without moving it. A cluster is
+    /// scanned over a connection of its own, so the scan's routing cannot
+    /// disturb the calls on the shared one.
     pub async fn count_keys(&self) -> Result<u64> {
         let pattern = super::catalog::redis_match_pattern(&self.prefix);
         let t = self.link.timeout;
-        let (mut conn, _) = self.link.connection(t).await.map_err(redis_err)?;
-        let nodes = match &mut conn {
-            Conn::Single(_) => vec![SingleNodeRoutingInfo::Random],
-            Conn::Cluster(c) => masters(c, t).await?,
+        let scan = |cursor: &str| {
+            let mut cmd = redis::cmd("SCAN");
+            cmd.arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(1000);
+            cmd
         };
         let mut n = 0u64;
-        for node in nodes {
-            let mut cursor = String::from("0");
-            loop {
-                let mut cmd = redis::cmd("SCAN");
-                cmd.arg(&cursor)
-                    .arg("MATCH")
-                    .arg(&pattern)
-                    .arg("COUNT")
-                    .arg(1000);
-                let reply = match &mut conn {
-                    Conn::Single(c) => within(t, cmd.query_async(c)).await?,
-                    Conn::Cluster(c) => {
-                        let routing = RoutingInfo::SingleNode(node.clone());
-                        let v = within(t, c.route_command(cmd, routing)).await?;
-                        redis::from_redis_value(v).map_err(redis_err)?
-                    }
+        match &self.link.client {
+            Client::Single(_) => {
+                let (Conn::Single(mut c), _) = self.link.connection(t).await.map_err(redis_err)?
+                else {
+                    return Err(Error::Internal("not a single-server connection".into()));
                 };
-                let (next, keys): (String, Vec<Bytes>) = reply;
-                n += keys.len() as u64;
-                if next == "0" {
-                    break;
+                let mut cursor = String::from("0");
+                loop {
+                    let (next, keys): (String, Vec<Bytes>) =
+                        within(t, scan(&cursor).query_async(&mut c)).await?;
+                    n += keys.len() as u64;
+                    if next == "0" {
+                        return Ok(n);
+                    }
+                    cursor = next;
                 }
-                cursor = next;
+            }
+            Client::Cluster(client) => {
+                let mut c = within(t, client.get_async_connection()).await?;
+                for m in cluster_masters(&mut c, t).await? {
+                    if m.failing {
+                        return Err(redis_err(format!(
+                            "master {} is failing: its keys cannot be counted",
+                            m.addr
+                        )));
+                    }
+                    let mut cursor = String::from("0");
+                    loop {
+                        let v = within(t, c.route_command(scan(&cursor), m.route())).await?;
+                        let (next, keys): (String, Vec<Bytes>) =
+                            redis::from_redis_value(v).map_err(redis_err)?;
+                        n += keys.len() as u64;
+                        if next == "0" {
+                            break;
+                        }
+                        cursor = next;
+                    }
+                }
+                Ok(n)
             }
         }
-        Ok(n)
     }
 
     /// Drops the connection and stops the probe; later calls fail.
@@ -638,34 +710,55 @@ async fn within<T>(
     }
 }
 
-/// The cluster's masters that are not marked failed, from `CLUSTER NODES`
-/// (lines of `id host:port@bus flags master ...`).
-async fn masters(c: &mut ClusterConnection, t: Duration) -> Result<Vec<SingleNodeRoutingInfo>> {
+/// A master that owns slots, as `CLUSTER NODES` lists it.
+struct Master {
+    addr: String,
+    first_slot: u16,
+    /// Flagged `fail` or `fail?` by the node asked.
+    failing: bool,
+}
+
+impl Master {
+    /// Routing to this master by a slot it owns (routing by address would
+    /// make redis-rs reconnect if its name for the node differs).
+    fn route(&self) -> RoutingInfo {
+        RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(Route::new(
+            self.first_slot,
+            SlotAddr::Master,
+        )))
+    }
+}
+
+/// The masters that own slots, from `CLUSTER NODES` (lines of `id
+/// host:port@bus flags master-id ping pong epoch link slot...`). A master
+/// whose slots went to its replica after a failover owns none and is left out.
+async fn cluster_masters(c: &mut ClusterConnection, t: Duration) -> Result<Vec<Master>> {
     let text: String = within(t, redis::cmd("CLUSTER").arg("NODES").query_async(c)).await?;
-    let mut nodes = Vec::new();
+    let mut masters = Vec::new();
     for line in text.lines() {
         let fields: Vec<&str> = line.split_whitespace().collect();
-        let (Some(addr), Some(flags)) = (fields.get(1), fields.get(2)) else {
+        if fields.len() < 9 {
+            continue;
+        }
+        let flags: Vec<&str> = fields[2].split(',').collect();
+        // Slot fields are `a-b` or `a`; `[...]` entries are slots moving.
+        let first_slot = fields[8..]
+            .iter()
+            .filter(|f| !f.starts_with('['))
+            .find_map(|f| f.split('-').next()?.parse::<u16>().ok());
+        let Some(first_slot) = first_slot.filter(|_| flags.contains(&"master")) else {
             continue;
         };
-        let flags: Vec<&str> = flags.split(',').collect();
-        if !flags.contains(&"master") || flags.iter().any(|f| f.starts_with("fail")) {
-            continue;
-        }
-        let host_port = addr.split('@').next().unwrap_or(addr);
-        if let Some((host, port)) = host_port.rsplit_once(':') {
-            if let Ok(port) = port.parse() {
-                nodes.push(SingleNodeRoutingInfo::ByAddress {
-                    host: host.to_string(),
-                    port,
-                });
-            }
-        }
+        masters.push(Master {
+            addr: fields[1].split('@').next().unwrap_or(fields[1]).to_string(),
+            first_slot,
+            failing: flags.iter().any(|f| f.starts_with("fail")),
+        });
     }
-    if nodes.is_empty() {
-        return Err(redis_err("CLUSTER NODES names no master that is up"));
+    if masters.is_empty() {
+        return Err(redis_err("CLUSTER NODES names no master that owns slots"));
     }
-    Ok(nodes)
+    Ok(masters)
 }
 
 /// A record as one Redis argument, written from its two parts, so the

@@ -212,6 +212,21 @@ fn spawn_redis(port: u16, extra: &[&str]) -> std::process::Child {
     panic!("redis-server did not start on port {port}");
 }
 
+/// A free loopback port for a cluster node: Redis also listens on the port
+/// plus 10000 (the cluster bus) and refuses ports above 55535, so both must
+/// be free and in range. Tried from a place that depends on the process id.
+fn free_cluster_port() -> u16 {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let free = |p: u16| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok();
+    loop {
+        let step = std::process::id() * 7 + NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = (20_000 + step % 35_000) as u16; // 20000..55000
+        if free(port) && free(port + 10_000) {
+            return port;
+        }
+    }
+}
+
 /// A Redis Cluster of the test's own: `masters` redis-servers on spare
 /// loopback ports, no replicas, joined with `redis-cli --cluster create`.
 /// Each node keeps its cluster config in a temporary folder, so a killed
@@ -228,7 +243,7 @@ impl OwnCluster {
         let dir = std::env::temp_dir().join(unique("smc-cluster"));
         std::fs::create_dir_all(&dir).unwrap();
         let mut c = OwnCluster {
-            ports: (0..masters).map(|_| free_port()).collect(),
+            ports: (0..masters).map(|_| free_cluster_port()).collect(),
             children: (0..masters).map(|_| None).collect(),
             dir,
         };
@@ -280,6 +295,17 @@ impl OwnCluster {
         }
     }
 
+    /// SIGSTOP (`-STOP`) or SIGCONT (`-CONT`) to node `i`: a paused node keeps
+    /// its sockets but answers nothing.
+    pub fn signal(&self, i: usize, sig: &str) {
+        let pid = self.children[i].as_ref().expect("running").id().to_string();
+        assert!(std::process::Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .unwrap()
+            .success());
+    }
+
     /// Waits (up to 30 s) until every running node says `cluster_state:ok`.
     pub fn wait_ok(&self) {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
@@ -327,6 +353,9 @@ impl OwnCluster {
 impl Drop for OwnCluster {
     fn drop(&mut self) {
         for i in 0..self.ports.len() {
+            if self.children[i].is_some() {
+                self.signal(i, "-CONT");
+            }
             self.kill(i);
         }
         let _ = std::fs::remove_dir_all(&self.dir);
