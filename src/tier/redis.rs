@@ -44,7 +44,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use redis::aio::MultiplexedConnection;
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
-use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
+use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 use redis::AsyncConnectionConfig;
 use tokio::sync::Mutex;
 
@@ -713,19 +713,22 @@ async fn within<T>(
 /// A master that owns slots, as `CLUSTER NODES` lists it.
 struct Master {
     addr: String,
-    first_slot: u16,
+    host: String,
+    port: u16,
     /// Flagged `fail` or `fail?` by the node asked.
     failing: bool,
 }
 
 impl Master {
-    /// Routing to this master by a slot it owns (routing by address would
-    /// make redis-rs reconnect if its name for the node differs).
+    /// Routing to this master's own connection. Not by one of its slots:
+    /// redis-rs sends a slot's command to another node when the slot's
+    /// master is not connected, so a `PING` or `SCAN` would quietly go
+    /// elsewhere; by address it fails instead.
     fn route(&self) -> RoutingInfo {
-        RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(Route::new(
-            self.first_slot,
-            SlotAddr::Master,
-        )))
+        RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
+            host: self.host.clone(),
+            port: self.port,
+        })
     }
 }
 
@@ -737,21 +740,23 @@ async fn cluster_masters(c: &mut ClusterConnection, t: Duration) -> Result<Vec<M
     let mut masters = Vec::new();
     for line in text.lines() {
         let fields: Vec<&str> = line.split_whitespace().collect();
-        if fields.len() < 9 {
+        let flags: Vec<&str> = fields.get(2).map_or(vec![], |f| f.split(',').collect());
+        // Slot fields (from the ninth on) are `a-b` or `a`; `[...]` entries are slots moving.
+        let owns_slots = fields.iter().skip(8).any(|f| !f.starts_with('['));
+        if !flags.contains(&"master") || !owns_slots {
             continue;
         }
-        let flags: Vec<&str> = fields[2].split(',').collect();
-        // Slot fields are `a-b` or `a`; `[...]` entries are slots moving.
-        let first_slot = fields[8..]
-            .iter()
-            .filter(|f| !f.starts_with('['))
-            .find_map(|f| f.split('-').next()?.parse::<u16>().ok());
-        let Some(first_slot) = first_slot.filter(|_| flags.contains(&"master")) else {
+        let addr = fields[1].split('@').next().unwrap_or(fields[1]);
+        let Some((host, port)) = addr.rsplit_once(':') else {
+            continue;
+        };
+        let Ok(port) = port.parse() else {
             continue;
         };
         masters.push(Master {
-            addr: fields[1].split('@').next().unwrap_or(fields[1]).to_string(),
-            first_slot,
+            addr: addr.to_string(),
+            host: host.to_string(),
+            port,
             failing: flags.iter().any(|f| f.starts_with("fail")),
         });
     }
