@@ -22,7 +22,11 @@ use sqlx::Row;
 fn options(db: &TestDb, prefix: &str, legacy: bool, redis: bool) -> CacheOptions {
     CacheOptions {
         database_url: Some(db.url.clone()),
-        redis_url: Some(if redis { REDIS_URL.into() } else { String::new() }),
+        redis_url: Some(if redis {
+            REDIS_URL.into()
+        } else {
+            String::new()
+        }),
         redis_key_prefix: Some(prefix.into()),
         memory_max_bytes: Some(0),
         write_legacy_format: Some(legacy),
@@ -109,7 +113,9 @@ async fn what_the_transition_mode_writes_reads_back_in_both_formats() {
         .collect();
     assert_ne!(key_names[0], "Zeta");
 
-    let writer = Cache::open(options(&db, &prefix, true, true)).await.unwrap();
+    let writer = Cache::open(options(&db, &prefix, true, true))
+        .await
+        .unwrap();
     let (made, mine) = writer.get_matrix(&cfg).await.unwrap();
     assert_eq!(made.source, Source::Generated);
     writer.flush().await;
@@ -138,7 +144,9 @@ async fn what_the_transition_mode_writes_reads_back_in_both_formats() {
     // Another instance in the mode: a Redis hit, then (without Redis) a
     // PostgreSQL hit; same matrix and metadata, nothing generated, nothing converted.
     for (redis, source) in [(true, Source::Redis), (false, Source::Postgres)] {
-        let reader = Cache::open(options(&db, &prefix, true, redis)).await.unwrap();
+        let reader = Cache::open(options(&db, &prefix, true, redis))
+            .await
+            .unwrap();
         let (hit, m) = reader.get_matrix(&cfg).await.unwrap();
         assert_eq!((hit.source, &m), (source, &mine));
         assert_eq!(hit.entry.metadata, made.entry.metadata);
@@ -173,9 +181,15 @@ async fn what_the_transition_mode_writes_reads_back_in_both_formats() {
             .set(format!("{prefix}{k}"), ts_value.to_string())
             .await
             .unwrap();
-        let reader = Cache::open(options(&db, &prefix, legacy, true)).await.unwrap();
+        let reader = Cache::open(options(&db, &prefix, legacy, true))
+            .await
+            .unwrap();
         let (hit, m) = reader.get_matrix(&cfg).await.unwrap();
-        assert_eq!((hit.source, &m), (Source::Postgres, &mine), "legacy {legacy}");
+        assert_eq!(
+            (hit.source, &m),
+            (Source::Postgres, &mine),
+            "legacy {legacy}"
+        );
         reader.flush().await;
         assert_eq!(reader.stats().generations, 0);
         assert_eq!(typescript_row(&db, &k).await.3, Some(format));
@@ -189,8 +203,13 @@ async fn what_the_transition_mode_writes_reads_back_in_both_formats() {
             .await
             .unwrap();
     assert_eq!(payload, made.entry.payload.to_vec());
-    let off = Cache::open(options(&db, &prefix, false, false)).await.unwrap();
-    assert_eq!(off.verify_row(&k, false).await.unwrap().status, RowStatus::Ok);
+    let off = Cache::open(options(&db, &prefix, false, false))
+        .await
+        .unwrap();
+    assert_eq!(
+        off.verify_row(&k, false).await.unwrap().status,
+        RowStatus::Ok
+    );
     let (hit, m) = off.get_matrix(&cfg).await.unwrap();
     assert_eq!((hit.source, &m), (Source::Postgres, &mine));
     assert_eq!(hit.entry.metadata, made.entry.metadata);
@@ -205,12 +224,16 @@ async fn redis_values_of_the_transition_mode_are_converted_with_the_mode_off() {
     let prefix = format!("{}:", unique("smc"));
     let cfg = six(&[3, 0, 5, 1, 4, 2], 300, "transition-redis");
     let k = key::canonical_key(&cfg);
-    let writer = Cache::open(options(&db, &prefix, true, true)).await.unwrap();
+    let writer = Cache::open(options(&db, &prefix, true, true))
+        .await
+        .unwrap();
     let (made, mine) = writer.get_matrix(&cfg).await.unwrap();
     writer.close().await;
     assert!(typescript_value(&prefix, &k).await.0.is_object());
 
-    let off = Cache::open(options(&db, &prefix, false, true)).await.unwrap();
+    let off = Cache::open(options(&db, &prefix, false, true))
+        .await
+        .unwrap();
     let (hit, m) = off.get_matrix(&cfg).await.unwrap();
     assert_eq!((hit.source, &m), (Source::Redis, &mine));
     assert_eq!(hit.entry.metadata, made.entry.metadata);
@@ -225,10 +248,15 @@ async fn redis_values_of_the_transition_mode_are_converted_with_the_mode_off() {
     off.close().await;
 
     // And back: a mode-on instance turns our record into the TypeScript value.
-    let on = Cache::open(options(&db, &prefix, true, true)).await.unwrap();
+    let on = Cache::open(options(&db, &prefix, true, true))
+        .await
+        .unwrap();
     assert_eq!(on.get_matrix(&cfg).await.unwrap().0.source, Source::Redis);
     on.flush().await;
-    assert_eq!(typescript_value(&prefix, &k).await.1, codec::decode(&made.entry.payload).unwrap());
+    assert_eq!(
+        typescript_value(&prefix, &k).await.1,
+        codec::decode(&made.entry.payload).unwrap()
+    );
     on.close().await;
     db.drop_db().await;
     drop_redis_prefix(&prefix).await;
@@ -240,7 +268,9 @@ async fn verify_repair_converts_transition_rows_once_the_mode_is_off() {
     let prefix = format!("{}:", unique("smc"));
     let cfg = six(&[5, 4, 3, 2, 1, 0], 400, "transition-verify");
     let k = key::canonical_key(&cfg);
-    let on = Cache::open(options(&db, &prefix, true, false)).await.unwrap();
+    let on = Cache::open(options(&db, &prefix, true, false))
+        .await
+        .unwrap();
     let (made, mine) = on.get_matrix(&cfg).await.unwrap();
     assert_eq!(on.store_report().await.unwrap().summary.legacy_rows, 1);
     let check = on.verify_row(&k, false).await.unwrap();
@@ -252,10 +282,15 @@ async fn verify_repair_converts_transition_rows_once_the_mode_is_off() {
     assert_eq!(typescript_row(&db, &k).await.3, Some(1));
     on.close().await;
 
-    let off = Cache::open(options(&db, &prefix, false, false)).await.unwrap();
+    let off = Cache::open(options(&db, &prefix, false, false))
+        .await
+        .unwrap();
     let check = off.verify_row(&k, true).await.unwrap();
     assert_eq!(check.repaired, Some(Repaired::Rewritten), "{check:?}");
-    assert_eq!(off.verify_row(&k, false).await.unwrap().status, RowStatus::Ok);
+    assert_eq!(
+        off.verify_row(&k, false).await.unwrap().status,
+        RowStatus::Ok
+    );
     assert_eq!(off.store_report().await.unwrap().summary.legacy_rows, 0);
     let (hit, m) = off.get_matrix(&cfg).await.unwrap();
     assert_eq!((hit.source, &m), (Source::Postgres, &mine));
@@ -265,7 +300,9 @@ async fn verify_repair_converts_transition_rows_once_the_mode_is_off() {
     // A damaged row of the mode (its zlib checksum no longer holds) is never served.
     let cfg2 = six(&[1, 2, 0, 3, 4, 5], 200, "transition-damaged");
     let k2 = key::canonical_key(&cfg2);
-    let on = Cache::open(options(&db, &prefix, true, false)).await.unwrap();
+    let on = Cache::open(options(&db, &prefix, true, false))
+        .await
+        .unwrap();
     on.get_or_generate(&cfg2).await.unwrap();
     let mut c = db.connect().await;
     sqlx::query(
@@ -279,7 +316,10 @@ async fn verify_repair_converts_transition_rows_once_the_mode_is_off() {
     for cache in [&on, &off] {
         let e = cache.get_matrix(&cfg2).await.unwrap_err();
         assert_eq!(e.code(), "E_CORRUPT", "{e}");
-        assert_eq!(cache.verify_row(&k2, false).await.unwrap().status, RowStatus::Damaged);
+        assert_eq!(
+            cache.verify_row(&k2, false).await.unwrap().status,
+            RowStatus::Damaged
+        );
     }
     on.close().await;
     off.close().await;
@@ -296,7 +336,9 @@ async fn typescript_rows_in_the_transition_mode_are_replaced_in_their_own_format
     })
     .await;
     let rows = fixture.as_array().unwrap();
-    let cache = Cache::open(options(&db, &prefix, true, true)).await.unwrap();
+    let cache = Cache::open(options(&db, &prefix, true, true))
+        .await
+        .unwrap();
     let b64 = base64::engine::general_purpose::STANDARD;
     for row in rows {
         let cfg = ScenarioConfig::from_json_str(&row["config"].to_string()).unwrap();

@@ -908,8 +908,14 @@ mod tests {
         let v = typescript_value(&e, b"zlib bytes");
         let j: serde_json::Value = serde_json::from_slice(&v).unwrap();
         assert_eq!(j["data"], "emxpYiBieXRlcw==");
-        assert_eq!((&j["numScenarios"], &j["numBuckets"]), (&10.into(), &2.into()));
-        assert_eq!((&j["version"], &j["uncompressedSize"]), (&1.into(), &80.into()));
+        assert_eq!(
+            (&j["numScenarios"], &j["numBuckets"]),
+            (&10.into(), &2.into())
+        );
+        assert_eq!(
+            (&j["version"], &j["uncompressedSize"]),
+            (&1.into(), &80.into())
+        );
         assert_eq!(j["compressedSize"], 10);
         match decode_value(&e.metadata.config_hash, Bytes::from(v.clone())) {
             Lookup::Hit(got) => {
@@ -927,7 +933,10 @@ mod tests {
         let mut short = e.clone();
         short.metadata.bucket_names.pop();
         assert!(matches!(
-            decode_value(&e.metadata.config_hash, Bytes::from(typescript_value(&short, b"z"))),
+            decode_value(
+                &e.metadata.config_hash,
+                Bytes::from(typescript_value(&short, b"z"))
+            ),
             Lookup::Undecodable(_)
         ));
     }
