@@ -82,6 +82,10 @@ pub struct CacheOptions {
     pub on_event: Events,
     /// A call taking at least this long is reported as a `SlowCall` event. Default 1000 ms.
     pub slow_call_ms: Option<u64>,
+    /// The transition mode for a fleet that still runs the TypeScript
+    /// implementation: rows and Redis values are written in its format
+    /// (PostgreSQL only). Default false.
+    pub write_legacy_format: Option<bool>,
 }
 
 pub const DEFAULT_MEMORY_MAX_BYTES: u64 = 128 * 1024 * 1024;
@@ -190,6 +194,10 @@ struct Inner {
     /// Drops memory copies that other instances invalidated (running while
     /// there is a memory tier; stopped by `close`).
     follower: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// `writeLegacyFormat`: Redis values are written in the TypeScript
+    /// format (the durable store writes its rows so itself), and rows in
+    /// that format are left in it.
+    write_legacy: bool,
 }
 
 fn env_nonempty(name: &str) -> Option<String> {
@@ -240,6 +248,7 @@ impl Cache {
             run_migrations: opts.run_migrations.unwrap_or(true),
             timeout: Duration::from_millis(opts.database_timeout_ms.unwrap_or(10_000)),
             max_connections: opts.database_max_connections.unwrap_or(8).max(1),
+            write_legacy_format: opts.write_legacy_format.unwrap_or(false),
         };
         let redis_target = redis_target(
             opts.redis_cluster_nodes.filter(|nodes| !nodes.is_empty()),
@@ -299,6 +308,7 @@ impl Cache {
                 fill_lock: Mutex::new(()),
                 unreached: Mutex::new(HashSet::new()),
                 follower: Mutex::new(None),
+                write_legacy: durable_opts.write_legacy_format,
                 events: opts.on_event,
                 slow_call: Duration::from_millis(opts.slow_call_ms.unwrap_or(DEFAULT_SLOW_CALL_MS)),
             }),
@@ -660,10 +670,11 @@ fn serves(e: &Entry, cfg: Option<&ScenarioConfig>) -> bool {
 }
 
 /// Whether a durable row as read may stand for `cfg`'s key (else a miss
-/// replaces it): ours, or a legacy payload of one bucket (the only legacy
-/// shape whose columns are known), with the dimensions of the key.
+/// replaces it): ours (in either format), or a TypeScript payload of one
+/// bucket (the only shape of its rows whose columns are known), with the
+/// dimensions of the key.
 fn attributable(e: &Entry, cfg: &ScenarioConfig) -> bool {
-    (e.codec == Codec::Zstd || e.metadata.num_buckets == 1)
+    (e.codec == Codec::Zstd || e.names_columns() || e.metadata.num_buckets == 1)
         && view::check_fits(&e.metadata, cfg).is_ok()
 }
 
@@ -767,13 +778,17 @@ impl Inner {
             || self.unreached.lock().expect("unreached lock").contains(key);
         if let (Some(r), false) = (&self.redis, unreached) {
             match r.get(key).await {
-                Ok(Lookup::Hit(entry)) if entry.codec == Codec::Zstd => {
+                // Ours, in our format or (from the transition mode) the TypeScript one.
+                Ok(Lookup::Hit(entry)) if entry.codec == Codec::Zstd || entry.names_columns() => {
                     let complete = !entry.metadata.lacks_recycling();
+                    let other_format = (entry.codec == Codec::Zstd) == self.write_legacy;
                     match self.normalise(entry, cfg).await {
                         Ok(Normalised::Ready(entry)) if self.check(&entry) => {
                             self.stats.redis.hit(entry.payload.len());
-                            // Completed multiples go back to Redis too.
-                            self.fill(&entry, epoch, !complete);
+                            // Completed multiples go back to Redis too, and
+                            // so does a copy in the format this instance
+                            // does not write.
+                            self.fill(&entry, epoch, !complete || other_format);
                             return Ok(Some(Hit {
                                 entry,
                                 source: Source::Redis,
@@ -829,12 +844,17 @@ impl Inner {
             };
         };
         let legacy = entry.codec != Codec::Zstd;
+        // A row the transition mode wrote, read once the mode is off.
+        let convert = legacy && entry.names_columns() && !self.write_legacy;
         let stored = entry.clone(); // cheap: the payload is shared
         match self.normalise(entry, cfg).await {
             Ok(Normalised::Ready(entry)) if self.check(&entry) => {
                 self.stats.durable.hit(entry.payload.len());
                 if legacy {
                     self.stats.legacy_rewrites.fetch_add(1, Relaxed);
+                }
+                if let (true, Some(cfg)) = (convert, cfg) {
+                    self.convert_row(cfg, &entry);
                 }
                 self.fill(&entry, epoch, true);
                 Ok(Some(Hit {
@@ -945,6 +965,18 @@ impl Inner {
         }))
     }
 
+    /// Rewrites the durable row of `entry` (read from a row the transition
+    /// mode wrote) in our format, in the background: the hit does not wait.
+    fn convert_row(self: &Arc<Self>, cfg: &ScenarioConfig, entry: &Entry) {
+        let (inner, cfg, entry) = (self.clone(), cfg.clone(), entry.clone());
+        self.background.spawn(async move {
+            let key = &entry.metadata.config_hash;
+            if let Err(e) = inner.durable.convert(&cfg, key, &entry).await {
+                inner.tier_failed("durable", key, &e);
+            }
+        });
+    }
+
     /// A verified TypeScript matrix found only in Redis: stored durably (with
     /// its unknown metadata left unknown) so every later call, in any process,
     /// gets the same one; then served.
@@ -1039,7 +1071,7 @@ impl Inner {
     async fn normalise(&self, entry: Entry, cfg: Option<&ScenarioConfig>) -> Result<Normalised> {
         let m = &entry.metadata;
         let legacy = entry.codec != Codec::Zstd;
-        if legacy && m.num_buckets != 1 {
+        if legacy && m.num_buckets != 1 && !entry.names_columns() {
             // The TypeScript code recorded no column order.
             self.stats.legacy_unattributable.fetch_add(1, Relaxed);
             return Ok(Normalised::Unusable);
@@ -1108,7 +1140,12 @@ impl Inner {
                     return;
                 }
                 if let Some(r) = &inner.redis {
-                    if let Err(err) = r.put(&e).await {
+                    let written = if inner.write_legacy {
+                        put_typescript(r, &e).await
+                    } else {
+                        r.put(&e).await
+                    };
+                    if let Err(err) = written {
                         inner.tier_failed("redis", &e.metadata.config_hash, &err);
                     }
                 }
@@ -1281,6 +1318,18 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
     tokio::task::spawn_blocking(f)
         .await
         .unwrap_or_else(|e| Err(Error::Internal(format!("worker failed: {e}"))))
+}
+
+/// Writes `e` to Redis as the TypeScript code writes a value (the transition
+/// mode), converted on the blocking pool.
+async fn put_typescript(r: &RedisTier, e: &Entry) -> Result<()> {
+    let entry = e.clone();
+    let value = blocking(move || {
+        let zlib = codec::encode_legacy_zlib(&entry.decode()?);
+        Ok(crate::tier::redis::typescript_value(&entry, &zlib))
+    })
+    .await?;
+    r.put_typescript(&e.metadata.config_hash, &value).await
 }
 
 async fn generate(cfg: ScenarioConfig) -> Result<(Entry, Arc<Vec<f32>>)> {

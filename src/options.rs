@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 const MAX_SAFE_INTEGER: f64 = 9_007_199_254_740_991.0;
 
 /// Every option, in the order the README lists them.
-pub const NAMES: [&str; 14] = [
+pub const NAMES: [&str; 15] = [
     "databaseUrl",
     "redisUrl",
     "redisClusterNodes",
@@ -27,6 +27,7 @@ pub const NAMES: [&str; 14] = [
     "databaseMaxConnections",
     "slowCallMs",
     "onEvent",
+    "writeLegacyFormat",
 ];
 
 /// Reads the options object (`undefined` or `null`: all defaults). A member
@@ -76,6 +77,7 @@ pub fn from_value(v: &Value) -> Result<CacheOptions> {
                 integer(value, 1.0, 1000.0).map(|n| o.database_max_connections = Some(n as u32))
             }
             "slowCallMs" => integer(value, 1.0, 3_600_000.0).map(|n| o.slow_call_ms = Some(n)),
+            "writeLegacyFormat" => boolean(value).map(|b| o.write_legacy_format = Some(b)),
             // The binding takes the function itself; here it is only checked.
             "onEvent" => match value {
                 Value::Unsupported("function") => Ok(()),
@@ -192,7 +194,8 @@ mod tests {
                 "redisTtlSeconds":60,"redisKeyPrefix":"app:","runMigrations":false,
                 "redisTimeoutMs":250,"redisMinThroughputMbps":0.5,
                 "redisBreakerCooldownMs":10,"databaseTimeoutMs":2000,
-                "databaseMaxConnections":4,"redisClusterNodes":["redis://a:1","redis://b:2"]}"#,
+                "databaseMaxConnections":4,"redisClusterNodes":["redis://a:1","redis://b:2"],
+                "writeLegacyFormat":true}"#,
         )
         .unwrap();
         assert_eq!(
@@ -210,6 +213,7 @@ mod tests {
         assert_eq!(o.redis_breaker_cooldown_ms, Some(10));
         assert_eq!(o.database_timeout_ms, Some(2000));
         assert_eq!(o.database_max_connections, Some(4));
+        assert_eq!(o.write_legacy_format, Some(true));
         assert_eq!(
             read("{}").unwrap().redis_key_prefix,
             None,
@@ -276,6 +280,10 @@ mod tests {
             (
                 r#"{"redisClusterNodes":["redis://a:1",7000]}"#,
                 "redisClusterNodes: expected an array of strings, got 7000",
+            ),
+            (
+                r#"{"writeLegacyFormat":1}"#,
+                "writeLegacyFormat: expected true or false, got 1",
             ),
         ] {
             let m = message(json);

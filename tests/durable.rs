@@ -108,6 +108,7 @@ fn opts(timeout: Duration) -> DurableOptions {
         run_migrations: true,
         timeout,
         max_connections: 4,
+        ..Default::default()
     }
 }
 

@@ -109,6 +109,12 @@ export interface CacheOptions {
    * copies, repairs, slow calls. Called on the JS thread, soon after; nothing is printed
    * unless it prints. An exception it throws becomes a process warning, not a crash. */
   onEvent?: (event: CacheEvent) => void
+  /** The transition mode for a rolling deploy beside instances of the TypeScript
+   * implementation (docs/compatibility.md, "Upgrading a fleet from the TypeScript
+   * implementation"): PostgreSQL rows and Redis values are written in its format (zlib
+   * payload, `scenario_states`, JSON + base64), which it reads; both formats are read and
+   * checked. PostgreSQL only (`E_INVALID_ARGUMENT` with SQLite). Default false. */
+  writeLegacyFormat?: boolean
 }
 
 /* The runtime objects behind the string unions generated below (`export type MatrixCodec = ...`):

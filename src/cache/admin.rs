@@ -137,11 +137,14 @@ impl Cache {
     }
 
     /// Decodes the row under `key` and checks every checksum. With `repair`:
-    /// a legacy row is rewritten in the current format (one bucket) or
-    /// generated again (several: its columns cannot be attributed); a
+    /// a legacy row is rewritten in the current format (one bucket, or
+    /// written by the transition mode: its columns are named) or
+    /// generated again (the TypeScript app's of several buckets: its columns
+    /// cannot be attributed); a
     /// damaged row is generated again where its config is known, ours only
     /// once proven equal to the checksums it still holds. Unreadable rows are
-    /// left as they are (a newer version may have written them).
+    /// left as they are (a newer version may have written them), and so are
+    /// the rows the transition mode wrote while it is on.
     pub async fn verify_row(&self, key: &str, repair: bool) -> Result<RowCheck> {
         self.check_open()?;
         check_key(key)?;
@@ -162,6 +165,13 @@ impl Cache {
             (Some(why), _) => RowCheck::new(key, RowStatus::Damaged, Some(why.clone())),
         };
         if !repair {
+            return Ok(check);
+        }
+        if check.status == RowStatus::Legacy && stored.names_columns() && self.inner.write_legacy {
+            check.detail = Some(
+                "left as it is: written in the TypeScript format, which writeLegacyFormat keeps"
+                    .into(),
+            );
             return Ok(check);
         }
         let config = match self.inner.durable.describe(key).await? {
@@ -189,7 +199,10 @@ impl Cache {
                     .await
                     .map(|_| Some(Repaired::Regenerated))
             }
-            (RowStatus::Legacy, _) if stored.metadata.num_buckets == 1 => {
+            // One bucket, or a row the transition mode wrote: its columns are known.
+            (RowStatus::Legacy, _)
+                if stored.metadata.num_buckets == 1 || stored.names_columns() =>
+            {
                 self.rewrite_legacy(stored, &cfg, key).await
             }
             // A legacy row of several buckets (its columns cannot be

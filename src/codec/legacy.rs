@@ -2,9 +2,12 @@
 //! (2-byte header, deflate, Adler-32 trailer, as Node's `zlib.deflateSync`
 //! writes it) of the raw little-endian f32 matrix, row-major, with no header of
 //! its own: the dimensions come from the row's metadata. It was labelled
-//! 'zstd' in PostgreSQL although it never was.
+//! 'zstd' in PostgreSQL although it never was. The cache writes it too, in
+//! the transition mode (`writeLegacyFormat`), for TypeScript instances to read.
 
-use flate2::{Decompress, FlushDecompress, Status};
+use std::io::Write;
+
+use flate2::{write::ZlibEncoder, Compression, Decompress, FlushDecompress, Status};
 
 use crate::error::{Error, Result};
 
@@ -17,6 +20,16 @@ pub(crate) fn looks_like_zlib(bytes: &[u8]) -> bool {
         }
         _ => false,
     }
+}
+
+/// A zlib stream of `raw`, as Node's `zlib.inflateSync` reads it. Level 1:
+/// float noise barely compresses, and higher levels cost several times the
+/// time for a few percent.
+pub(crate) fn deflate(raw: &[u8]) -> Vec<u8> {
+    let mut z = ZlibEncoder::new(Vec::with_capacity(raw.len() + 64), Compression::fast());
+    // Writing into a Vec cannot fail.
+    let _ = z.write_all(raw);
+    z.finish().unwrap_or_default()
 }
 
 /// Inflates `bytes` into exactly `expected` bytes.
@@ -81,19 +94,22 @@ pub(crate) fn inflate_exact(bytes: &[u8], expected: usize) -> Result<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use flate2::{write::ZlibEncoder, Compression};
-    use std::io::Write;
-
-    fn deflate(data: &[u8]) -> Vec<u8> {
-        let mut e = ZlibEncoder::new(Vec::new(), Compression::default());
-        e.write_all(data).unwrap();
-        e.finish().unwrap()
-    }
 
     #[test]
     fn exact_size_inflates() {
         let data: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
         assert_eq!(inflate_exact(&deflate(&data), data.len()).unwrap(), data);
+    }
+
+    #[test]
+    fn a_damaged_adler32_trailer_is_corrupt() {
+        let data: Vec<u8> = (0..100_000u32).map(|i| (i * 7 % 256) as u8).collect();
+        let mut z = deflate(&data);
+        assert_eq!(inflate_exact(&z, data.len()).unwrap(), data);
+        let last = z.len() - 1;
+        z[last] ^= 1;
+        let err = inflate_exact(&z, data.len()).unwrap_err();
+        assert!(matches!(err, Error::Corrupt(_)), "{err}");
     }
 
     #[test]

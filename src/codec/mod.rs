@@ -5,7 +5,8 @@
 //! Two formats exist:
 //! - **version 2**, the envelope below, which [`encode`] writes;
 //! - **version 1**, the TypeScript payload: a bare zlib stream of the raw f32
-//!   bytes, mislabelled 'zstd', read by [`decode_legacy_zlib`].
+//!   bytes, mislabelled 'zstd', read by [`decode_legacy_zlib`] (and written by
+//!   [`encode_legacy_zlib`] in the transition mode, for TypeScript instances).
 //!
 //! Decoding treats its input as untrusted: every length and count is checked
 //! against the limits and against the input's size before anything is
@@ -182,6 +183,14 @@ pub fn decode_legacy_zlib(bytes: &[u8], num_scenarios: u32, num_buckets: u32) ->
     let cells = expected_cells(num_scenarios, num_buckets)?;
     let raw = legacy::inflate_exact(bytes, cells * 4)?;
     Ok(raw_to_f32(&raw))
+}
+
+/// Encodes a row-major f32 matrix as the TypeScript code stored it (format
+/// version 1: zlib of the raw little-endian bytes, no header of its own).
+pub fn encode_legacy_zlib(matrix: &[f32]) -> Vec<u8> {
+    let mut raw = vec![0u8; matrix.len() * 4];
+    bytes::f32_to_le(matrix, &mut raw);
+    legacy::deflate(&raw)
 }
 
 /// Decodes raw f32 little-endian bytes of exactly `num_scenarios x num_buckets` values.

@@ -193,6 +193,9 @@ pub struct DurableOptions {
     /// Bound on connecting, acquiring a connection and each statement.
     pub timeout: Duration,
     pub max_connections: u32,
+    /// Write rows in the TypeScript app's format (`writeLegacyFormat`);
+    /// PostgreSQL only.
+    pub write_legacy_format: bool,
 }
 
 impl Default for DurableOptions {
@@ -201,6 +204,7 @@ impl Default for DurableOptions {
             run_migrations: true,
             timeout: Duration::from_secs(10),
             max_connections: 8,
+            write_legacy_format: false,
         }
     }
 }
@@ -229,6 +233,14 @@ impl Durable {
     pub async fn open(url: &DurableUrl, opts: &DurableOptions) -> Result<Self> {
         Ok(match url {
             DurableUrl::Postgres(u) => Durable::Postgres(PgStore::open(u, opts).await?),
+            // Nothing reads the TypeScript format from SQLite: the app only
+            // ever ran on PostgreSQL.
+            DurableUrl::Sqlite(_) if opts.write_legacy_format => {
+                return Err(Error::InvalidArgument(format!(
+                    "writeLegacyFormat is for a PostgreSQL database shared with instances of the TypeScript implementation, which never used SQLite; databaseUrl is {}",
+                    url.redacted()
+                )))
+            }
             DurableUrl::Sqlite(p) => Durable::Sqlite(SqliteStore::open(p, opts).await?),
         })
     }
@@ -283,6 +295,17 @@ impl Durable {
         match self {
             Durable::Postgres(s) => s.get_or_insert(cfg, key, usable, make).await,
             Durable::Sqlite(s) => s.get_or_insert(cfg, key, usable, make).await,
+        }
+    }
+
+    /// Converts a row that the transition mode wrote in the TypeScript
+    /// format to the envelope `entry` holds (the same matrix); false when
+    /// there is no such row any more (converted, replaced or deleted
+    /// meanwhile). SQLite never holds one: the mode is PostgreSQL only.
+    pub async fn convert(&self, cfg: &ScenarioConfig, key: &str, entry: &Entry) -> Result<bool> {
+        match self {
+            Durable::Postgres(s) => s.convert(cfg, key, entry).await,
+            Durable::Sqlite(_) => Ok(false),
         }
     }
 

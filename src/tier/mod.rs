@@ -72,4 +72,11 @@ impl Entry {
     pub fn lacks_recycling(&self) -> bool {
         self.metadata.lacks_recycling()
     }
+
+    /// Whether the metadata names every column: always for our envelope;
+    /// for a payload in the TypeScript format only when this package wrote
+    /// it (`writeLegacyFormat`), since the TypeScript code named none.
+    pub fn names_columns(&self) -> bool {
+        self.metadata.bucket_names.len() == self.metadata.num_buckets as usize
+    }
 }

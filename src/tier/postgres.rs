@@ -19,7 +19,9 @@ use sqlx::{Connection, Row};
 use super::catalog::{FundSummary, RowDescription, StoreSummary};
 use super::durable::{passwords_of, percent_decode, redact_password, DurableOptions};
 use super::invalidation::{keys_of, new_origin, Notice, Scope, CHANNEL, GC_BATCH};
-use super::rows::{migrator, NewRow, StoredRow, MIN_LOCK_WAIT, PAYLOAD_FORMAT_ENVELOPE};
+use super::rows::{
+    migrator, typescript_payload, NewRow, StoredRow, MIN_LOCK_WAIT, PAYLOAD_FORMAT_ENVELOPE,
+};
 use super::Entry;
 use crate::config::ScenarioConfig;
 use crate::error::{Error, Result};
@@ -145,9 +147,10 @@ SELECT matrix_key,
 
 /// Also takes over a row the TypeScript app left 'pending', 'processing' or
 /// 'failed' under the same key (a plain DO NOTHING would leave the key
-/// unreadable forever), and a complete TypeScript row, which is only ever
-/// replaced when it cannot be served (see `Durable::get_or_insert`). A
-/// complete row of ours is never overwritten.
+/// unreadable forever), and a complete row in the TypeScript format (the
+/// app's, or payload_format 1: ours from the transition mode), which is only
+/// ever replaced when it cannot be served (see `Durable::get_or_insert`) or is
+/// converted to the envelope. A complete envelope row is never overwritten.
 const UPSERT_ROW: &str = r#"
 INSERT INTO scenario_matrices AS m (
     matrix_key, fund_id, taxonomy_version, matrix_type, moic_matrix,
@@ -178,7 +181,21 @@ ON CONFLICT (matrix_key) DO UPDATE SET
     recycling_multiples = EXCLUDED.recycling_multiples,
     created_at = now(),
     updated_at = now()
-WHERE m.status IS DISTINCT FROM 'complete' OR m.payload_format IS NULL
+WHERE m.status IS DISTINCT FROM 'complete' OR m.payload_format IS NULL OR m.payload_format = 1
+"#;
+
+/// A row the transition mode wrote (payload_format 1), converted to the
+/// envelope in place: only while it is still complete and in that format, so
+/// a conversion never brings back a row that an invalidation deleted meanwhile.
+const CONVERT_ROW: &str = r#"
+UPDATE scenario_matrices SET
+    moic_matrix = $2,
+    scenario_states = $3::jsonb,
+    bucket_params = $4::jsonb,
+    recycling_multiples = $5::jsonb,
+    payload_format = $6,
+    updated_at = now()
+ WHERE matrix_key = $1 AND status = 'complete' AND payload_format = 1
 "#;
 
 pub struct PgStore {
@@ -199,6 +216,8 @@ pub struct PgStore {
     /// connection and failing them with "pool timed out". Generation is
     /// CPU-bound, so more of them at once would not finish sooner.
     lock_slots: tokio::sync::Semaphore,
+    /// Rows are written in the TypeScript app's format (`writeLegacyFormat`).
+    typescript_format: bool,
 }
 
 impl PgStore {
@@ -248,6 +267,7 @@ impl PgStore {
             lock_wait_ms: millis(opts.timeout.max(MIN_LOCK_WAIT)),
             lock_wait: opts.timeout.max(MIN_LOCK_WAIT),
             lock_slots: tokio::sync::Semaphore::new((opts.max_connections / 2).max(1) as usize),
+            typescript_format: opts.write_legacy_format,
         })
     }
 
@@ -308,6 +328,13 @@ impl PgStore {
         }
         let entry = make().await?;
         let row = NewRow::new(cfg, key, &entry)?;
+        let zlib;
+        let row = if self.typescript_format {
+            zlib = typescript_payload(&entry).await?;
+            row.in_typescript_format(&zlib)
+        } else {
+            row
+        };
         let written = sqlx::query(UPSERT_ROW)
             .bind(row.key)
             .bind(row.fund_id)
@@ -318,7 +345,7 @@ impl PgStore {
             .bind(row.bucket_count as i32)
             .bind(&row.s_opt)
             .bind(row.num_scenarios as i32)
-            .bind(PAYLOAD_FORMAT_ENVELOPE as i16)
+            .bind(row.payload_format as i16)
             .bind(row.generated_at)
             .bind(row.duration_ms)
             .bind(&row.recycling_multiples)
@@ -341,6 +368,23 @@ impl PgStore {
             .await
             .map_err(|e| self.redact.write_failed("committing the matrix", &e))?;
         Ok((entry, true))
+    }
+
+    /// Rewrites a row of the transition mode as `entry` (its matrix, in
+    /// the envelope); false when the row is gone or no longer in that format.
+    pub async fn convert(&self, cfg: &ScenarioConfig, key: &str, entry: &Entry) -> Result<bool> {
+        let row = NewRow::new(cfg, key, entry)?;
+        let done = sqlx::query(CONVERT_ROW)
+            .bind(row.key)
+            .bind(row.payload)
+            .bind(&row.scenario_states)
+            .bind(&row.bucket_params)
+            .bind(&row.recycling_multiples)
+            .bind(PAYLOAD_FORMAT_ENVELOPE as i16)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| self.redact.write_failed("converting the matrix", &e))?;
+        Ok(done.rows_affected() > 0)
     }
 
     pub async fn ping(&self) -> Result<()> {
@@ -469,7 +513,7 @@ impl PgStore {
         let totals = sqlx::query(
             r#"SELECT count(*)::int8 AS rows,
                       COALESCE(sum(octet_length(moic_matrix)), 0)::int8 AS bytes,
-                      (count(*) FILTER (WHERE payload_format IS NULL))::int8 AS legacy,
+                      (count(*) FILTER (WHERE payload_format IS NULL OR payload_format = 1))::int8 AS legacy,
                       to_char(min(created_at) AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') AS oldest,
                       to_char(max(created_at) AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') AS newest
                  FROM scenario_matrices WHERE status = 'complete'"#,

@@ -16,7 +16,10 @@
 //!
 //! Values the TypeScript code wrote (JSON `{data: base64 zlib, numScenarios,
 //! numBuckets, version: 1, ...}`) are recognised and returned as legacy entries
-//! for the cache to verify and rewrite.
+//! for the cache to verify and rewrite. In the transition mode
+//! (`writeLegacyFormat`) the cache writes that JSON itself
+//! ([`typescript_value`]), with one member more that the TypeScript code
+//! ignores: its metadata and the names of its columns, in the key's order.
 //!
 //! Redis is an optimisation, so a sick Redis must cost calls next to nothing:
 //! - "No answer" is bounded by `timeout` (connecting, and each reply's wait);
@@ -580,6 +583,19 @@ impl RedisTier {
         self.link.run::<()>(&cmd, bytes).await
     }
 
+    /// Writes a [`typescript_value`] under `key` (skipped while the breaker is open).
+    pub async fn put_typescript(&self, key: &str, value: &[u8]) -> Result<()> {
+        if self.skip() {
+            return Ok(());
+        }
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(self.redis_key(key))
+            .arg(value)
+            .arg("EX")
+            .arg(self.ttl_seconds);
+        self.link.run::<()>(&cmd, value.len()).await
+    }
+
     /// The probe's check (a `PING`; for a cluster, its state and every
     /// master) within the timeout, whatever the breaker says, and without
     /// moving it: a readiness probe looks, it does not decide.
@@ -979,6 +995,34 @@ fn decode_record(key: &str, v: &Bytes) -> std::result::Result<Lookup, String> {
     }))
 }
 
+/// The member this package adds to the TypeScript values it writes. The
+/// TypeScript code ignores it and replaces values whole, so a value holding it
+/// was written by this package, and its columns are the buckets it names.
+const OURS: &str = "scenarioMatrixCache";
+
+/// `e` (an envelope entry) as the TypeScript code writes a value, its members
+/// in that code's order, with `zlib` (the matrix in its format) as `data`,
+/// and the [`OURS`] member.
+pub fn typescript_value(e: &Entry, zlib: &[u8]) -> Vec<u8> {
+    let m = &e.metadata;
+    let ours = serde_json::json!({
+        "key": m.config_hash,
+        "bucketNames": m.bucket_names,
+        "recyclingMultiples": m.recycling_multiples,
+        "generatedAt": m.generated_at,
+        "durationMs": m.duration_ms,
+    });
+    format!(
+        r#"{{"data":"{}","numScenarios":{},"numBuckets":{},"version":1,"uncompressedSize":{},"compressedSize":{},"{OURS}":{ours}}}"#,
+        base64::engine::general_purpose::STANDARD.encode(zlib),
+        m.num_scenarios,
+        m.num_buckets,
+        m.num_scenarios as u64 * m.num_buckets as u64 * 4,
+        zlib.len(),
+    )
+    .into_bytes()
+}
+
 fn decode_legacy(key: &str, v: &[u8]) -> std::result::Result<Entry, String> {
     let j: serde_json::Value =
         serde_json::from_slice(v).map_err(|e| format!("legacy JSON unreadable: {e}"))?;
@@ -996,20 +1040,51 @@ fn decode_legacy(key: &str, v: &[u8]) -> std::result::Result<Entry, String> {
     let payload = base64::engine::general_purpose::STANDARD
         .decode(data)
         .map_err(|e| format!("legacy base64: {e}"))?;
+    let mut metadata = Metadata {
+        config_hash: key.to_string(),
+        num_scenarios,
+        num_buckets,
+        // The TypeScript value recorded none of these.
+        generated_at: None,
+        duration_ms: None,
+        recycling_multiples: Vec::new(),
+        bucket_names: Vec::new(),
+    };
+    if let Some(ours) = j.get(OURS) {
+        read_ours(ours, &mut metadata).map_err(|why| format!("legacy value's {OURS}: {why}"))?;
+    }
     Ok(Entry {
         payload: payload.into(),
         codec: Codec::Zlib,
-        metadata: Metadata {
-            config_hash: key.to_string(),
-            num_scenarios,
-            num_buckets,
-            // The TypeScript value recorded none of these.
-            generated_at: None,
-            duration_ms: None,
-            recycling_multiples: Vec::new(),
-            bucket_names: Vec::new(),
-        },
+        metadata,
     })
+}
+
+/// Fills `m` from the [`OURS`] member, which must be of `m`'s key and name
+/// every column.
+fn read_ours(ours: &serde_json::Value, m: &mut Metadata) -> std::result::Result<(), String> {
+    use serde_json::Value as J;
+    if ours.get("key").and_then(J::as_str) != Some(m.config_hash.as_str()) {
+        return Err("written for another key".into());
+    }
+    let names: Option<Vec<String>> = ours
+        .get("bucketNames")
+        .and_then(J::as_array)
+        .and_then(|a| a.iter().map(|n| n.as_str().map(str::to_string)).collect());
+    m.bucket_names = names
+        .filter(|n| n.len() == m.num_buckets as usize)
+        .ok_or("does not name every column")?;
+    m.recycling_multiples = ours
+        .get("recyclingMultiples")
+        .and_then(J::as_array)
+        .and_then(|a| a.iter().map(J::as_f64).collect())
+        .ok_or("recyclingMultiples is not a list of numbers")?;
+    m.generated_at = ours
+        .get("generatedAt")
+        .and_then(J::as_str)
+        .map(str::to_string);
+    m.duration_ms = ours.get("durationMs").and_then(J::as_f64);
+    Ok(())
 }
 
 #[cfg(test)]
@@ -1074,6 +1149,45 @@ mod tests {
                 "{n}"
             );
         }
+    }
+
+    #[test]
+    fn typescript_values_of_ours_name_their_columns() {
+        let e = entry();
+        let v = typescript_value(&e, b"zlib bytes");
+        let j: serde_json::Value = serde_json::from_slice(&v).unwrap();
+        assert_eq!(j["data"], "emxpYiBieXRlcw==");
+        assert_eq!(
+            (&j["numScenarios"], &j["numBuckets"]),
+            (&10.into(), &2.into())
+        );
+        assert_eq!(
+            (&j["version"], &j["uncompressedSize"]),
+            (&1.into(), &80.into())
+        );
+        assert_eq!(j["compressedSize"], 10);
+        match decode_value(&e.metadata.config_hash, Bytes::from(v.clone())) {
+            Lookup::Hit(got) => {
+                assert_eq!(got.codec, Codec::Zlib);
+                assert_eq!(&got.payload[..], b"zlib bytes");
+                assert_eq!(got.metadata, e.metadata);
+            }
+            other => panic!("{other:?}"),
+        }
+        // Under another key, or naming too few columns: never attributed.
+        assert!(matches!(
+            decode_value(&"cd".repeat(32), Bytes::from(v)),
+            Lookup::Undecodable(_)
+        ));
+        let mut short = e.clone();
+        short.metadata.bucket_names.pop();
+        assert!(matches!(
+            decode_value(
+                &e.metadata.config_hash,
+                Bytes::from(typescript_value(&short, b"z"))
+            ),
+            Lookup::Undecodable(_)
+        ));
     }
 
     #[test]

@@ -27,6 +27,13 @@ pub(super) const MIGRATIONS_TABLE: &str = "_scenario_matrix_cache_migrations";
 /// NULL marks a legacy TypeScript row.
 pub(super) const PAYLOAD_FORMAT_ENVELOPE: i64 = 2;
 
+/// `payload_format` of rows this library wrote in the TypeScript app's format
+/// (`writeLegacyFormat`), for TypeScript instances to read: the app's zlib
+/// payload and `scenario_states`, but unlike the app's own rows (NULL, which
+/// it never sets) in the key's column order, named by `bucket_params`, with
+/// our generation metadata.
+pub(super) const PAYLOAD_FORMAT_TYPESCRIPT: i64 = 1;
+
 /// A `get_or_insert` waits this long at least for another process generating
 /// the same key (in SQLite: any key), whatever the (short) statement timeout
 /// is: the holder is bounded by one generation plus one insert, and giving up
@@ -68,10 +75,11 @@ impl StoredRow {
         let key = self.key;
         let codec = match (self.payload_format, self.codec_label.as_deref()) {
             (Some(PAYLOAD_FORMAT_ENVELOPE), Some("zstd")) => Codec::Zstd,
-            // The TypeScript app deflated with zlib but labelled the row 'zstd'.
-            (None, Some("zstd")) => Codec::Zlib,
+            // The TypeScript app deflated with zlib but labelled the row
+            // 'zstd'; the transition mode writes the same.
+            (None | Some(PAYLOAD_FORMAT_TYPESCRIPT), Some("zstd")) => Codec::Zlib,
             (None, Some("none")) => Codec::None,
-            (Some(f), _) if f != PAYLOAD_FORMAT_ENVELOPE => {
+            (Some(f), _) if f != PAYLOAD_FORMAT_ENVELOPE && f != PAYLOAD_FORMAT_TYPESCRIPT => {
                 return Err(Error::corrupt(format!(
                     "durable row {key}: unknown payload_format {f} (written by a newer version?)"
                 )))
@@ -103,9 +111,10 @@ impl StoredRow {
             .recycling_multiples
             .and_then(|t| parse_number_array(&t))
             .unwrap_or_default();
-        // Our rows record their column order; without it the columns could
-        // not be attributed to buckets. Legacy rows recorded none we can trust.
-        let bucket_names = if codec == Codec::Zstd {
+        // Our rows (in either format) record their column order; without it
+        // the columns could not be attributed to buckets. The TypeScript
+        // app's rows recorded none we can trust.
+        let bucket_names = if self.payload_format.is_some() {
             let names = self
                 .bucket_params
                 .as_deref()
@@ -185,6 +194,7 @@ pub(super) struct NewRow<'a> {
     pub recycling_multiples: String,
     pub generated_at: Option<&'a str>,
     pub duration_ms: Option<f64>,
+    pub payload_format: i64,
 }
 
 impl<'a> NewRow<'a> {
@@ -278,8 +288,34 @@ impl<'a> NewRow<'a> {
                 .unwrap_or_else(|_| "[]".into()),
             generated_at: m.generated_at.as_deref(),
             duration_ms: m.duration_ms,
+            payload_format: PAYLOAD_FORMAT_ENVELOPE,
         })
     }
+
+    /// The same row in the TypeScript app's format (`writeLegacyFormat`):
+    /// `zlib` (from [`typescript_payload`]) as the payload, and the scenario
+    /// count as the length of `scenario_states.scenarios`, the only place the
+    /// app reads it (one element per scenario, as the app wrote them).
+    pub fn in_typescript_format(self, zlib: &'a [u8]) -> Self {
+        let scenarios: Vec<String> = (0..self.num_scenarios)
+            .map(|i| format!(r#"{{"id":{i},"params":{{}}}}"#))
+            .collect();
+        NewRow {
+            payload: zlib,
+            scenario_states: format!(r#"{{"scenarios":[{}]}}"#, scenarios.join(",")),
+            payload_format: PAYLOAD_FORMAT_TYPESCRIPT,
+            ..self
+        }
+    }
+}
+
+/// The TypeScript app's payload (zlib of the raw f32 bytes) of an envelope
+/// entry, made on the blocking pool (about a second for 100,000 x 50).
+pub(super) async fn typescript_payload(entry: &Entry) -> Result<Vec<u8>> {
+    let entry = entry.clone();
+    tokio::task::spawn_blocking(move || Ok(crate::codec::encode_legacy_zlib(&entry.decode()?)))
+        .await
+        .unwrap_or_else(|e| Err(Error::Internal(format!("worker failed: {e}"))))
 }
 
 /// A float as JavaScript would write it in JSON: integral values without `.0`.
@@ -336,6 +372,13 @@ mod tests {
         assert_eq!(ours.metadata.bucket_names, ["b", "a"]);
         let mut unnamed = row(Some(2), "zstd", Some(4));
         unnamed.bucket_params = Some(r#"[{"name": "b"}]"#.into());
+        assert_eq!(unnamed.into_entry().unwrap_err().code(), "E_CORRUPT");
+        // Ours in the TypeScript format: zlib, with its columns named.
+        let transition = row(Some(1), "zstd", Some(4)).into_entry().unwrap();
+        assert_eq!(transition.codec, Codec::Zlib);
+        assert_eq!(transition.metadata.bucket_names, ["b", "a"]);
+        let mut unnamed = row(Some(1), "zstd", Some(4));
+        unnamed.bucket_params = None;
         assert_eq!(unnamed.into_entry().unwrap_err().code(), "E_CORRUPT");
         assert_eq!(
             row(None, "none", Some(4)).into_entry().unwrap().codec,

@@ -21,9 +21,7 @@ use sqlx::Row;
 use super::catalog::{FundSummary, RowDescription, StoreSummary};
 use super::durable::DurableOptions;
 use super::invalidation::{keys_of, new_origin, Notice, Scope, GC_BATCH, POLL};
-use super::rows::{
-    migrator, NewRow, StoredRow, MIGRATIONS_TABLE, MIN_LOCK_WAIT, PAYLOAD_FORMAT_ENVELOPE,
-};
+use super::rows::{migrator, NewRow, StoredRow, MIGRATIONS_TABLE, MIN_LOCK_WAIT};
 use super::Entry;
 use crate::config::ScenarioConfig;
 use crate::error::{Error, Result};
@@ -179,7 +177,7 @@ impl SqliteStore {
             .bind(row.bucket_count)
             .bind(&row.s_opt)
             .bind(row.num_scenarios)
-            .bind(PAYLOAD_FORMAT_ENVELOPE)
+            .bind(row.payload_format)
             .bind(row.generated_at)
             .bind(row.duration_ms)
             .bind(&row.recycling_multiples)
