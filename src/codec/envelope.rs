@@ -554,9 +554,9 @@ pub(crate) fn encode_with(
 
 thread_local! {
     /// The decoder of each pool thread, kept from call to call. Made afresh
-    /// per call (as `map_init` does, about once per chunk), its 1 MiB buffer
-    /// came straight from the OS each time (the addon's mmap threshold) and
-    /// was paid for in page faults: 3,900 of a 100,000 x 50 decode's 8,800.
+    /// (as `map_init` did, several times per call), its 1 MiB buffer came
+    /// straight from the OS each time (the addon's mmap threshold) and was
+    /// paid for in page faults: 3,900 of a 100,000 x 50 decode's 8,800.
     static POOL_DECODER: RefCell<ChunkDecoder> = RefCell::default();
 }
 
