@@ -270,7 +270,8 @@ fn loss_at(sorted_moic: &[f64], i: usize) -> f64 {
 /// neighbouring losses, so rounding in that rank cannot miss the minimum.
 ///
 /// Only the lowest M matter, up to rank [`var_cvar_reads`]: `sorted_moic`
-/// must be sorted that far, and its rest may be in any order.
+/// must be sorted that far; the values after it, none of them lower, may be
+/// in any order.
 pub fn var_cvar(sorted_moic: &[f64], c: f64) -> (f64, f64) {
     let s = sorted_moic.len();
     let (i, j, frac) = linear_ranks(s, c);
