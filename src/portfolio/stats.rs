@@ -17,12 +17,16 @@
 //!
 //! The work is two parallel passes: one over blocks of rows (M, column sums,
 //! winner counts, a column-major copy) and one over columns (percentiles),
-//! with the sort of M beside the second. Blocks are fixed in size and their
+//! with M's order statistics beside the second. M is not sorted: a selection
+//! puts in place the few ranks the percentiles read, and only the worst tail
+//! that VaR and CVaR read is sorted. Blocks are fixed in size and their
 //! partial sums added in order, so results do not depend on the thread count.
 
 use rayon::prelude::*;
 
-use super::quantile::{cmp_f64, lerp, linear_ranks, percentile_sorted, percentiles_f32};
+use super::quantile::{
+    cmp_f64, lerp, linear_ranks, percentile_sorted, percentiles_f32, quantile_ranks, select_ranks,
+};
 use super::StatsParams;
 use crate::error::{Error, Result};
 
@@ -171,20 +175,16 @@ pub fn portfolio_stats(
         }
     }
 
-    // Each column's percentiles, beside the sort of M.
+    // Each column's percentiles, beside the order statistics of M.
     let qs = [0.10, 0.50, 0.90];
-    let (col_pcts, sorted) = rayon::join(
+    let (col_pcts, ordered) = rayon::join(
         || {
             by_column
                 .par_chunks(s)
                 .map(|col| percentiles_f32(col, &qs))
                 .collect::<Vec<_>>()
         },
-        || {
-            let mut m = moic.clone();
-            m.sort_unstable_by(cmp_f64);
-            m
-        },
+        || order_moic(&moic, params.confidence),
     );
     // 20 MB freed off the caller's path would be nicer; it is freed here, on
     // a worker thread already.
@@ -193,7 +193,8 @@ pub fn portfolio_stats(
     let n = s as f64;
     let mean = moic.iter().sum::<f64>() / n;
     let std_dev = (moic.iter().map(|x| (x - mean) * (x - mean)).sum::<f64>() / n).sqrt();
-    let pct = |q: f64| percentile_sorted(&sorted, q);
+    // `ordered` has every rank these read in place (see `order_moic`).
+    let pct = |q: f64| percentile_sorted(&ordered, q);
     let percentiles = Percentiles {
         p1: pct(0.01),
         p5: pct(0.05),
@@ -205,8 +206,8 @@ pub fn portfolio_stats(
         p95: pct(0.95),
         p99: pct(0.99),
     };
-    let losses = sorted.partition_point(|&m| m < 1.0);
-    let (value_at_risk, conditional_value_at_risk) = var_cvar(&sorted, params.confidence);
+    let losses = moic.iter().filter(|&&m| m < 1.0).count();
+    let (value_at_risk, conditional_value_at_risk) = var_cvar(&ordered, params.confidence);
 
     let buckets = names
         .iter()
@@ -231,8 +232,25 @@ pub fn portfolio_stats(
         value_at_risk,
         conditional_value_at_risk,
         buckets,
-        histogram: histogram(&sorted, params.histogram_bins),
+        histogram: histogram(&moic, ordered[0], ordered[s - 1], params.histogram_bins),
     })
+}
+
+const MOIC_QS: [f64; 9] = [0.01, 0.05, 0.10, 0.25, 0.50, 0.75, 0.90, 0.95, 0.99];
+
+/// A copy of M with the ranks the percentiles read, the least and greatest
+/// (the histogram's range) and the lowest ranks up to [`var_cvar_reads`]
+/// where sorting would put them: a few selections, then a sort of the worst
+/// tail alone, instead of sorting all of M.
+fn order_moic(moic: &[f64], confidence: f64) -> Vec<f64> {
+    let s = moic.len();
+    let mut ordered = moic.to_vec();
+    let tail = var_cvar_reads(s, confidence);
+    let mut ranks = quantile_ranks(s, &MOIC_QS);
+    ranks.extend([0, s - 1, tail]);
+    select_ranks(&mut ordered, &ranks);
+    ordered[..tail].sort_unstable_by(cmp_f64);
+    ordered
 }
 
 /// The loss `L = max(0, 1 - M)` of the scenario at ascending rank `i` of L,
@@ -250,12 +268,15 @@ fn loss_at(sorted_moic: &[f64], i: usize) -> f64 {
 /// losses lie above t: its minimum is at the loss of ascending rank
 /// `ceil(S - (1 - c) S) - 1`. F is evaluated there and at the two
 /// neighbouring losses, so rounding in that rank cannot miss the minimum.
+///
+/// Only the lowest M matter, up to rank [`var_cvar_reads`]: `sorted_moic`
+/// must be sorted that far; the values after it, none of them lower, may be
+/// in any order.
 pub fn var_cvar(sorted_moic: &[f64], c: f64) -> (f64, f64) {
     let s = sorted_moic.len();
     let (i, j, frac) = linear_ranks(s, c);
     let var = lerp(loss_at(sorted_moic, i), loss_at(sorted_moic, j), frac);
-    let tail = (1.0 - c) * s as f64;
-    let k = ((s as f64 - tail).ceil() as usize).clamp(1, s) - 1;
+    let (tail, k) = cvar_rank(s, c);
     let f = |t: f64| {
         // Losses above t are the largest ones: the lowest M, from the start.
         let excess: f64 = (0..s)
@@ -272,25 +293,120 @@ pub fn var_cvar(sorted_moic: &[f64], c: f64) -> (f64, f64) {
     (var, cvar)
 }
 
-/// `bins` equal-width bins over [min, max] of sorted values: bin i counts
-/// `edges[i] <= x < edges[i + 1]`, the last bin also `x == max`.
-pub fn histogram(sorted: &[f64], bins: usize) -> Histogram {
-    let (lo, hi) = (sorted[0], sorted[sorted.len() - 1]);
+/// `(1 - c) S` and the ascending loss rank where F is least (see [`var_cvar`]).
+fn cvar_rank(s: usize, c: f64) -> (f64, usize) {
+    let tail = (1.0 - c) * s as f64;
+    (tail, ((s as f64 - tail).ceil() as usize).clamp(1, s) - 1)
+}
+
+/// The highest ascending rank of M that [`var_cvar`] reads for `s` scenarios
+/// at confidence `c`: its least loss rank is the lower of VaR's and the
+/// lowest CVaR candidate, and F stops at the first loss not above its t.
+pub fn var_cvar_reads(s: usize, c: f64) -> usize {
+    let (i, _, _) = linear_ranks(s, c);
+    let (_, k) = cvar_rank(s, c);
+    s - 1 - i.min(k.saturating_sub(1))
+}
+
+/// `bins` equal-width bins over [lo, hi], the least and greatest of `values`:
+/// bin i counts `edges[i] <= x < edges[i + 1]`, the last bin also `x == hi`.
+/// A value's bin is guessed by a division and settled against the edges
+/// themselves, so rounding in the division cannot move it across an edge.
+pub fn histogram(values: &[f64], lo: f64, hi: f64, bins: usize) -> Histogram {
     let width = (hi - lo) / bins as f64;
     let mut edges: Vec<f64> = (0..bins).map(|i| lo + width * i as f64).collect();
     edges.push(hi);
-    let below = |e: f64| sorted.partition_point(|&x| x < e) as u64;
-    let mut counts: Vec<u64> = (0..bins)
-        .map(|i| {
-            if i + 1 < bins {
-                below(edges[i + 1])
-            } else {
-                sorted.len() as u64
-            }
-        })
-        .collect();
-    for i in (1..bins).rev() {
-        counts[i] -= counts[i - 1];
+    let mut counts = vec![0u64; bins];
+    for &x in values {
+        // NaN when lo == hi: then every value is in the last bin.
+        let guess = (x - lo) / width;
+        let mut i = if guess.is_nan() {
+            bins - 1
+        } else {
+            (guess as usize).min(bins - 1)
+        };
+        while i + 1 < bins && edges[i + 1] <= x {
+            i += 1;
+        }
+        while i > 0 && edges[i] > x {
+            i -= 1;
+        }
+        counts[i] += 1;
     }
     Histogram { edges, counts }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// M values with heavy ties, zeros of both signs and a spread tail.
+    fn sample(n: usize, seed: u64) -> Vec<f64> {
+        let mut x = seed | 1;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        (0..n)
+            .map(|_| match next() % 4 {
+                0 => (next() % 9) as f64 * 0.25,
+                1 => -0.0,
+                2 => 0.0,
+                _ => (next() % 1_000_000) as f64 / 3e5,
+            })
+            .collect()
+    }
+
+    /// The histogram of sorted values by counting below each edge.
+    fn histogram_by_sorting(sorted: &[f64], bins: usize) -> Vec<u64> {
+        let h = histogram(&[], sorted[0], sorted[sorted.len() - 1], bins);
+        let below = |i: usize| sorted.partition_point(|&x| x < h.edges[i]) as u64;
+        (0..bins)
+            .map(|i| {
+                let hi = if i + 1 < bins {
+                    below(i + 1)
+                } else {
+                    sorted.len() as u64
+                };
+                hi - if i > 0 { below(i) } else { 0 }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn selection_reads_what_a_full_sort_gives() {
+        for (n, seed) in [(1, 1), (2, 2), (3, 3), (20, 4), (1001, 5), (20_000, 6)] {
+            let m = sample(n, seed);
+            let mut sorted = m.clone();
+            sorted.sort_unstable_by(cmp_f64);
+            for c in [1e-9, 0.05, 0.5, 0.7, 0.95, 0.99, 0.999_999] {
+                let ordered = order_moic(&m, c);
+                let qs = MOIC_QS.iter().chain(&[0.0, 1.0]);
+                for &q in qs {
+                    let (a, b) = (
+                        percentile_sorted(&ordered, q),
+                        percentile_sorted(&sorted, q),
+                    );
+                    assert_eq!(a.to_bits(), b.to_bits(), "n {n} q {q}");
+                }
+                let (v1, c1) = var_cvar(&ordered, c);
+                let (v2, c2) = var_cvar(&sorted, c);
+                assert_eq!(
+                    (v1.to_bits(), c1.to_bits()),
+                    (v2.to_bits(), c2.to_bits()),
+                    "n {n} c {c}"
+                );
+                for bins in [1, 2, 7, 50] {
+                    let h = histogram(&m, ordered[0], ordered[n - 1], bins);
+                    assert_eq!(
+                        h.counts,
+                        histogram_by_sorting(&sorted, bins),
+                        "n {n} bins {bins}"
+                    );
+                }
+            }
+        }
+    }
 }
