@@ -1382,8 +1382,14 @@ mod tests {
             redis_target(None, None, &both),
             cluster(&["redis://c1:1", "redis://c2:2"])
         );
-        let commas = env(&[("REDIS_CLUSTER_NODES", " , "), ("REDIS_URL", "redis://one:6379")]);
-        assert_eq!(redis_target(None, None, &commas), single("redis://one:6379"));
+        let commas = env(&[
+            ("REDIS_CLUSTER_NODES", " , "),
+            ("REDIS_URL", "redis://one:6379"),
+        ]);
+        assert_eq!(
+            redis_target(None, None, &commas),
+            single("redis://one:6379")
+        );
         assert_eq!(redis_target(None, None, env(&[])), None);
     }
 }

@@ -65,10 +65,18 @@ async fn a_cluster_shares_values_between_instances_and_survives_a_lost_master() 
     first.flush().await;
     let per_node: Vec<usize> = (0..3).map(|i| cluster.keys_on(i, &prefix)).collect();
     assert_eq!(per_node.iter().sum::<usize>(), cfgs.len(), "{per_node:?}");
-    assert!(per_node.iter().all(|&n| n > 0), "keys per master: {per_node:?}");
+    assert!(
+        per_node.iter().all(|&n| n > 0),
+        "keys per master: {per_node:?}"
+    );
     // The operator's count scans every master.
     let report = first.store_report().await.unwrap();
-    assert_eq!(report.redis_keys, Some(cfgs.len() as u64), "{:?}", report.redis_error);
+    assert_eq!(
+        report.redis_keys,
+        Some(cfgs.len() as u64),
+        "{:?}",
+        report.redis_error
+    );
 
     // A second instance reads them back as Redis hits.
     let second = Cache::open(opts.clone()).await.unwrap();
@@ -147,7 +155,10 @@ async fn a_cluster_shares_values_between_instances_and_survives_a_lost_master() 
     let mut worst = Duration::ZERO;
     for c in &cfgs {
         let (source, took) = timed(&second, c).await;
-        assert!(matches!(source, Source::Redis | Source::Postgres), "{source:?}");
+        assert!(
+            matches!(source, Source::Redis | Source::Postgres),
+            "{source:?}"
+        );
         worst = worst.max(took);
     }
     let breaker = second.stats().redis_breaker.unwrap();
@@ -161,7 +172,10 @@ async fn a_cluster_shares_values_between_instances_and_survives_a_lost_master() 
     cluster.wait_ok();
     let deadline = Instant::now() + Duration::from_secs(20);
     while second.stats().redis_breaker.unwrap().open {
-        assert!(Instant::now() < deadline, "the breaker stayed open after the master answered");
+        assert!(
+            Instant::now() < deadline,
+            "the breaker stayed open after the master answered"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(timed(&second, &cfgs[0]).await.0, Source::Redis);
@@ -183,7 +197,10 @@ async fn cluster_nodes_are_checked_when_the_cache_opens() {
         })
     };
     for (nodes, want) in [
-        (vec!["127.0.0.1:7000"], "each seed node is a redis:// or rediss:// URL"),
+        (
+            vec!["127.0.0.1:7000"],
+            "each seed node is a redis:// or rediss:// URL",
+        ),
         (
             vec!["redis://127.0.0.1:7000", "http://u:s3cret@h:1"],
             "each seed node is a redis:// or rediss:// URL",
@@ -199,7 +216,10 @@ async fn cluster_nodes_are_checked_when_the_cache_opens() {
     let c = open(vec!["redis://127.0.0.1:1"]).await.unwrap();
     assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
     assert_eq!(
-        c.get_or_generate(&config("cluster-absent", 500)).await.unwrap().source,
+        c.get_or_generate(&config("cluster-absent", 500))
+            .await
+            .unwrap()
+            .source,
         Source::Generated
     );
     assert!(c.stats().redis_breaker.unwrap().open);

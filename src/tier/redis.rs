@@ -176,7 +176,10 @@ enum Conn {
 }
 
 impl redis::aio::ConnectionLike for Conn {
-    fn req_packed_command<'a>(&'a mut self, cmd: &'a redis::Cmd) -> redis::RedisFuture<'a, redis::Value> {
+    fn req_packed_command<'a>(
+        &'a mut self,
+        cmd: &'a redis::Cmd,
+    ) -> redis::RedisFuture<'a, redis::Value> {
         match self {
             Conn::Single(c) => c.req_packed_command(cmd),
             Conn::Cluster(c) => c.req_packed_command(cmd),
@@ -422,13 +425,19 @@ impl Link {
         let Conn::Cluster(mut c) = conn else {
             return Err("not a cluster connection".into());
         };
-        let info: String = within(patience, redis::cmd("CLUSTER").arg("INFO").query_async(&mut c))
-            .await
-            .map_err(|e| e.to_string())?;
+        let info: String = within(
+            patience,
+            redis::cmd("CLUSTER").arg("INFO").query_async(&mut c),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
         if !info.contains("cluster_state:ok") {
             return Err("the cluster state is not ok".into());
         }
-        for m in cluster_masters(&mut c, patience).await.map_err(|e| e.to_string())? {
+        for m in cluster_masters(&mut c, patience)
+            .await
+            .map_err(|e| e.to_string())?
+        {
             if m.failing {
                 return Err(format!("master {} is failing", m.addr));
             }
@@ -620,7 +629,11 @@ impl RedisTier {
     /// out the slots of a master it has no connection to, and an
     /// invalidation must know when a delete did not happen.
     async fn count_of(&self, command: &str, keys: &[String]) -> Result<u64> {
-        let per_request = if self.link.client.is_cluster() { 1 } else { 1000 };
+        let per_request = if self.link.client.is_cluster() {
+            1
+        } else {
+            1000
+        };
         let mut n = 0;
         for batch in keys.chunks(64 * per_request) {
             let requests = batch.chunks(per_request).map(|chunk| {

@@ -312,7 +312,10 @@ impl OwnCluster {
         loop {
             let ok = (0..self.ports.len())
                 .filter(|&i| self.children[i].is_some())
-                .all(|i| self.cli(i, &["CLUSTER", "INFO"]).contains("cluster_state:ok"));
+                .all(|i| {
+                    self.cli(i, &["CLUSTER", "INFO"])
+                        .contains("cluster_state:ok")
+                });
             if ok {
                 return;
             }
