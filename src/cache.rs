@@ -42,6 +42,7 @@ use crate::view::{self, ColumnOrder};
 use crate::{generator, key, scenario};
 
 mod admin;
+mod analytics;
 pub use admin::{GcReport, Repaired, RowCheck, RowStatus, StoreReport};
 
 /// Options of [`Cache::open`]. `None` means "the default" (see each field).
@@ -1337,6 +1338,7 @@ async fn generate(cfg: ScenarioConfig) -> Result<(Entry, Arc<Vec<f32>>)> {
         let (s, matrix) = scenario::run_with_matrix(&cfg)?;
         Ok((
             Entry {
+                derived: Default::default(),
                 payload: s.envelope.into(),
                 codec: Codec::Zstd,
                 metadata: s.metadata,

@@ -36,6 +36,11 @@ impl ColumnOrder {
         }
     }
 
+    /// `[j]`: the stored column of the caller's bucket j.
+    pub fn stored_columns(&self) -> &[usize] {
+        &self.map
+    }
+
     pub fn is_identity(&self) -> bool {
         self.map.iter().enumerate().all(|(j, &c)| j == c)
     }

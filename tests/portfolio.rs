@@ -10,7 +10,8 @@ use sample::{matrix, sample_config};
 use scenario_matrix_cache::cache::{Cache, CacheOptions};
 use scenario_matrix_cache::config::Value;
 use scenario_matrix_cache::portfolio::{portfolio_stats, StatsParams};
-use scenario_matrix_cache::ScenarioConfig;
+use scenario_matrix_cache::tier::Source;
+use scenario_matrix_cache::{key, ScenarioConfig};
 
 fn names(n: usize) -> Vec<String> {
     (0..n).map(|b| format!("Bucket {b:02}")).collect()
@@ -323,5 +324,62 @@ async fn through_the_cache_weights_follow_bucket_names() {
         portfolio_stats(&m, &names, &StatsParams::from_value(&cfg, &opts).unwrap()).unwrap();
     assert_eq!(a, direct);
     cache.close().await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// One call of [`the_cache_reads_its_entry_where_it_lies_with_the_same_bits`]:
+/// weights that change with `k`, answered from `want`.
+async fn check_stats_call(cache: &Cache, c: ScenarioConfig, k: usize, want: Source) {
+    let opts = options(&format!(
+        r#"{{"weights": {{"Bucket 0{}": {}, "Bucket 11": 2, "Bucket 04": 0.5}}, "winnerMultiple": {}, "confidence": 0.9, "histogramBins": 7}}"#,
+        k % 10,
+        1 + k,
+        2 + k
+    ));
+    let p = StatsParams::from_value(&c, &opts).unwrap();
+    let names: Vec<String> = c.buckets.iter().map(|b| b.name.clone()).collect();
+    // A memory hit finds the column statistics an earlier call kept, so it
+    // takes the chunk-by-chunk path.
+    let kept = cache
+        .get_from_memory(&c, &key::canonical_key(&c))
+        .unwrap()
+        .is_some_and(|h| h.entry.derived.column_stats.get().is_some());
+    assert_eq!(kept, want == Source::Memory, "call {k}");
+    let (hit, got) = cache.portfolio_stats(&c, p.clone()).await.unwrap();
+    assert_eq!(hit.source, want, "call {k}");
+    let (_, m) = cache.get_matrix(&c).await.unwrap();
+    assert_eq!(got, portfolio_stats(&m, &names, &p).unwrap(), "call {k}");
+}
+
+/// `Cache::portfolio_stats` gives, bit for bit, the statistics of the matrix
+/// getMatrix hands out, on every path it takes: the generator's output (a
+/// miss), a durable hit (decoded whole, column statistics computed and kept)
+/// and memory hits (read chunk by chunk with the kept column statistics),
+/// with new weights on each call and in either bucket order.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_cache_reads_its_entry_where_it_lies_with_the_same_bits() {
+    let dir = std::env::temp_dir().join(common::unique("smc_portfolio"));
+    let url = format!("sqlite://{}/cache.db", dir.display());
+    let open = || {
+        Cache::open(CacheOptions {
+            database_url: Some(url.clone()),
+            redis_url: Some(String::new()),
+            ..Default::default()
+        })
+    };
+    // 30,000 x 20: 2.4 MB, three envelope chunks.
+    let cfg = sample_config(30_000, 20, 9);
+    let mut shuffled: ScenarioConfig = cfg.clone();
+    shuffled.buckets.rotate_left(5);
+    let first = open().await.unwrap();
+    check_stats_call(&first, shuffled.clone(), 0, Source::Generated).await;
+    check_stats_call(&first, cfg.clone(), 1, Source::Memory).await;
+    check_stats_call(&first, shuffled.clone(), 2, Source::Memory).await;
+    first.close().await;
+    let second = open().await.unwrap();
+    check_stats_call(&second, cfg.clone(), 3, Source::Sqlite).await;
+    check_stats_call(&second, shuffled.clone(), 4, Source::Memory).await;
+    check_stats_call(&second, cfg.clone(), 5, Source::Memory).await;
+    second.close().await;
     let _ = std::fs::remove_dir_all(dir);
 }

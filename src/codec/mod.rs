@@ -256,13 +256,7 @@ pub fn decode_labelled(
     num_buckets: u32,
 ) -> Result<Vec<f32>> {
     if is_envelope(bytes) {
-        let header = read_header(bytes)?;
-        if (header.num_scenarios, header.num_buckets) != (num_scenarios, num_buckets) {
-            return Err(Error::corrupt(format!(
-                "envelope holds {} x {}, its metadata says {num_scenarios} x {num_buckets}",
-                header.num_scenarios, header.num_buckets
-            )));
-        }
+        check_envelope_shape(bytes, num_scenarios, num_buckets)?;
         return decode(bytes);
     }
     match label {
@@ -277,6 +271,43 @@ pub fn decode_labelled(
         }
         Codec::None => decode_raw(bytes, num_scenarios, num_buckets),
     }
+}
+
+/// `f(first_row, cells)` over blocks of whole rows of a stored payload, in
+/// row order, as [`decode_labelled`] would decode it: an envelope chunk by
+/// chunk without ever holding the whole matrix, a legacy payload decoded
+/// whole and then split into blocks of `LEGACY_BLOCK_ROWS`.
+pub fn decode_blocks_labelled<T: Send>(
+    bytes: &[u8],
+    label: Codec,
+    num_scenarios: u32,
+    num_buckets: u32,
+    f: impl Fn(usize, &[f32]) -> T + Sync,
+) -> Result<Vec<T>> {
+    const LEGACY_BLOCK_ROWS: usize = 4096;
+    if is_envelope(bytes) {
+        check_envelope_shape(bytes, num_scenarios, num_buckets)?;
+        return envelope::decode_chunks_with(bytes, f);
+    }
+    use rayon::prelude::*;
+    let matrix = decode_labelled(bytes, label, num_scenarios, num_buckets)?;
+    let block = LEGACY_BLOCK_ROWS * num_buckets as usize;
+    Ok(matrix
+        .par_chunks(block)
+        .enumerate()
+        .map(|(i, cells)| f(i * LEGACY_BLOCK_ROWS, cells))
+        .collect())
+}
+
+fn check_envelope_shape(bytes: &[u8], num_scenarios: u32, num_buckets: u32) -> Result<()> {
+    let header = read_header(bytes)?;
+    if (header.num_scenarios, header.num_buckets) != (num_scenarios, num_buckets) {
+        return Err(Error::corrupt(format!(
+            "envelope holds {} x {}, its metadata says {num_scenarios} x {num_buckets}",
+            header.num_scenarios, header.num_buckets
+        )));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -330,6 +361,58 @@ mod tests {
         read_header(&encode(&m, rows, cols).unwrap())
             .unwrap()
             .rows_per_chunk
+    }
+
+    /// Blocks cover every row once, in order, with the bytes `decode` gives
+    /// (column map included), for envelopes of one and of many chunks and for
+    /// legacy payloads; a damaged chunk fails the call as `decode` fails.
+    #[test]
+    fn blocks_hold_what_decode_gives() {
+        let m = matrix(5000, 3);
+        let small = EncodeOptions {
+            chunk_bytes: 4096,
+            ..EncodeOptions::default()
+        };
+        let many = encode_with(&m, 5000, 3, &small).unwrap();
+        let one = encode(&m, 5000, 3).unwrap();
+        let mapped = with_column_map(&many, &[2, 0, 1]).unwrap();
+        let zlib = encode_legacy_zlib(&m);
+        for (what, bytes, label) in [
+            ("many chunks", &many, Codec::Zstd),
+            ("one chunk", &one, Codec::Zstd),
+            ("column map", &mapped, Codec::Zstd),
+            ("legacy zlib", &zlib, Codec::Zlib),
+        ] {
+            let want = decode_labelled(bytes, label, 5000, 3).unwrap();
+            let blocks =
+                decode_blocks_labelled(bytes, label, 5000, 3, |r, cells| (r, cells.to_vec()))
+                    .unwrap();
+            assert!(what == "one chunk" || blocks.len() > 1, "{what}");
+            let mut next = 0;
+            let mut got = Vec::new();
+            for (first, cells) in blocks {
+                assert_eq!(first, next, "{what}");
+                next += cells.len() / 3;
+                got.extend(cells);
+            }
+            assert_eq!(got, want, "{what}");
+        }
+        assert_eq!(
+            decode_blocks_labelled(&many, Codec::Zstd, 5000, 4, |_, _| ())
+                .unwrap_err()
+                .code(),
+            "E_CORRUPT"
+        );
+        let mut damaged = many.clone();
+        let last = damaged.len() - 1;
+        damaged[last] ^= 1;
+        let seen = std::sync::atomic::AtomicUsize::new(0);
+        let err = decode_blocks_labelled(&damaged, Codec::Zstd, 5000, 3, |_, cells| {
+            seen.fetch_add(cells.len(), std::sync::atomic::Ordering::Relaxed)
+        })
+        .unwrap_err();
+        assert_eq!(err.code(), "E_CORRUPT");
+        assert!(seen.into_inner() < m.len(), "the damaged chunk reached f");
     }
 
     #[test]

@@ -163,10 +163,7 @@ impl ScenarioMatrixCache {
         let cache = self.core().clone();
         let work = async move {
             let (cfg, p) = args?;
-            let names: Vec<String> = cfg.buckets.iter().map(|b| b.name.clone()).collect();
-            let (hit, stats) = cache
-                .with_matrix(&cfg, move |m| portfolio::portfolio_stats(m, &names, &p))
-                .await?;
+            let (hit, stats) = cache.portfolio_stats(&cfg, p).await?;
             let metadata = ColumnOrder::for_config(&cfg).metadata(&hit.entry.metadata);
             Ok((stats, metadata, hit.source))
         };

@@ -15,12 +15,15 @@
 //! - histogram: `histogram_bins` equal-width bins over [min M, max M], each
 //!   `[edge_i, edge_i+1)` but the last, which is closed; counts sum to S.
 //!
-//! The work is two parallel passes: one over blocks of rows (M, column sums,
-//! winner counts, a column-major copy) and one over columns (percentiles),
-//! with M's order statistics beside the second. M is not sorted: a selection
-//! puts in place the few ranks the percentiles read, and only the worst tail
-//! that VaR and CVaR read is sorted. Blocks are fixed in size and their
-//! partial sums added in order, so results do not depend on the thread count.
+//! The work splits in two. What does not depend on the weights (each
+//! column's sum and p10 / p50 / p90: [`column_stats`]) is computed once per
+//! matrix; the cache keeps it beside the entry. What does (M, winner counts)
+//! is one pass over blocks of rows ([`RowPass`]), which reads a cached
+//! payload chunk by chunk as it is decoded, never copying the whole matrix
+//! out. M is not sorted: a selection puts in place the few ranks the
+//! percentiles read, and only the worst tail that VaR and CVaR read is
+//! sorted. Every sum runs in a fixed order, so results do not depend on the
+//! blocking or the thread count.
 
 use rayon::prelude::*;
 
@@ -75,8 +78,29 @@ pub struct PortfolioStats {
     pub histogram: Histogram,
 }
 
-/// Rows per block of the row pass: a block of 50 columns (200 KiB) stays in
-/// L2 while it is read twice, and its partial sums are cheap to combine.
+/// Per column of a matrix, what the statistics need whatever the weights:
+/// computed once per cached entry and kept beside it (`tier::Derived`), so
+/// a call with new weights reads each cell once, for M and the winners.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ColumnStats {
+    /// Each column's sum (f64, in row order).
+    pub sums: Vec<f64>,
+    /// Each column's p10, p50 and p90.
+    pub deciles: Vec<[f64; 3]>,
+}
+
+/// One block of rows' share of the statistics (see [`RowPass`]).
+#[derive(Debug)]
+pub struct RowBlock {
+    first_row: usize,
+    /// M of each row of the block.
+    moic: Vec<f64>,
+    /// Per stored column, the rows with `m[s][b] >= winner_multiple`.
+    wins: Vec<u64>,
+}
+
+/// Rows per block when the matrix is at hand: a block of 50 columns
+/// (200 KiB) stays in L2 while it is read.
 const ROW_BLOCK: usize = 1024;
 /// Rows whose M sums run side by side (independent chains keep the adder
 /// busy; each row still adds its buckets in bucket order).
@@ -85,29 +109,131 @@ const ROW_LANES: usize = 8;
 /// The portfolio MOIC of every scenario: `M_s = sum_b w_b m[s][b]`.
 pub fn portfolio_moic(matrix: &[f32], weights: &[f64]) -> Vec<f64> {
     let mut m = vec![0.0; matrix.len() / weights.len().max(1)];
-    fill_moic(matrix, weights, &mut m);
+    let identity: Vec<usize> = (0..weights.len()).collect();
+    fill_moic(matrix, weights, &identity, &mut m);
     m
 }
 
-fn fill_moic(rows: &[f32], w: &[f64], out: &mut [f64]) {
+/// M of each row of `rows`, whose bucket j (the weights' order) is stored
+/// in column `map[j]`; buckets are added in the weights' order.
+fn fill_moic(rows: &[f32], w: &[f64], map: &[usize], out: &mut [f64]) {
     let b = w.len();
     let mut lanes = rows.chunks_exact(b * ROW_LANES);
     let mut outs = out.chunks_exact_mut(ROW_LANES);
     for (block, o) in (&mut lanes).zip(&mut outs) {
         let mut acc = [0.0f64; ROW_LANES];
-        for (j, &wj) in w.iter().enumerate() {
+        for (&wj, &c) in w.iter().zip(map) {
             for (r, a) in acc.iter_mut().enumerate() {
-                *a += wj * block[r * b + j] as f64;
+                *a += wj * block[r * b + c] as f64;
             }
         }
         o.copy_from_slice(&acc);
     }
     for (row, o) in lanes.remainder().chunks_exact(b).zip(outs.into_remainder()) {
-        *o = row
+        *o = w
             .iter()
-            .zip(w)
-            .fold(0.0, |a, (&x, &wj)| a + wj * x as f64);
+            .zip(map)
+            .fold(0.0, |a, (&wj, &c)| a + wj * row[c] as f64);
     }
+}
+
+/// The weight-dependent pass over the rows, block by block in any order
+/// and on any thread: the matrix can be read where it lies (a cached
+/// payload decoded chunk by chunk) instead of being copied out whole.
+pub struct RowPass<'a> {
+    params: &'a StatsParams,
+    /// `map[j]`: the stored column of the caller's bucket j.
+    map: &'a [usize],
+}
+
+impl<'a> RowPass<'a> {
+    /// For `params` (weights in the caller's bucket order) over rows whose
+    /// caller's bucket j is stored in column `map[j]`.
+    pub fn new(params: &'a StatsParams, map: &'a [usize]) -> Self {
+        RowPass { params, map }
+    }
+
+    /// The share of the rows `rows` (whole rows, stored order), the first
+    /// of which is row `first_row` of the matrix.
+    pub fn block(&self, first_row: usize, rows: &[f32]) -> RowBlock {
+        let nb = self.map.len();
+        let mut moic = vec![0.0; rows.len() / nb.max(1)];
+        fill_moic(rows, &self.params.weights, self.map, &mut moic);
+        let wm = self.params.winner_multiple;
+        let mut wins = vec![0u64; nb];
+        for row in rows.chunks_exact(nb) {
+            for (n, &x) in wins.iter_mut().zip(row) {
+                *n += u64::from(x as f64 >= wm);
+            }
+        }
+        RowBlock {
+            first_row,
+            moic,
+            wins,
+        }
+    }
+
+    /// The blocks of a whole matrix at hand, in parallel.
+    pub fn over(&self, matrix: &[f32]) -> Vec<RowBlock> {
+        matrix
+            .par_chunks(ROW_BLOCK * self.map.len().max(1))
+            .enumerate()
+            .map(|(i, rows)| self.block(i * ROW_BLOCK, rows))
+            .collect()
+    }
+}
+
+/// Each column's sum and p10 / p50 / p90 of a row-major matrix with `nb`
+/// columns: a column-major copy (each column then lies contiguous for its
+/// selection) made by blocks of rows in parallel, then the columns in parallel.
+pub fn column_stats(matrix: &[f32], nb: usize) -> ColumnStats {
+    let s = matrix.len() / nb;
+    let mut by_column = vec![0f32; s * nb];
+    let mut pieces: Vec<Vec<&mut [f32]>> = (0..s.div_ceil(ROW_BLOCK))
+        .map(|_| Vec::with_capacity(nb))
+        .collect();
+    for column in by_column.chunks_mut(s) {
+        for (block, piece) in column.chunks_mut(ROW_BLOCK).enumerate() {
+            pieces[block].push(piece);
+        }
+    }
+    matrix
+        .par_chunks(ROW_BLOCK * nb)
+        .zip(pieces.into_par_iter())
+        .for_each(|(rows, mut dst)| {
+            for (r, row) in rows.chunks_exact(nb).enumerate() {
+                for (j, &x) in row.iter().enumerate() {
+                    dst[j][r] = x;
+                }
+            }
+        });
+    let qs = [0.10, 0.50, 0.90];
+    let (sums, deciles) = by_column
+        .par_chunks(s)
+        .map(|col| {
+            let p = percentiles_f32(col, &qs);
+            (
+                col.iter().map(|&x| x as f64).sum::<f64>(),
+                [p[0], p[1], p[2]],
+            )
+        })
+        .unzip();
+    ColumnStats { sums, deciles }
+}
+
+fn check_params(nb: usize, params: &StatsParams) -> Result<()> {
+    if nb == 0 || params.weights.len() != nb {
+        return Err(Error::InvalidArgument(format!(
+            "portfolio statistics need {nb} weights, one per column, got {}",
+            params.weights.len()
+        )));
+    }
+    if params.histogram_bins == 0 || !(params.confidence > 0.0 && params.confidence < 1.0) {
+        return Err(Error::InvalidArgument(
+            "histogramBins must be at least 1 and confidence strictly between 0 and 1".into(),
+        ));
+    }
+    Ok(())
 }
 
 /// Statistics of the portfolio with `params.weights` over `matrix`
@@ -118,77 +244,59 @@ pub fn portfolio_stats(
     params: &StatsParams,
 ) -> Result<PortfolioStats> {
     let nb = names.len();
-    if nb == 0 || matrix.is_empty() || matrix.len() % nb != 0 || params.weights.len() != nb {
+    check_params(nb, params)?;
+    if matrix.is_empty() || matrix.len() % nb != 0 {
         return Err(Error::InvalidArgument(format!(
-            "portfolio statistics need a non-empty matrix of {nb} columns and {nb} weights, got {} cells and {} weights",
-            matrix.len(),
-            params.weights.len()
+            "portfolio statistics need a non-empty matrix of {nb} columns, got {} cells",
+            matrix.len()
         )));
     }
-    if params.histogram_bins == 0 || !(params.confidence > 0.0 && params.confidence < 1.0) {
-        return Err(Error::InvalidArgument(
-            "histogramBins must be at least 1 and confidence strictly between 0 and 1".into(),
-        ));
-    }
-    let s = matrix.len() / nb;
-    let w = &params.weights;
-    let wm = params.winner_multiple;
+    let identity: Vec<usize> = (0..nb).collect();
+    let pass = RowPass::new(params, &identity);
+    let (columns, blocks) = rayon::join(|| column_stats(matrix, nb), || pass.over(matrix));
+    assemble(names, params, &identity, &columns, blocks)
+}
 
-    // Row pass over fixed blocks of rows, each hot in cache while it is read:
-    // M, the column sums and winner counts, and a column-major copy (one
-    // sweep of the matrix; every later pass over a column reads contiguous
-    // memory instead of striding through all the rows again).
-    let mut moic = vec![0.0f64; s];
-    let mut by_column = vec![0f32; s * nb];
-    let mut pieces: Vec<Vec<&mut [f32]>> = (0..s.div_ceil(ROW_BLOCK))
-        .map(|_| Vec::with_capacity(nb))
-        .collect();
-    for column in by_column.chunks_mut(s) {
-        for (block, piece) in column.chunks_mut(ROW_BLOCK).enumerate() {
-            pieces[block].push(piece);
+/// The statistics from the row pass's blocks (covering every row once, in
+/// any order) and the matrix's column statistics (stored order; `map` as in
+/// [`RowPass::new`]). Results do not depend on how the rows were blocked.
+pub fn assemble(
+    names: &[String],
+    params: &StatsParams,
+    map: &[usize],
+    columns: &ColumnStats,
+    mut blocks: Vec<RowBlock>,
+) -> Result<PortfolioStats> {
+    let nb = names.len();
+    check_params(nb, params)?;
+    blocks.sort_unstable_by_key(|b| b.first_row);
+    let s: usize = blocks.iter().map(|b| b.moic.len()).sum();
+    let mut covered = 0;
+    for b in &blocks {
+        if b.first_row != covered {
+            return Err(Error::Internal(format!(
+                "portfolio statistics: rows from {covered} missing"
+            )));
         }
+        covered += b.moic.len();
     }
-    let partials: Vec<(Vec<f64>, Vec<u64>)> = matrix
-        .par_chunks(ROW_BLOCK * nb)
-        .zip(moic.par_chunks_mut(ROW_BLOCK))
-        .zip(pieces.into_par_iter())
-        .map(|((rows, out), mut dst)| {
-            fill_moic(rows, w, out);
-            let mut sums = vec![0.0f64; nb];
-            let mut wins = vec![0u64; nb];
-            for (r, row) in rows.chunks_exact(nb).enumerate() {
-                for (j, &x) in row.iter().enumerate() {
-                    dst[j][r] = x;
-                    sums[j] += x as f64;
-                    wins[j] += u64::from(x as f64 >= wm);
-                }
-            }
-            (sums, wins)
-        })
-        .collect();
-    let mut col_sums = vec![0.0f64; nb];
+    if s == 0 || map.len() != nb || columns.sums.len() != nb || columns.deciles.len() != nb {
+        return Err(Error::Internal(format!(
+            "portfolio statistics: {s} rows, {} mapped and {} summarised columns for {nb} buckets",
+            map.len(),
+            columns.sums.len()
+        )));
+    }
+    let mut moic = Vec::with_capacity(s);
     let mut col_wins = vec![0u64; nb];
-    for (sums, wins) in &partials {
-        for j in 0..nb {
-            col_sums[j] += sums[j];
-            col_wins[j] += wins[j];
+    for b in &blocks {
+        moic.extend_from_slice(&b.moic);
+        for (n, w) in col_wins.iter_mut().zip(&b.wins) {
+            *n += w;
         }
     }
-
-    // Each column's percentiles, beside the order statistics of M.
-    let qs = [0.10, 0.50, 0.90];
-    let (col_pcts, ordered) = rayon::join(
-        || {
-            by_column
-                .par_chunks(s)
-                .map(|col| percentiles_f32(col, &qs))
-                .collect::<Vec<_>>()
-        },
-        || order_moic(&moic, params.confidence),
-    );
-    // 20 MB freed off the caller's path would be nicer; it is freed here, on
-    // a worker thread already.
-    drop(by_column);
+    drop(blocks);
+    let ordered = order_moic(&moic, params.confidence);
 
     let n = s as f64;
     let mean = moic.iter().sum::<f64>() / n;
@@ -211,20 +319,24 @@ pub fn portfolio_stats(
 
     let buckets = names
         .iter()
-        .enumerate()
-        .map(|(j, name)| BucketStats {
+        .zip(map)
+        .map(|(name, &c)| BucketStats {
             name: name.clone(),
-            mean: col_sums[j] / n,
-            p10: col_pcts[j][0],
-            p50: col_pcts[j][1],
-            p90: col_pcts[j][2],
-            winner_probability: col_wins[j] as f64 / n,
+            mean: columns.sums[c] / n,
+            p10: columns.deciles[c][0],
+            p50: columns.deciles[c][1],
+            p90: columns.deciles[c][2],
+            winner_probability: col_wins[c] as f64 / n,
         })
         .collect();
 
     Ok(PortfolioStats {
         num_scenarios: s,
-        weights: names.iter().cloned().zip(w.iter().copied()).collect(),
+        weights: names
+            .iter()
+            .cloned()
+            .zip(params.weights.iter().copied())
+            .collect(),
         mean,
         std_dev,
         percentiles,

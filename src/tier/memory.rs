@@ -107,6 +107,7 @@ mod tests {
 
     fn entry(key: &str, len: usize) -> Entry {
         Entry {
+            derived: Default::default(),
             payload: vec![7u8; len].into(),
             codec: Codec::Zstd,
             metadata: Metadata {

@@ -12,10 +12,13 @@ pub mod redis;
 mod rows;
 mod sqlite;
 
+use std::sync::{Arc, OnceLock};
+
 use bytes::Bytes;
 
 use crate::codec::{self, Codec};
 use crate::error::Result;
+use crate::portfolio::stats::ColumnStats;
 use crate::scenario::Metadata;
 
 /// Where a result came from.
@@ -50,14 +53,46 @@ impl Source {
 
 /// A cached matrix: the payload bytes exactly as stored, how they are encoded,
 /// and the generation metadata. Cloning is cheap (the payload is shared).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct Entry {
     pub payload: Bytes,
     pub codec: Codec,
     pub metadata: Metadata,
+    /// What has been computed from this payload for any caller, shared by
+    /// every clone: it lives and dies with the payload (the memory tier's
+    /// copy), so an eviction or invalidation drops it too.
+    pub derived: Arc<Derived>,
+}
+
+/// Caller-independent results computed from an entry's matrix, each at most once.
+#[derive(Debug, Default)]
+pub struct Derived {
+    /// Per stored column: its sum and p10 / p50 / p90 (portfolio statistics).
+    pub column_stats: OnceLock<ColumnStats>,
+}
+
+/// Equal payloads, codecs and metadata; what was derived from them follows.
+impl PartialEq for Entry {
+    fn eq(&self, other: &Self) -> bool {
+        (&self.payload, self.codec, &self.metadata)
+            == (&other.payload, other.codec, &other.metadata)
+    }
 }
 
 impl Entry {
+    /// `f(first_row, cells)` over blocks of whole rows of the matrix, in row
+    /// order, verified like [`Entry::decode`] but never whole in memory for
+    /// an envelope (see [`codec::decode_blocks_labelled`]).
+    pub fn decode_blocks<T: Send>(&self, f: impl Fn(usize, &[f32]) -> T + Sync) -> Result<Vec<T>> {
+        codec::decode_blocks_labelled(
+            &self.payload,
+            self.codec,
+            self.metadata.num_scenarios,
+            self.metadata.num_buckets,
+            f,
+        )
+    }
+
     /// Decodes and verifies the matrix (row-major f32).
     pub fn decode(&self) -> Result<Vec<f32>> {
         codec::decode_labelled(

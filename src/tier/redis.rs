@@ -994,6 +994,7 @@ fn decode_record(key: &str, v: &Bytes) -> std::result::Result<Lookup, String> {
         ));
     }
     Ok(Lookup::Hit(Entry {
+        derived: Default::default(),
         payload: v.slice(meta_end..),
         codec: Codec::Zstd,
         metadata: Metadata {
@@ -1067,6 +1068,7 @@ fn decode_legacy(key: &str, v: &[u8]) -> std::result::Result<Entry, String> {
         read_ours(ours, &mut metadata).map_err(|why| format!("legacy value's {OURS}: {why}"))?;
     }
     Ok(Entry {
+        derived: Default::default(),
         payload: payload.into(),
         codec: Codec::Zlib,
         metadata,
@@ -1106,6 +1108,7 @@ mod tests {
 
     fn entry() -> Entry {
         Entry {
+            derived: Default::default(),
             payload: Bytes::from_static(b"envelope bytes"),
             codec: Codec::Zstd,
             metadata: Metadata {

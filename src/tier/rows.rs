@@ -129,6 +129,7 @@ impl StoredRow {
             Vec::new()
         };
         Ok(Entry {
+            derived: Default::default(),
             payload: Bytes::from(payload),
             codec,
             metadata: Metadata {
