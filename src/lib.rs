@@ -19,6 +19,7 @@ pub mod js_number;
 pub mod key;
 pub mod metrics;
 pub mod options;
+pub mod pages;
 pub mod portfolio;
 pub mod scenario;
 pub mod stats;

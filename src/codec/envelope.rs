@@ -521,7 +521,7 @@ pub(crate) fn encode_with(
 
     let header_len = FIXED_HEADER_LEN + frames.len() * CHUNK_ENTRY_LEN;
     let total = header_len + frames.iter().map(|f| f.stored.len()).sum::<usize>();
-    let mut out = Vec::with_capacity(total);
+    let mut out = crate::pages::with_capacity_bytes(total);
     out.extend_from_slice(&MAGIC);
     out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
     out.push(opts.chunk_codec as u8);
@@ -702,7 +702,7 @@ pub(crate) fn with_column_map(bytes: &[u8], map: &[u8]) -> Result<Vec<u8>> {
     let frames_at = table_end + map.len();
     // Zeroed memory this size comes untouched from the OS; the copies below
     // are its first touch.
-    let mut out = vec![0u8; bytes.len() + map.len()];
+    let mut out = crate::pages::zeroed_bytes(bytes.len() + map.len());
     out[..table_end].copy_from_slice(&bytes[..table_end]);
     out[table_end..frames_at].copy_from_slice(map);
     out[15] |= FLAG_COLUMN_MAP;
@@ -807,7 +807,7 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Vec<f32>> {
     // most MAX_ROWS * MAX_COLS values.
     let cells = h.num_scenarios as usize * h.num_buckets as usize;
     let chunk_cells = h.rows_per_chunk as usize * h.num_buckets as usize;
-    let mut out = vec![0f32; cells];
+    let mut out = crate::pages::zeroed_f32(cells);
     let frame = |c: &ChunkRef| &bytes[c.start..c.start + c.len];
     if chunks.len() == 1 {
         let c = &chunks[0];

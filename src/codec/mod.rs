@@ -212,7 +212,7 @@ pub fn decode_raw(bytes: &[u8], num_scenarios: u32, num_buckets: u32) -> Result<
 pub fn copy_large(bytes: &[u8]) -> Vec<u8> {
     // Zeroed memory this size comes straight from the OS untouched, so the
     // zeroing is free and the first touch happens in the copy.
-    let mut out = vec![0u8; bytes.len()];
+    let mut out = crate::pages::zeroed_bytes(bytes.len());
     copy_into(&mut out, bytes);
     out
 }
@@ -238,7 +238,7 @@ pub fn with_column_map(bytes: &[u8], map: &[u8]) -> Result<Vec<u8>> {
 }
 
 fn raw_to_f32(raw: &[u8]) -> Vec<f32> {
-    let mut out = vec![0f32; raw.len() / 4];
+    let mut out = crate::pages::zeroed_f32(raw.len() / 4);
     bytes::le_to_f32(raw, &mut out);
     out
 }

@@ -52,7 +52,7 @@ pub fn generate(cfg: &ScenarioConfig, key: &str) -> Generated {
 pub fn generate_with_threads(cfg: &ScenarioConfig, key: &str, threads: usize) -> Generated {
     let plan = kernel::Plan::new(cfg, rng::seed_from_key(key));
     let (ns, nb) = (plan.num_scenarios, plan.num_buckets);
-    let mut matrix = vec![0.0f32; ns * nb];
+    let mut matrix = crate::pages::zeroed_f32(ns * nb);
     let block_len = plan.block_rows * nb;
 
     let fill = |(i, block): (usize, &mut [f32])| plan.fill_block(i * plan.block_rows, block);

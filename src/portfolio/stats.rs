@@ -188,7 +188,7 @@ impl<'a> RowPass<'a> {
 /// selection) made by blocks of rows in parallel, then the columns in parallel.
 pub fn column_stats(matrix: &[f32], nb: usize) -> ColumnStats {
     let s = matrix.len() / nb;
-    let mut by_column = vec![0f32; s * nb];
+    let mut by_column = crate::pages::zeroed_f32(s * nb);
     let mut pieces: Vec<Vec<&mut [f32]>> = (0..s.div_ceil(ROW_BLOCK))
         .map(|_| Vec::with_capacity(nb))
         .collect();
