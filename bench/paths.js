@@ -1,7 +1,8 @@
 'use strict'
 // The JS-visible paths of one process, timed call by call: generateScenarios,
 // decompressMatrix, and memory hits through getOrGenerate and getMatrix, with
-// the page faults each call takes (process.resourceUsage). Set beside
+// cold misses with the longest event-loop delay during them, and the page
+// faults each call takes (process.resourceUsage). Set beside
 // `cargo bench --bench generator` and `--bench codec` in one sitting, it shows
 // what the path from Rust to JS adds to the core.
 //
@@ -39,6 +40,23 @@ async function time(fn) {
   return { p50: quantile(ms, 0.5), p99: quantile(ms, 0.99), faults: quantile(faults, 0.5) }
 }
 
+/** Runs `fn` while a 1 ms interval timer ticks; the longest gap beyond the interval (ms). */
+async function withLoopDelay(fn) {
+  let last = performance.now()
+  let worst = 0
+  const timer = setInterval(() => {
+    const now = performance.now()
+    worst = Math.max(worst, now - last - 1)
+    last = now
+  }, 1)
+  try {
+    await fn()
+  } finally {
+    clearInterval(timer)
+  }
+  return Math.max(0, worst, performance.now() - last - 1)
+}
+
 async function run() {
   const dir = mkdtempSync(path.join(tmpdir(), 'smc-bench-paths-'))
   const cache = await addon.ScenarioMatrixCache.open({ databaseUrl: `sqlite://${path.join(dir, 'c.db')}`, redisUrl: '' })
@@ -59,6 +77,16 @@ async function run() {
       }),
       'memory hit (getMatrix)': await time(() => cache.getMatrix(cfg)),
     }
+    // Cold misses (generate, encode, store in SQLite), each on a new key,
+    // with the longest event-loop delay seen during any of them.
+    let delay = 0
+    const run = process.pid
+    const miss = await time(async (k) => {
+      const c = { ...cfg, fundId: `bench-paths-miss-${run}-${k}` }
+      delay = Math.max(delay, await withLoopDelay(() => cache.getOrGenerate(c)))
+    })
+    out[size]['cold miss (getOrGenerate)'] = miss
+    out[size]['longest event-loop delay during the misses'] = { p50: delay, p99: delay, faults: '' }
   }
   await cache.close()
   rmSync(dir, { recursive: true, force: true })

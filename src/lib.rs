@@ -25,6 +25,7 @@ pub mod scenario;
 pub mod stats;
 pub mod tier;
 pub mod view;
+pub mod workers;
 
 #[cfg(feature = "node")]
 mod js;

@@ -480,6 +480,7 @@ pub fn decompress_matrix(env: Env, compressed: Unknown) -> AsyncTask<Job<Vec<f32
 /// who set `MALLOC_MMAP_THRESHOLD_` keeps their own value.
 #[napi_derive::module_init]
 fn init() {
+    crate::workers::lower_priority_of_pool();
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     if std::env::var_os("MALLOC_MMAP_THRESHOLD_").is_none() {
         const M_MMAP_THRESHOLD: std::os::raw::c_int = -3;
