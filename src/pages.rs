@@ -13,20 +13,60 @@ use std::sync::OnceLock;
 /// Buffers smaller than one huge page gain nothing.
 const HUGE_PAGE: usize = 2 << 20;
 
-/// `vec![0u8; n]`, advised into huge pages when large.
+/// `vec![0u8; n]`, in huge pages when large.
 pub fn zeroed_bytes(n: usize) -> Vec<u8> {
-    // Zeroed memory this size comes from the OS untouched (calloc skips the
-    // zeroing), so the advice lands before the first touch.
-    let v = vec![0u8; n];
-    advise(v.as_ptr() as usize, n);
-    v
+    zeroed(n)
 }
 
-/// `vec![0f32; n]`, advised into huge pages when large.
+/// `vec![0f32; n]`, in huge pages when large.
 pub fn zeroed_f32(n: usize) -> Vec<f32> {
-    let v = vec![0f32; n];
-    advise(v.as_ptr() as usize, n * 4);
-    v
+    zeroed(n)
+}
+
+/// A zeroed Vec of `n` values whose allocation, when large, is made a whole
+/// number of huge pages long, so that the OS can place it on a huge-page
+/// boundary and back all of it (not only its aligned middle) with huge
+/// pages, and is advised so before its first touch. With glibc a large
+/// calloc is its own mapping `request + 16` bytes long, rounded up to a page;
+/// Linux (6.7 and later) aligns a mapping whose length is a multiple of 2 MiB
+/// to 2 MiB. Where either does otherwise, only the edges miss out (about 800
+/// small-page faults at 16 MB, measured); the contents are the same.
+fn zeroed<T: Zeroable>(n: usize) -> Vec<T> {
+    let size = std::mem::size_of::<T>();
+    let bytes = n * size;
+    if bytes < HUGE_PAGE || !enabled() {
+        return vec![T::ZERO; n];
+    }
+    // glibc's chunk header and rounding: 32 bytes keep the mapping within
+    // the next multiple of 2 MiB.
+    const MALLOC_OVERHEAD: usize = 32;
+    let cap = ((bytes + MALLOC_OVERHEAD).next_multiple_of(HUGE_PAGE) - MALLOC_OVERHEAD) / size;
+    let Ok(layout) = std::alloc::Layout::array::<T>(cap) else {
+        return vec![T::ZERO; n];
+    };
+    // SAFETY: `layout` has a non-zero size (cap >= n > 0); the memory is
+    // zeroed, which is a valid T (see `Zeroable`), and the Vec is built with
+    // the capacity and alignment it was allocated with, so it frees it
+    // with the same layout.
+    unsafe {
+        let ptr = std::alloc::alloc_zeroed(layout) as *mut T;
+        if ptr.is_null() {
+            std::alloc::handle_alloc_error(layout);
+        }
+        advise(ptr as usize, cap * size);
+        Vec::from_raw_parts(ptr, n, cap)
+    }
+}
+
+/// Types for which all-zero bytes are a valid value (zero).
+trait Zeroable: Copy {
+    const ZERO: Self;
+}
+impl Zeroable for u8 {
+    const ZERO: Self = 0;
+}
+impl Zeroable for f32 {
+    const ZERO: Self = 0.0;
 }
 
 /// `Vec::with_capacity(n)` for bytes, its room advised into huge pages when large.
@@ -41,7 +81,12 @@ fn enabled() -> bool {
     *ON.get_or_init(|| std::env::var("SCENARIO_MATRIX_CACHE_HUGE_PAGES").as_deref() != Ok("0"))
 }
 
-/// `madvise(MADV_HUGEPAGE)` over the whole pages inside `[addr, addr + len)`.
+/// `madvise(MADV_HUGEPAGE)` over the pages that hold `[addr, addr + len)`.
+/// Rounded outward, not inward: a huge page must lie wholly inside the
+/// advised range, and an allocation starts a few bytes into its first page
+/// (glibc's chunk header), so rounding inward would leave its first and last
+/// 2 MiB on small pages (about 1,000 faults for 16 MB, measured). The advice
+/// may reach a few bytes of a neighbour's page; it changes no contents.
 fn advise(addr: usize, len: usize) {
     #[cfg(target_os = "linux")]
     if len >= HUGE_PAGE && enabled() {
@@ -54,12 +99,13 @@ fn advise(addr: usize, len: usize) {
                 advice: std::os::raw::c_int,
             ) -> std::os::raw::c_int;
         }
-        let start = addr.next_multiple_of(PAGE);
-        let end = (addr + len) / PAGE * PAGE;
+        let start = addr / PAGE * PAGE;
+        let end = (addr + len).next_multiple_of(PAGE);
         if end > start {
-            // SAFETY: the range lies within one live allocation of ours, and
-            // MADV_HUGEPAGE only changes how its pages are backed, not their
-            // contents; a refusal (EINVAL where THP is unavailable) is harmless.
+            // SAFETY: the range is mapped (it holds a live allocation of ours),
+            // and MADV_HUGEPAGE only changes how its pages are backed, never
+            // their contents; a refusal (EINVAL where THP is unavailable) is
+            // harmless.
             unsafe {
                 madvise(start as *mut _, end - start, MADV_HUGEPAGE);
             }
