@@ -364,18 +364,38 @@ fn zstd_setup_error(e: std::io::Error) -> Error {
     Error::Internal(format!("zstd context: {e}"))
 }
 
+thread_local! {
+    /// The encoder of each pool thread, kept from call to call like
+    /// [`POOL_DECODER`]: made afresh per call, its zstd context and 1 MiB
+    /// buffer came straight from the OS each time, in page faults.
+    static POOL_ENCODER: RefCell<ChunkEncoder> = RefCell::default();
+}
+
 /// Per-thread state for encoding chunks: a zstd context (created on first
-/// use) and scratch buffers, reused across the chunks one rayon job handles.
+/// use, for one level) and a scratch buffer.
 #[derive(Default)]
 struct ChunkEncoder {
-    zstd: Option<Compressor<'static>>,
+    zstd: Option<(i32, Compressor<'static>)>,
     /// The chunk's filtered bytes.
     filtered: Vec<u8>,
 }
 
+/// Room for the stored bytes of a chunk of `raw` bytes, whatever its codec:
+/// zstd's one-shot bound plus a few header bytes for each part's flush (see
+/// [`compress_parts`]; at most 4 parts).
+fn slot_len(raw: usize) -> usize {
+    zstd_safe::compress_bound(raw) + 16 * 4
+}
+
 impl ChunkEncoder {
-    /// Returns the chunk's stored bytes and its table entry.
-    fn encode(&mut self, cells: &[f32], opts: &EncodeOptions) -> Result<EncodedChunk> {
+    /// Writes the chunk's stored bytes at the start of `slot` (at least
+    /// [`slot_len`] of its raw size) and returns its table entry.
+    fn encode(
+        &mut self,
+        cells: &[f32],
+        opts: &EncodeOptions,
+        slot: &mut [u8],
+    ) -> Result<EncodedChunk> {
         let n = cells.len();
         self.filtered.resize(4 * n, 0);
         let mut hasher = Xxh3::new();
@@ -404,43 +424,48 @@ impl ChunkEncoder {
         }
         let raw_hash = hasher.digest();
         let filtered = &self.filtered;
-        let stored = match opts.chunk_codec {
-            ChunkCodec::None => filtered.to_vec(),
+        let len = match opts.chunk_codec {
+            ChunkCodec::None => {
+                slot[..filtered.len()].copy_from_slice(filtered);
+                filtered.len()
+            }
             ChunkCodec::Zstd => {
-                let c = match &mut self.zstd {
-                    Some(c) => c,
-                    none => none.insert(Compressor::new(opts.level).map_err(zstd_setup_error)?),
-                };
+                if !matches!(&self.zstd, Some((level, _)) if *level == opts.level) {
+                    let c = Compressor::new(opts.level).map_err(zstd_setup_error)?;
+                    self.zstd = Some((opts.level, c));
+                }
+                let (_, c) = self.zstd.as_mut().expect("set above");
                 let parts: Vec<&[u8]> = match opts.filter {
                     Filter::None => vec![filtered],
                     _ => filtered.chunks(filtered.len() / 4).collect(),
                 };
-                compress_parts(c, &parts, filtered.len())?
+                compress_parts(c, &parts, slot)?
             }
         };
         Ok(EncodedChunk {
-            stored_hash: xxh3_64(&stored),
-            stored,
+            len,
+            stored_hash: xxh3_64(&slot[..len]),
             raw_hash,
         })
     }
 }
 
+/// A chunk's table entry: its stored bytes are the first `len` of its slot.
 struct EncodedChunk {
-    stored: Vec<u8>,
+    len: usize,
     stored_hash: u64,
     raw_hash: u64,
 }
 
-/// Compresses `parts` (of `total` bytes together) as one zstd frame that
-/// records its content size, ending a zstd block at the end of each part.
+/// Compresses `parts` into `out` as one zstd frame that records its content
+/// size, ending a zstd block at the end of each part; returns its length.
 ///
 /// Why the flushes: zstd builds one literal Huffman table per block (up to
 /// 128 KiB). A block that straddles two planes codes the mixture of their
 /// byte statistics, which for a 5-bit plane next to a random one is nearly
 /// incompressible: a 10,000 x 5 matrix (planes of 50 KB) compressed to 0.87
 /// of raw in one shot and to 0.79 with a block boundary at each plane.
-fn compress_parts(c: &mut Compressor<'static>, parts: &[&[u8]], total: usize) -> Result<Vec<u8>> {
+fn compress_parts(c: &mut Compressor<'static>, parts: &[&[u8]], out: &mut [u8]) -> Result<usize> {
     use zstd_safe::zstd_sys::ZSTD_EndDirective::{ZSTD_e_end, ZSTD_e_flush};
     use zstd_safe::{InBuffer, OutBuffer, ResetDirective};
     let fail = |e: zstd_safe::ErrorCode| {
@@ -451,11 +476,11 @@ fn compress_parts(c: &mut Compressor<'static>, parts: &[&[u8]], total: usize) ->
     };
     let cctx = c.context_mut();
     cctx.reset(ResetDirective::SessionOnly).map_err(fail)?;
+    let total: usize = parts.iter().map(|p| p.len()).sum();
     cctx.set_pledged_src_size(Some(total as u64))
         .map_err(fail)?;
-    // Each flush may close a partial block: a few header bytes per part on
-    // top of zstd's one-shot bound. Grown below if ever exceeded.
-    let mut out: Vec<u8> = Vec::with_capacity(zstd_safe::compress_bound(total) + 16 * parts.len());
+    let room = out.len();
+    let mut output = OutBuffer::around(out);
     for (k, part) in parts.iter().enumerate() {
         let directive = if k + 1 == parts.len() {
             ZSTD_e_end
@@ -464,20 +489,22 @@ fn compress_parts(c: &mut Compressor<'static>, parts: &[&[u8]], total: usize) ->
         };
         let mut input = InBuffer::around(part);
         loop {
-            let pos = out.len();
-            if pos == out.capacity() {
-                out.reserve(64 << 10);
-            }
-            let mut output = OutBuffer::around_pos(&mut out, pos);
             let pending = cctx
                 .compress_stream2(&mut output, &mut input, directive)
                 .map_err(fail)?;
             if pending == 0 && input.pos() == part.len() {
                 break;
             }
+            // Each flush may close a partial block: a few header bytes per
+            // part on top of zstd's one-shot bound, which `slot_len` allows.
+            if output.pos() == room {
+                return Err(Error::Internal(format!(
+                    "zstd frame outgrew its {room}-byte bound"
+                )));
+            }
         }
     }
-    Ok(out)
+    Ok(output.pos())
 }
 
 pub(crate) fn encode_with(
@@ -510,17 +537,23 @@ pub(crate) fn encode_with(
     let chunk_cells = rpc as usize * num_buckets as usize;
     let chunk_count = num_scenarios.div_ceil(rpc);
 
+    // Each chunk's stored bytes go to a slot of one buffer (in huge pages),
+    // not to an allocation of its own: about 16 MB of fresh small pages,
+    // 4,000 page faults, at 100,000 x 50.
+    let slot = slot_len(chunk_cells * 4);
+    let mut slots = crate::pages::zeroed_bytes(slot * chunk_count as usize);
     let frames: Vec<EncodedChunk> = if chunk_count == 1 {
-        vec![ChunkEncoder::default().encode(matrix, opts)?]
+        vec![ChunkEncoder::default().encode(matrix, opts, &mut slots)?]
     } else {
-        matrix
-            .par_chunks(chunk_cells)
-            .map_init(ChunkEncoder::default, |enc, cells| enc.encode(cells, opts))
+        slots
+            .par_chunks_mut(slot)
+            .zip(matrix.par_chunks(chunk_cells))
+            .map(|(dst, cells)| POOL_ENCODER.with_borrow_mut(|enc| enc.encode(cells, opts, dst)))
             .collect::<Result<_>>()?
     };
 
     let header_len = FIXED_HEADER_LEN + frames.len() * CHUNK_ENTRY_LEN;
-    let total = header_len + frames.iter().map(|f| f.stored.len()).sum::<usize>();
+    let total = header_len + frames.iter().map(|f| f.len).sum::<usize>();
     let mut out = crate::pages::with_capacity_bytes(total);
     out.extend_from_slice(&MAGIC);
     out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
@@ -535,18 +568,16 @@ pub(crate) fn encode_with(
     out.extend_from_slice(&chunk_count.to_le_bytes());
     out.extend_from_slice(&[0; 8]); // header checksum, filled in below
     for f in &frames {
-        let len = u32::try_from(f.stored.len())
-            .map_err(|_| Error::Internal("chunk larger than 4 GiB".into()))?;
+        let len =
+            u32::try_from(f.len).map_err(|_| Error::Internal("chunk larger than 4 GiB".into()))?;
         out.extend_from_slice(&len.to_le_bytes());
         out.extend_from_slice(&f.stored_hash.to_le_bytes());
         out.extend_from_slice(&f.raw_hash.to_le_bytes());
     }
     let checksum = header_checksum(&out[..FIXED_HEADER_LEN], &out[FIXED_HEADER_LEN..]);
     out[40..48].copy_from_slice(&checksum.to_le_bytes());
-    // Consumed one by one: each chunk's buffer is freed as soon as it is
-    // copied, so the chunks and the envelope are not all held at once.
-    for f in frames {
-        out.extend_from_slice(&f.stored);
+    for (f, stored) in frames.iter().zip(slots.chunks(slot)) {
+        out.extend_from_slice(&stored[..f.len]);
     }
     debug_assert_eq!(out.len(), total);
     Ok(out)
