@@ -1113,6 +1113,8 @@ impl Inner {
                 e.payload = codec::encode(&matrix, rows, cols)?.into();
                 e.codec = Codec::Zstd;
             }
+            // What was derived belongs to the payload it came from.
+            e.derived = Default::default();
             Ok(Normalised::Ready(e))
         })
         .await

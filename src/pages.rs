@@ -4,9 +4,11 @@
 //! 100,000 x 50 matrix, three times as long as copying the bytes in. Asking
 //! for transparent huge pages before the first touch makes that about ten
 //! faults of 2 MiB. The advice changes where the memory comes from, never
-//! what it holds; where the kernel has THP off (`never`), or the buffer was
-//! already touched, it is ignored. `SCENARIO_MATRIX_CACHE_HUGE_PAGES=0`
-//! turns it off.
+//! what it holds; where the kernel has THP off (`never`) it is ignored, and
+//! it is only given to buffers that are mappings of their own (in the addon,
+//! every buffer of 256 KiB or more; in a plain Rust program, where glibc's
+//! threshold adapts, often not). `SCENARIO_MATRIX_CACHE_HUGE_PAGES=0` turns
+//! it off.
 
 use std::sync::OnceLock;
 
@@ -33,21 +35,26 @@ pub fn zeroed_f32(n: usize) -> Vec<f32> {
 /// small-page faults at 16 MB, measured); the contents are the same.
 fn zeroed<T: Zeroable>(n: usize) -> Vec<T> {
     let size = std::mem::size_of::<T>();
-    let bytes = n * size;
-    if bytes < HUGE_PAGE || !enabled() {
-        return vec![T::ZERO; n];
-    }
     // glibc's chunk header and rounding: 32 bytes keep the mapping within
     // the next multiple of 2 MiB.
     const MALLOC_OVERHEAD: usize = 32;
-    let cap = ((bytes + MALLOC_OVERHEAD).next_multiple_of(HUGE_PAGE) - MALLOC_OVERHEAD) / size;
-    let Ok(layout) = std::alloc::Layout::array::<T>(cap) else {
+    let cap = n
+        .checked_mul(size)
+        .filter(|&bytes| bytes >= HUGE_PAGE && enabled())
+        .and_then(|bytes| bytes.checked_add(MALLOC_OVERHEAD))
+        .and_then(|b| b.checked_next_multiple_of(HUGE_PAGE))
+        .map(|b| (b - MALLOC_OVERHEAD) / size);
+    let Some(layout) = cap.and_then(|c| std::alloc::Layout::array::<T>(c).ok()) else {
+        // Small, turned off, or too large for any allocation (which `vec!`
+        // reports as such).
         return vec![T::ZERO; n];
     };
+    let cap = layout.size() / size;
+    assert!(cap >= n, "padded capacity below the length");
     // SAFETY: `layout` has a non-zero size (cap >= n > 0); the memory is
     // zeroed, which is a valid T (see `Zeroable`), and the Vec is built with
     // the capacity and alignment it was allocated with, so it frees it
-    // with the same layout.
+    // with the same layout; its length is at most that capacity.
     unsafe {
         let ptr = std::alloc::alloc_zeroed(layout) as *mut T;
         if ptr.is_null() {
@@ -76,12 +83,29 @@ pub fn with_capacity_bytes(n: usize) -> Vec<u8> {
     v
 }
 
+/// The OS page size (4 KiB on x86-64; 16 or 64 KiB on some arm64 kernels).
+#[cfg(target_os = "linux")]
+fn page_size() -> usize {
+    const SC_PAGESIZE: std::os::raw::c_int = 30;
+    extern "C" {
+        fn sysconf(name: std::os::raw::c_int) -> std::os::raw::c_long;
+    }
+    static PAGE: OnceLock<usize> = OnceLock::new();
+    // SAFETY: sysconf only reads a system constant.
+    *PAGE.get_or_init(|| {
+        usize::try_from(unsafe { sysconf(SC_PAGESIZE) })
+            .unwrap_or(4096)
+            .max(1)
+    })
+}
+
 fn enabled() -> bool {
     static ON: OnceLock<bool> = OnceLock::new();
     *ON.get_or_init(|| std::env::var("SCENARIO_MATRIX_CACHE_HUGE_PAGES").as_deref() != Ok("0"))
 }
 
-/// `madvise(MADV_HUGEPAGE)` over the pages that hold `[addr, addr + len)`.
+/// `madvise(MADV_HUGEPAGE)` over the pages that hold `[addr, addr + len)`,
+/// when that is an allocation of its own mapping.
 /// Rounded outward, not inward: a huge page must lie wholly inside the
 /// advised range, and an allocation starts a few bytes into its first page
 /// (glibc's chunk header), so rounding inward would leave its first and last
@@ -90,7 +114,7 @@ fn enabled() -> bool {
 fn advise(addr: usize, len: usize) {
     #[cfg(target_os = "linux")]
     if len >= HUGE_PAGE && enabled() {
-        const PAGE: usize = 4096;
+        let page = page_size();
         const MADV_HUGEPAGE: std::os::raw::c_int = 14;
         extern "C" {
             fn madvise(
@@ -99,8 +123,16 @@ fn advise(addr: usize, len: usize) {
                 advice: std::os::raw::c_int,
             ) -> std::os::raw::c_int;
         }
-        let start = addr / PAGE * PAGE;
-        let end = (addr + len).next_multiple_of(PAGE);
+        // Only an allocation that is a mapping of its own, untouched: glibc
+        // places such a chunk 16 bytes into its first page. One from the heap
+        // was zeroed by calloc already, and advising it would mark its
+        // neighbours' pages too (which the kernel may later back with huge
+        // pages, raising RSS).
+        if addr % page != 16 {
+            return;
+        }
+        let start = addr / page * page;
+        let end = (addr + len).next_multiple_of(page);
         if end > start {
             // SAFETY: the range is mapped (it holds a live allocation of ours),
             // and MADV_HUGEPAGE only changes how its pages are backed, never
@@ -118,6 +150,13 @@ fn advise(addr: usize, len: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes_past_any_allocation_are_refused_not_wrapped() {
+        // n * 4 wraps around: `vec!` reports it rather than a short buffer.
+        let r = std::panic::catch_unwind(|| zeroed_f32(usize::MAX / 2).len());
+        assert!(r.is_err());
+    }
 
     #[test]
     fn buffers_are_what_they_would_be_without_advice() {

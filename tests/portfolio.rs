@@ -331,7 +331,7 @@ async fn through_the_cache_weights_follow_bucket_names() {
 /// weights that change with `k`, answered from `want`.
 async fn check_stats_call(cache: &Cache, c: ScenarioConfig, k: usize, want: Source) {
     let opts = options(&format!(
-        r#"{{"weights": {{"Bucket 0{}": {}, "Bucket 11": 2, "Bucket 04": 0.5}}, "winnerMultiple": {}, "confidence": 0.9, "histogramBins": 7}}"#,
+        r#"{{"weights": {{"Bucket 0{}": {}, "Bucket 11": 2, "Bucket 15": 0.5}}, "winnerMultiple": {}, "confidence": 0.9, "histogramBins": 7}}"#,
         k % 10,
         1 + k,
         2 + k

@@ -442,11 +442,20 @@ impl ChunkEncoder {
                 compress_parts(c, &parts, slot)?
             }
         };
+        release_if_large(&mut self.filtered);
         Ok(EncodedChunk {
             len,
             stored_hash: xxh3_64(&slot[..len]),
             raw_hash,
         })
+    }
+}
+
+/// Frees a per-thread buffer grown far past the default chunk size (by a
+/// payload written with other options), rather than keep it on every thread.
+fn release_if_large(buf: &mut Vec<u8>) {
+    if buf.capacity() > 2 * DEFAULT_CHUNK_BYTES {
+        *buf = Vec::new();
     }
 }
 
@@ -539,7 +548,9 @@ pub(crate) fn encode_with(
 
     // Each chunk's stored bytes go to a slot of one buffer (in huge pages),
     // not to an allocation of its own: about 16 MB of fresh small pages,
-    // 4,000 page faults, at 100,000 x 50.
+    // 4,000 page faults, at 100,000 x 50. The slots are held until the
+    // envelope is assembled: at the peak, the stored bytes twice (the old
+    // per-chunk buffers were freed one by one as they were copied).
     let slot = slot_len(chunk_cells * 4);
     let mut slots = crate::pages::zeroed_bytes(slot * chunk_count as usize);
     let frames: Vec<EncodedChunk> = if chunk_count == 1 {
@@ -681,6 +692,7 @@ impl ChunkDecoder {
                 hasher.digest()
             }
         };
+        release_if_large(&mut self.filtered);
         if computed != chunk.raw_hash {
             return Err(Error::Corrupt(format!(
                 "chunk {index}: raw data checksum mismatch (stored {:016x}, computed {computed:016x})",
@@ -798,9 +810,9 @@ thread_local! {
     static POOL_ROWS: RefCell<Vec<f32>> = RefCell::default();
 }
 
-/// `f(first_row, cells)` for every chunk of `bytes`, in chunk order, each
-/// chunk decoded and verified into its thread's reused buffer: the matrix is
-/// never whole in memory. Reading a payload where it lies this way skips the
+/// `f(first_row, cells)` for every chunk of `bytes` (called in parallel, in
+/// any order; the results in chunk order), each chunk decoded and verified
+/// into its thread's reused buffer: the matrix is never whole in memory. Reading a payload where it lies this way skips the
 /// 20 MB a 100,000 x 50 decode writes into fresh pages (about 4,900 page
 /// faults, as long as the decode itself). `f` never sees a chunk whose
 /// checksums fail; the first failing chunk's error is returned.
@@ -825,7 +837,11 @@ pub(crate) fn decode_chunks_with<T: Send>(
             let out = POOL_DECODER
                 .with_borrow_mut(|dec| dec.decode(i, frame, c, &h, &mut buf))
                 .map(|()| f(first, &buf));
-            POOL_ROWS.set(buf);
+            // A chunk far above the default size (a payload written with
+            // other options) is not kept for good on every thread.
+            if buf.capacity() * 4 <= 2 * DEFAULT_CHUNK_BYTES {
+                POOL_ROWS.set(buf);
+            }
             out
         })
         .collect();

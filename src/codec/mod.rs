@@ -273,8 +273,9 @@ pub fn decode_labelled(
     }
 }
 
-/// `f(first_row, cells)` over blocks of whole rows of a stored payload, in
-/// row order, as [`decode_labelled`] would decode it: an envelope chunk by
+/// `f(first_row, cells)` over blocks of whole rows of a stored payload
+/// (called in parallel, in any order; the results in row order), as
+/// [`decode_labelled`] would decode it: an envelope chunk by
 /// chunk without ever holding the whole matrix, a legacy payload decoded
 /// whole and then split into blocks of `LEGACY_BLOCK_ROWS`.
 pub fn decode_blocks_labelled<T: Send>(
@@ -346,6 +347,63 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Random bit patterns (NaNs, infinities, subnormals: nothing zstd can
+    /// shrink) fit the room each chunk's slot has, in every layout.
+    #[test]
+    fn incompressible_chunks_fit_their_slots() {
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let m: Vec<f32> = (0..3001 * 9)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                f32::from_bits(x as u32)
+            })
+            .collect();
+        for filter in [Filter::None, Filter::Shuffle4, Filter::ExponentShuffle4] {
+            for chunk_bytes in [1, 4, 1000, (128 << 10) + 1] {
+                for level in [1, 3, 19] {
+                    let opts = EncodeOptions {
+                        chunk_codec: ChunkCodec::Zstd,
+                        filter,
+                        level,
+                        chunk_bytes,
+                    };
+                    let env = encode_with(&m, 3001, 9, &opts).unwrap();
+                    let got = decode(&env).unwrap();
+                    assert!(
+                        got.iter().zip(&m).all(|(a, b)| a.to_bits() == b.to_bits()),
+                        "{opts:?}"
+                    );
+                }
+            }
+        }
+    }
+
+    /// The pool threads keep their zstd contexts between calls: an envelope
+    /// is the same bytes after encodes of other sizes and levels, and the
+    /// same as from threads that never encoded before.
+    #[test]
+    fn reused_encoders_give_the_same_bytes() {
+        let a = matrix(40_000, 11);
+        let b = matrix(7_000, 50);
+        let at = |level| EncodeOptions {
+            level,
+            chunk_bytes: 64 << 10,
+            ..EncodeOptions::default()
+        };
+        let first = encode_with(&a, 40_000, 11, &at(3)).unwrap();
+        encode_with(&b, 7_000, 50, &at(9)).unwrap();
+        encode_with(&b, 7_000, 50, &at(1)).unwrap();
+        assert_eq!(encode_with(&a, 40_000, 11, &at(3)).unwrap(), first);
+        let fresh = rayon::ThreadPoolBuilder::new()
+            .num_threads(3)
+            .build()
+            .unwrap()
+            .install(|| encode_with(&a, 40_000, 11, &at(3)).unwrap());
+        assert_eq!(fresh, first);
     }
 
     #[test]

@@ -148,7 +148,8 @@ pub struct RowPass<'a> {
 
 impl<'a> RowPass<'a> {
     /// For `params` (weights in the caller's bucket order) over rows whose
-    /// caller's bucket j is stored in column `map[j]`.
+    /// caller's bucket j is stored in column `map[j]` (a permutation:
+    /// [`assemble`] refuses the blocks otherwise).
     pub fn new(params: &'a StatsParams, map: &'a [usize]) -> Self {
         RowPass { params, map }
     }
@@ -269,6 +270,14 @@ pub fn assemble(
 ) -> Result<PortfolioStats> {
     let nb = names.len();
     check_params(nb, params)?;
+    let mut seen = vec![false; nb];
+    for &c in map {
+        if c >= nb || std::mem::replace(&mut seen[c], true) {
+            return Err(Error::Internal(format!(
+                "portfolio statistics: column map {map:?} is not a permutation of {nb} columns"
+            )));
+        }
+    }
     blocks.sort_unstable_by_key(|b| b.first_row);
     let s: usize = blocks.iter().map(|b| b.moic.len()).sum();
     let mut covered = 0;

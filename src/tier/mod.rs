@@ -80,9 +80,10 @@ impl PartialEq for Entry {
 }
 
 impl Entry {
-    /// `f(first_row, cells)` over blocks of whole rows of the matrix, in row
-    /// order, verified like [`Entry::decode`] but never whole in memory for
-    /// an envelope (see [`codec::decode_blocks_labelled`]).
+    /// `f(first_row, cells)` over blocks of whole rows of the matrix (called
+    /// in parallel, in any order; the results in row order), verified like
+    /// [`Entry::decode`] but never whole in memory for an envelope (see
+    /// [`codec::decode_blocks_labelled`]).
     pub fn decode_blocks<T: Send>(&self, f: impl Fn(usize, &[f32]) -> T + Sync) -> Result<Vec<T>> {
         codec::decode_blocks_labelled(
             &self.payload,
