@@ -188,6 +188,13 @@ fn main() {
             },
         ),
         ("defaults", Tweaks::default()),
+        (
+            "defaults + warm-started tie-break",
+            Tweaks {
+                warm_start_tie_break: true,
+                ..Tweaks::default()
+            },
+        ),
     ];
     println!(
         "variants: {:?}",

@@ -82,7 +82,8 @@ pub struct OptimizeParams {
 /// scenarios paid at 400 but cost at 1,000 on top of those, so they are off.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Tweaks {
-    /// Hand the first solve's solution to the tie-break as a starting solution.
+    /// Hand the first solve's answer (its weights and losses, HiGHS completes
+    /// the rest) to the tie-break as a starting solution.
     pub warm_start_tie_break: bool,
     /// A big-M per scenario, the largest loss the weight bounds allow, in
     /// place of 1.
@@ -310,8 +311,6 @@ struct Data<'a> {
 struct Run {
     status: HighsModelStatus,
     weights: Option<Vec<f64>>,
-    /// Every column's value (the tie-break's warm start).
-    columns: Option<Vec<f64>>,
     objective: f64,
     mip_gap: f64,
     nodes: i64,
@@ -622,7 +621,7 @@ fn run(
     d: &Data,
     p: &OptimizeParams,
     caps: &Caps,
-    tie: Option<(f64, &[f64])>,
+    tie: Option<f64>,
     start: Option<&[bool]>,
     known: Option<&Start>,
     deadline: Instant,
@@ -630,11 +629,11 @@ fn run(
     let tw = p.tweaks;
     // Valid for the optimum: the tie-break's own row, or a feasible
     // portfolio's E (less a rounding margin: it is feasible within HiGHS's tolerances).
-    let floor = tw
-        .incumbent
-        .then(|| tie.map(|t| t.0))
-        .flatten()
-        .or_else(|| known.map(|k| k.objective - 1e-6 * k.objective.abs().max(1.0)));
+    let floor = match tie {
+        Some(floor) => Some(floor),
+        None => known.map(|k| k.objective - 1e-6 * k.objective.abs().max(1.0)),
+    }
+    .filter(|_| tw.incumbent);
     let ranges = (tw.scenario_big_m || tw.fix_decided || floor.is_some())
         .then(|| scenario_ranges(d, p, floor));
     let risk = caps.loss.is_some() || caps.cvar_max.is_some();
@@ -683,7 +682,6 @@ fn run(
             // Out of time with an answer that loses in a scenario left out:
             // not an answer to the whole model.
             r.weights = None;
-            r.columns = None;
             return Ok(r);
         }
     }
@@ -758,12 +756,12 @@ fn run_once(
     d: &Data,
     p: &OptimizeParams,
     caps: &Caps,
-    tie: Option<(f64, &[f64])>,
+    tie: Option<f64>,
     shape: &Shape,
     known: Option<&Start>,
     deadline: Instant,
 ) -> Result<Run> {
-    let (pb, layout) = build(d, p, caps, tie.map(|t| t.0), shape);
+    let (pb, layout) = build(d, p, caps, tie, shape);
     let sense = if tie.is_some() {
         Sense::Minimise
     } else {
@@ -800,13 +798,9 @@ fn run_once(
         };
         set.map_err(|_| Error::Internal(format!("HiGHS refused the option {name}")))?;
     }
-    if let (Some((_, start)), true) = (tie, p.tweaks.warm_start_tie_break) {
-        // With `incumbent` or `lazy_scenarios` the tie-break may keep other
-        // scenarios than the first solve, and HiGHS refuses the start.
-        warm_start(&mut model, &layout, start, d.nb);
-    }
     if let Some(k) = known {
-        // The weights and every z: HiGHS completes the rest with an LP.
+        // The weights and every z: HiGHS completes the rest with an LP (so
+        // the start fits whichever scenarios this model keeps).
         let mut index: Vec<highs_sys::HighsInt> = Vec::new();
         let mut value: Vec<f64> = Vec::new();
         for (c, &x) in layout.w.iter().zip(&k.weights) {
@@ -835,10 +829,14 @@ fn run_once(
         .map_err(|e| Error::Internal(format!("HiGHS failed: {e:?}")))?;
     let status = solved.status();
     let has_solution = solved.primal_solution_status() == HighsSolutionStatus::Feasible;
-    let columns = has_solution.then(|| solved.get_solution().columns().to_vec());
-    let weights = columns
-        .as_ref()
-        .map(|cols| layout.w.iter().map(|c| cols[c.index()]).collect());
+    let weights = has_solution.then(|| {
+        let solution = solved.get_solution();
+        layout
+            .w
+            .iter()
+            .map(|c| solution.columns()[c.index()])
+            .collect()
+    });
     let mut nodes: i64 = 0;
     // SAFETY: a live HiGHS instance and a NUL-terminated known info name.
     unsafe {
@@ -847,23 +845,11 @@ fn run_once(
     Ok(Run {
         status,
         weights,
-        columns,
         objective: solved.objective_value(),
         mip_gap: solved.double_info_value(c"mip_gap").unwrap_or(f64::NAN),
         nodes: nodes.max(0),
         scenarios: shape.scenarios.to_vec(),
     })
-}
-
-/// Starts the tie-break from the first solve's whole solution: the
-/// tie-break's columns are the first solve's, then one `d_b` per bucket
-/// (`|w_b - 1/B|`), so the start is complete and feasible (E = E* >= E* - 0.001).
-fn warm_start(model: &mut Model, layout: &Layout, first: &[f64], nb: usize) {
-    let even = 1.0 / nb as f64;
-    let mut start = first.to_vec();
-    start.extend(layout.w.iter().map(|c| (first[c.index()] - even).abs()));
-    // A start HiGHS refuses only costs the hint.
-    let _ = model.try_set_solution(Some(&start), None, None, None);
 }
 
 /// Solves the model for `matrix` (row-major, `names.len()` columns in the
@@ -961,14 +947,27 @@ pub fn optimize(matrix: &[f32], names: &[String], p: &OptimizeParams) -> Result<
     let mut mip_gap = first.mip_gap;
     if let (Some(_), Status::Optimal | Status::Relaxed) = (&weights, status) {
         let floor = first.objective - 0.001;
-        let start = first.columns.as_deref().unwrap_or(&[]);
+        // The first answer as the tie-break's start: its losses are the
+        // scenarios below 1 beyond the tolerance (those within it may have z = 0).
+        let tie_start = first
+            .weights
+            .as_ref()
+            .filter(|_| p.tweaks.warm_start_tie_break)
+            .map(|w| Start {
+                weights: w.clone(),
+                losses: portfolio_moic(rows, w)
+                    .iter()
+                    .map(|&m| m < 1.0 - FEASIBILITY_TOLERANCE)
+                    .collect(),
+                objective: first.objective,
+            });
         let tie = run(
             &d,
             p,
             &caps,
-            Some((floor, start)),
+            Some(floor),
             Some(&first.scenarios),
-            None,
+            tie_start.as_ref(),
             deadline,
         )?;
         nodes += tie.nodes;
