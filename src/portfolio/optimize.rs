@@ -76,11 +76,14 @@ pub struct OptimizeParams {
 
 /// Reformulations that leave the optimum of the stated model unchanged but
 /// may make it faster to find, each measured alone in `benches/optimizer.rs`
-/// (README "Portfolio analytics" has the numbers). Only the per-scenario
-/// big-M paid on the bench model, so it alone is on by default.
+/// (README "Portfolio analytics" has the numbers). On by default: those
+/// that paid on the bench model at S = 400 and 1,000 (the per-scenario big-M,
+/// the incumbent and its floor, root cuts only, no RINS/RENS); the lazy
+/// scenarios paid at 400 but cost at 1,000 on top of those, so they are off.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Tweaks {
-    /// Hand the first solve's solution to the tie-break as a starting solution.
+    /// Hand the first solve's answer (its weights and losses, HiGHS completes
+    /// the rest) to the tie-break as a starting solution.
     pub warm_start_tie_break: bool,
     /// A big-M per scenario, the largest loss the weight bounds allow, in
     /// place of 1.
@@ -89,6 +92,29 @@ pub struct Tweaks {
     /// lose leave the model (no y, z, u, rows; t >= 0), those that always
     /// lose get z = 1.
     pub fix_decided: bool,
+    /// Row generation over the scenarios: solve with only the scenarios
+    /// that were a loss in an earlier answer (at first: none, or the
+    /// incumbent's losses), add those the answer makes a loss,
+    /// repeat until none is left out. Leaving scenarios out only loosens the
+    /// model (with `t >= 0`), so an answer with M_s >= 1 in all of them is
+    /// an optimum of the whole model. Each round is a MIP solved from scratch.
+    pub lazy_scenarios: bool,
+    /// Before the first solve, a feasible portfolio by a heuristic (the LP
+    /// relaxation; then the scenarios the portfolio does worst in, as many as
+    /// the cap allows, are the losses and every other scenario is held at
+    /// M_s >= 1, an LP; repeated from its answer, at most 5 rounds), handed
+    /// to HiGHS as a start. Its E is a floor that keeps the optimum: the row
+    /// `E >= floor` (the tie-break has `E >= E* - 0.001` already, used the
+    /// same way), and under the floor each scenario's range of M_s decides
+    /// it (never a loss: left out; always one: z_s = 1) and bounds its big-M.
+    /// On the bench model most scenarios cannot lose under the floor (1,665
+    /// of 2,000 at S = 2,000), so the MIP keeps a few hundred binaries.
+    pub incumbent: bool,
+    /// HiGHS separates cuts at the root only (`mip_allow_cut_separation_at_nodes`
+    /// off): at the nodes of these models its cut rounds cost more than they prune.
+    pub root_cuts_only: bool,
+    /// HiGHS runs neither RINS nor RENS (`mip_heuristic_run_rins`/`_rens`).
+    pub no_rins_rens: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,6 +131,10 @@ impl Default for Tweaks {
             warm_start_tie_break: false,
             scenario_big_m: true,
             fix_decided: false,
+            lazy_scenarios: false,
+            incumbent: true,
+            root_cuts_only: true,
+            no_rins_rens: true,
         }
     }
 }
@@ -281,19 +311,51 @@ struct Data<'a> {
 struct Run {
     status: HighsModelStatus,
     weights: Option<Vec<f64>>,
-    /// Every column's value (the tie-break's warm start).
-    columns: Option<Vec<f64>>,
     objective: f64,
     mip_gap: f64,
     nodes: i64,
+    /// The scenarios the model had (all without `lazy_scenarios`).
+    scenarios: Vec<bool>,
 }
 
 /// Column positions of the model's variables.
 struct Layout {
     w: Vec<highs::Col>,
+    /// Per scenario, its z (when it has one).
+    z: Vec<Option<highs::Col>>,
 }
 
-fn build(d: &Data, p: &OptimizeParams, caps: &Caps, tie: Option<f64>) -> (RowProblem, Layout) {
+/// How `z` enters a model.
+#[derive(Clone, Copy)]
+enum ZMode<'a> {
+    Binary,
+    /// The LP relaxation.
+    Relaxed,
+    /// Fixed: 1 for the given scenarios, 0 for the rest (an LP).
+    Fixed(&'a [bool]),
+}
+
+/// What one model has beyond the stated one.
+struct Shape<'a> {
+    /// The scenarios in the model (all without `lazy_scenarios`).
+    scenarios: &'a [bool],
+    /// A floor on E known to keep the optimum (a feasible portfolio's E):
+    /// the row `E >= floor` (the tie-break has its own).
+    floor: Option<f64>,
+    /// Per scenario, the least and the most M_s the model allows (see
+    /// `scenario_ranges`), `None` when no tweak reads them.
+    ranges: Option<&'a [Range]>,
+    z: ZMode<'a>,
+}
+
+fn build(
+    d: &Data,
+    p: &OptimizeParams,
+    caps: &Caps,
+    tie: Option<f64>,
+    shape: &Shape,
+) -> (RowProblem, Layout) {
+    let scenarios = shape.scenarios;
     let mut pb = RowProblem::default();
     let (nb, s) = (d.nb, d.s);
     let w: Vec<highs::Col> = (0..nb)
@@ -305,79 +367,91 @@ fn build(d: &Data, p: &OptimizeParams, caps: &Caps, tie: Option<f64>) -> (RowPro
     pb.add_row(1.0..=1.0, w.iter().map(|&c| (c, 1.0)));
     let need_y = caps.loss.is_some() || caps.cvar_max.is_some();
     let tw = p.tweaks;
-    // What the weight bounds alone allow of each M_s (looser than the model,
-    // so every conclusion drawn from it holds in the model too).
-    let ranges = if tw.scenario_big_m || tw.fix_decided {
-        scenario_ranges(d, p)
-    } else {
-        vec![(0.0, f64::INFINITY); s]
-    };
+    // What the weight bounds (and a floor on E) allow of each M_s (looser
+    // than the model, so every conclusion drawn from it holds in the model too).
+    let unknown = vec![
+        Range {
+            lo: 0.0,
+            hi: f64::INFINITY,
+        };
+        s
+    ];
+    let ranges = shape.ranges.unwrap_or(&unknown);
+    let decide = tw.fix_decided || (tw.incumbent && shape.ranges.is_some());
     // Never a loss whatever the weights: y_s = 0, z_s = 0, u_s = 0 (t >= 0).
+    // A scenario left out (lazy_scenarios) is treated as one: valid for an
+    // answer with M_s >= 1 there, which `run` checks.
     let safe: Vec<bool> = ranges
         .iter()
-        .map(|r| tw.fix_decided && r.0 >= 1.0)
+        .zip(scenarios)
+        .map(|(r, &on)| !on || (decide && r.lo >= 1.0))
         .collect();
     // A loss whatever the weights (beyond the solver's tolerance): z_s = 1.
     let doomed: Vec<bool> = ranges
         .iter()
-        .map(|r| tw.fix_decided && r.1 < 1.0 - FEASIBILITY_TOLERANCE)
+        .map(|r| decide && r.hi < 1.0 - FEASIBILITY_TOLERANCE)
         .collect();
-    let mut y: Vec<Option<highs::Col>> = vec![None; s];
+    let kept: Vec<usize> = (0..s).filter(|&sc| !safe[sc]).collect();
+    let mut z_cols: Vec<Option<highs::Col>> = vec![None; s];
+    // M_s's terms.
+    let moic = |sc: usize| {
+        d.rows[sc * nb..(sc + 1) * nb]
+            .iter()
+            .zip(&w)
+            .filter(|(&m, _)| m != 0.0)
+            .map(|(&m, &c)| (c, m as f64))
+    };
+    // The loss: y_s >= 1 - M_s, y_s >= 0.
+    let mut y: Vec<highs::Col> = Vec::with_capacity(kept.len());
     if need_y {
-        for (sc, row) in d.rows.chunks_exact(nb).enumerate() {
-            if safe[sc] {
-                continue;
-            }
+        for &sc in &kept {
             let ys = pb.add_column(0.0, 0.0..);
-            y[sc] = Some(ys);
+            y.push(ys);
             // y_s + M_s >= 1
-            let mut f: Vec<(highs::Col, f64)> = Vec::with_capacity(nb + 1);
-            f.push((ys, 1.0));
-            f.extend(
-                row.iter()
-                    .zip(&w)
-                    .filter(|(&m, _)| m != 0.0)
-                    .map(|(&m, &c)| (c, m as f64)),
-            );
-            pb.add_row(1.0.., f);
+            pb.add_row(1.0.., std::iter::once((ys, 1.0)).chain(moic(sc)));
         }
     }
     if let Some(cap) = caps.loss {
-        let mut z = Vec::with_capacity(s);
-        for sc in 0..s {
-            let Some(ys) = y[sc] else { continue };
-            let zs = if doomed[sc] {
-                pb.add_integer_column(0.0, 1.0..=1.0)
-            } else {
-                pb.add_integer_column(0.0, 0.0..=1.0)
+        let mut z = Vec::with_capacity(kept.len());
+        for (i, &sc) in kept.iter().enumerate() {
+            let range = match shape.z {
+                _ if doomed[sc] => 1.0..=1.0,
+                ZMode::Fixed(loss) if loss[sc] => 1.0..=1.0,
+                ZMode::Fixed(_) => 0.0..=0.0,
+                _ => 0.0..=1.0,
+            };
+            let zs = match shape.z {
+                ZMode::Relaxed => pb.add_column(0.0, range),
+                _ => pb.add_integer_column(0.0, range),
             };
             z.push(zs);
+            z_cols[sc] = Some(zs);
             // y_s <= big_M z_s: 1 in the stated model; the largest loss the
             // bounds allow with the tweak (the same integer solutions, a
             // tighter relaxation).
             let big_m = if tw.scenario_big_m {
-                (1.0 - ranges[sc].0).clamp(0.0, 1.0)
+                (1.0 - ranges[sc].lo).clamp(0.0, 1.0)
             } else {
                 1.0
             };
-            pb.add_row(..=0.0, [(ys, 1.0), (zs, -big_m)]);
+            pb.add_row(..=0.0, [(y[i], 1.0), (zs, -big_m)]);
         }
         pb.add_row(..=count_bound(cap * s as f64), z.iter().map(|&c| (c, 1.0)));
     }
     if let (Some(max), Some(cv)) = (caps.cvar_max, p.cvar) {
         // t >= 0 loses nothing (losses are >= 0, so the minimum over t is at
         // t >= 0) and lets the scenarios that never lose drop out.
-        let t = if tw.fix_decided {
+        let t = if tw.fix_decided || tw.lazy_scenarios || tw.incumbent {
             pb.add_column(0.0, 0.0..=f64::INFINITY)
         } else {
             pb.add_column(0.0, f64::NEG_INFINITY..=f64::INFINITY)
         };
         let k = 1.0 / ((1.0 - cv.confidence) * s as f64);
         let mut f: Vec<(highs::Col, f64)> = vec![(t, 1.0)];
-        for ys in y.iter().flatten() {
+        for &ys in &y {
             let u = pb.add_column(0.0, 0.0..);
             // u_s - y_s + t >= 0
-            pb.add_row(0.0.., [(u, 1.0), (*ys, -1.0), (t, 1.0)]);
+            pb.add_row(0.0.., [(u, 1.0), (ys, -1.0), (t, 1.0)]);
             f.push((u, k));
         }
         pb.add_row(..=max, f);
@@ -403,6 +477,9 @@ fn build(d: &Data, p: &OptimizeParams, caps: &Caps, tie: Option<f64>) -> (RowPro
             .collect();
         pb.add_row(count.., f);
     }
+    if let (Some(floor), None) = (shape.floor, tie) {
+        pb.add_row(floor.., w.iter().zip(&d.means).map(|(&c, &m)| (c, m)));
+    }
     if let Some(floor) = tie {
         // sum_b mean_b w_b >= E* - 0.001; d_b >= |w_b - 1/B|, minimised.
         pb.add_row(floor.., w.iter().zip(&d.means).map(|(&c, &m)| (c, m)));
@@ -413,42 +490,98 @@ fn build(d: &Data, p: &OptimizeParams, caps: &Caps, tie: Option<f64>) -> (RowPro
             pb.add_row(even.., [(dv, 1.0), (wb, 1.0)]);
         }
     }
-    (pb, Layout { w })
+    (pb, Layout { w, z: z_cols })
+}
+
+/// min of v.w over the weight bounds with sum w = 1: the lower bounds,
+/// then the spare weight to the smallest v first.
+fn least(v: &[f64], p: &OptimizeParams, order: &mut [usize]) -> f64 {
+    let base: f64 = p.lower.iter().sum();
+    let mut left = (1.0 - base).max(0.0);
+    let mut sum: f64 = v.iter().zip(&p.lower).map(|(&x, &lo)| x * lo).sum();
+    order.sort_by(|&a, &b| v[a].total_cmp(&v[b]));
+    for &b in order.iter() {
+        let take = (p.upper[b] - p.lower[b]).min(left);
+        sum += take * v[b];
+        left -= take;
+        if left <= 0.0 {
+            break;
+        }
+    }
+    sum
 }
 
 /// Per scenario, the least and the most M_s the weight bounds allow with
-/// `sum w = 1` (lower bounds first, the rest to the lowest or highest cells).
-fn scenario_ranges(d: &Data, p: &OptimizeParams) -> Vec<(f64, f64)> {
-    let base: f64 = p.lower.iter().sum();
-    let spare = (1.0 - base).max(0.0);
+/// `sum w = 1`, and with `E >= floor` when given (then bounds from the
+/// Lagrangian dual of that row: every multiplier gives a valid bound, the
+/// best of those tried is kept).
+fn scenario_ranges(d: &Data, p: &OptimizeParams, floor: Option<f64>) -> Vec<Range> {
+    let mut order: Vec<usize> = (0..d.nb).collect();
+    let mut v = vec![0.0; d.nb];
     d.rows
         .chunks_exact(d.nb)
         .map(|row| {
-            let floor: f64 = row
-                .iter()
-                .zip(&p.lower)
-                .map(|(&m, &lo)| m as f64 * lo)
-                .sum();
-            let mut order: Vec<usize> = (0..d.nb).collect();
-            order.sort_by(|&a, &b| row[a].total_cmp(&row[b]));
-            let fill = |it: &mut dyn Iterator<Item = &usize>| {
-                let (mut left, mut add) = (spare, 0.0);
-                for &b in it {
-                    let take = (p.upper[b] - p.lower[b]).min(left);
-                    add += take * row[b] as f64;
-                    left -= take;
-                    if left <= 0.0 {
-                        break;
-                    }
+            // lo(l) = l floor + min (m - l mean).w; hi(l) = max (m + l mean).w - l floor.
+            let f = floor.unwrap_or(0.0);
+            let mut eval = |l: f64| -> (f64, f64) {
+                for b in 0..d.nb {
+                    v[b] = row[b] as f64 - l * d.means[b];
                 }
-                add
+                let lo = l * f + least(&v, p, &mut order);
+                for b in 0..d.nb {
+                    v[b] = -(row[b] as f64) - l * d.means[b];
+                }
+                let hi = -least(&v, p, &mut order) - l * f;
+                (lo, hi)
             };
-            (
-                floor + fill(&mut order.iter()),
-                floor + fill(&mut order.iter().rev()),
-            )
+            let (lo, hi) = eval(0.0);
+            let mut r = Range { lo, hi };
+            let keep = |r: &mut Range, (lo, hi): (f64, f64)| {
+                r.lo = r.lo.max(lo);
+                r.hi = r.hi.min(hi);
+            };
+            if floor.is_some() {
+                // Both are unimodal in ln l (concave / convex in l): golden
+                // section over l in [e^-12, e^12], each separately.
+                let g = (5f64.sqrt() - 1.0) / 2.0;
+                for want_lo in [true, false] {
+                    let score = |x: (f64, f64)| if want_lo { x.0 } else { -x.1 };
+                    let (mut a, mut b) = (-12.0f64, 12.0f64);
+                    let mut c = b - g * (b - a);
+                    let mut e = a + g * (b - a);
+                    let mut fc = eval(c.exp());
+                    let mut fe = eval(e.exp());
+                    for _ in 0..40 {
+                        keep(&mut r, fc);
+                        keep(&mut r, fe);
+                        if score(fc) > score(fe) {
+                            b = e;
+                            e = c;
+                            fe = fc;
+                            c = b - g * (b - a);
+                            fc = eval(c.exp());
+                        } else {
+                            a = c;
+                            c = e;
+                            fc = fe;
+                            e = a + g * (b - a);
+                            fe = eval(e.exp());
+                        }
+                    }
+                    keep(&mut r, fc);
+                    keep(&mut r, fe);
+                }
+            }
+            r
         })
         .collect()
+}
+
+/// What the weight bounds (and a floor on E) allow of one M_s.
+#[derive(Debug, Clone, Copy)]
+struct Range {
+    lo: f64,
+    hi: f64,
 }
 
 /// Infeasible, as HiGHS may say it: its presolve reports "unbounded or
@@ -472,14 +605,163 @@ fn count_bound(x: f64) -> f64 {
     }
 }
 
+/// A feasible portfolio found before the first solve (Tweaks::incumbent).
+struct Start {
+    weights: Vec<f64>,
+    /// The scenarios it counts as losses (z_s = 1).
+    losses: Vec<bool>,
+    objective: f64,
+}
+
+/// Solves the model; with `lazy_scenarios` by row generation over the
+/// scenarios, starting from `start` (the scenarios a previous solve ended
+/// with) or from the scenarios `known` loses in. `known` is also handed to
+/// HiGHS as a start and, with `incumbent`, gives the floor.
 fn run(
     d: &Data,
     p: &OptimizeParams,
     caps: &Caps,
-    tie: Option<(f64, &[f64])>,
+    tie: Option<f64>,
+    start: Option<&[bool]>,
+    known: Option<&Start>,
     deadline: Instant,
 ) -> Result<Run> {
-    let (pb, layout) = build(d, p, caps, tie.map(|t| t.0));
+    let tw = p.tweaks;
+    // Valid for the optimum: the tie-break's own row, or a feasible
+    // portfolio's E (less a rounding margin: it is feasible within HiGHS's tolerances).
+    let floor = match tie {
+        Some(floor) => Some(floor),
+        None => known.map(|k| k.objective - 1e-6 * k.objective.abs().max(1.0)),
+    }
+    .filter(|_| tw.incumbent);
+    let ranges = (tw.scenario_big_m || tw.fix_decided || floor.is_some())
+        .then(|| scenario_ranges(d, p, floor));
+    let risk = caps.loss.is_some() || caps.cvar_max.is_some();
+    if !(p.tweaks.lazy_scenarios && risk) {
+        let shape = Shape {
+            scenarios: &vec![true; d.s],
+            floor,
+            ranges: ranges.as_deref(),
+            z: ZMode::Binary,
+        };
+        return run_once(d, p, caps, tie, &shape, known, deadline);
+    }
+    let mut on = match (start, known) {
+        (Some(s), _) => s.to_vec(),
+        (None, Some(k)) => portfolio_moic(d.rows, &k.weights)
+            .iter()
+            .zip(&k.losses)
+            .map(|(&m, &l)| l || m < 1.0)
+            .collect(),
+        (None, None) => vec![false; d.s],
+    };
+    let mut nodes = 0;
+    loop {
+        let shape = Shape {
+            scenarios: &on,
+            floor,
+            ranges: ranges.as_deref(),
+            z: ZMode::Binary,
+        };
+        let mut r = run_once(d, p, caps, tie, &shape, known, deadline)?;
+        nodes += r.nodes;
+        r.nodes = nodes;
+        let Some(w) = &r.weights else { return Ok(r) };
+        let moic = portfolio_moic(d.rows, w);
+        let mut added = 0;
+        for (sc, &m) in moic.iter().enumerate() {
+            if !on[sc] && m < 1.0 {
+                on[sc] = true;
+                added += 1;
+            }
+        }
+        if added == 0 {
+            return Ok(r);
+        }
+        if r.status != HighsModelStatus::Optimal {
+            // Out of time with an answer that loses in a scenario left out:
+            // not an answer to the whole model.
+            r.weights = None;
+            return Ok(r);
+        }
+    }
+}
+
+/// A feasible portfolio (see Tweaks::incumbent), or `None`.
+fn heuristic(
+    d: &Data,
+    p: &OptimizeParams,
+    caps: &Caps,
+    deadline: Instant,
+) -> Result<Option<Start>> {
+    let Some(cap) = caps.loss else {
+        return Ok(None);
+    };
+    let allowed = count_bound(cap * d.s as f64).floor() as usize;
+    let all = vec![true; d.s];
+    let ranges = p.tweaks.scenario_big_m.then(|| scenario_ranges(d, p, None));
+    let relaxed = Shape {
+        scenarios: &all,
+        floor: None,
+        ranges: ranges.as_deref(),
+        z: ZMode::Relaxed,
+    };
+    let lp = run_once(d, p, caps, None, &relaxed, None, deadline)?;
+    let Some(mut w) = lp.weights else {
+        return Ok(None);
+    };
+    let mut best: Option<Start> = None;
+    let mut tried: Vec<Vec<bool>> = Vec::new();
+    for _ in 0..5 {
+        // The scenarios the portfolio does worst in are the losses.
+        let moic = portfolio_moic(d.rows, &w);
+        let mut by_moic: Vec<usize> = (0..d.s).collect();
+        by_moic.sort_by(|&a, &b| moic[a].total_cmp(&moic[b]).then(a.cmp(&b)));
+        let mut losses = vec![false; d.s];
+        for &sc in by_moic.iter().take(allowed) {
+            losses[sc] = true;
+        }
+        if tried.contains(&losses) {
+            break;
+        }
+        let r = run_once(
+            d,
+            p,
+            caps,
+            None,
+            &Shape {
+                z: ZMode::Fixed(&losses),
+                ..relaxed
+            },
+            None,
+            deadline,
+        )?;
+        tried.push(losses.clone());
+        let (HighsModelStatus::Optimal, Some(next)) = (r.status, r.weights) else {
+            break;
+        };
+        if best.as_ref().map_or(true, |b| r.objective > b.objective) {
+            best = Some(Start {
+                weights: next.clone(),
+                losses,
+                objective: r.objective,
+            });
+        }
+        w = next;
+    }
+    Ok(best)
+}
+
+fn run_once(
+    d: &Data,
+    p: &OptimizeParams,
+    caps: &Caps,
+    tie: Option<f64>,
+    shape: &Shape,
+    known: Option<&Start>,
+    deadline: Instant,
+) -> Result<Run> {
+    let (pb, layout) = build(d, p, caps, tie, shape);
     let sense = if tie.is_some() {
         Sense::Minimise
     } else {
@@ -500,21 +782,61 @@ fn run(
             .try_set_option(name, value)
             .map_err(|_| Error::Internal(format!("HiGHS refused the option {name}")))?;
     }
-    model
-        .try_set_option("random_seed", 0)
-        .map_err(|_| Error::Internal("HiGHS refused the option random_seed".into()))?;
-    if let (Some((_, start)), true) = (tie, p.tweaks.warm_start_tie_break) {
-        warm_start(&mut model, &layout, start, d.nb);
+    let tw = p.tweaks;
+    for (name, value) in [
+        ("random_seed", None),
+        (
+            "mip_allow_cut_separation_at_nodes",
+            Some(!tw.root_cuts_only),
+        ),
+        ("mip_heuristic_run_rins", Some(!tw.no_rins_rens)),
+        ("mip_heuristic_run_rens", Some(!tw.no_rins_rens)),
+    ] {
+        let set = match value {
+            None => model.try_set_option(name, 0),
+            Some(on) => model.try_set_option(name, on),
+        };
+        set.map_err(|_| Error::Internal(format!("HiGHS refused the option {name}")))?;
+    }
+    if let Some(k) = known {
+        // The weights and every z: HiGHS completes the rest with an LP (so
+        // the start fits whichever scenarios this model keeps).
+        let mut index: Vec<highs_sys::HighsInt> = Vec::new();
+        let mut value: Vec<f64> = Vec::new();
+        for (c, &x) in layout.w.iter().zip(&k.weights) {
+            index.push(c.index() as highs_sys::HighsInt);
+            value.push(x);
+        }
+        for (c, &l) in layout.z.iter().zip(&k.losses) {
+            if let Some(c) = c {
+                index.push(c.index() as highs_sys::HighsInt);
+                value.push(if l { 1.0 } else { 0.0 });
+            }
+        }
+        // SAFETY: a live HiGHS instance; index and value have the same length.
+        // A start HiGHS refuses only costs the hint.
+        unsafe {
+            highs_sys::Highs_setSparseSolution(
+                model.as_mut_ptr(),
+                index.len() as highs_sys::HighsInt,
+                index.as_ptr(),
+                value.as_ptr(),
+            );
+        }
     }
     let solved = model
         .try_solve()
         .map_err(|e| Error::Internal(format!("HiGHS failed: {e:?}")))?;
     let status = solved.status();
     let has_solution = solved.primal_solution_status() == HighsSolutionStatus::Feasible;
-    let columns = has_solution.then(|| solved.get_solution().columns().to_vec());
-    let weights = columns
-        .as_ref()
-        .map(|cols| layout.w.iter().map(|c| cols[c.index()]).collect());
+    let weights = has_solution.then(|| {
+        let solution = solved.get_solution();
+        layout
+            .w
+            .iter()
+            .map(|c| solution.columns()[c.index()])
+            .collect()
+    });
     let mut nodes: i64 = 0;
     // SAFETY: a live HiGHS instance and a NUL-terminated known info name.
     unsafe {
@@ -523,22 +845,11 @@ fn run(
     Ok(Run {
         status,
         weights,
-        columns,
         objective: solved.objective_value(),
         mip_gap: solved.double_info_value(c"mip_gap").unwrap_or(f64::NAN),
         nodes: nodes.max(0),
+        scenarios: shape.scenarios.to_vec(),
     })
-}
-
-/// Starts the tie-break from the first solve's whole solution: the
-/// tie-break's columns are the first solve's, then one `d_b` per bucket
-/// (`|w_b - 1/B|`), so the start is complete and feasible (E = E* >= E* - 0.001).
-fn warm_start(model: &mut Model, layout: &Layout, first: &[f64], nb: usize) {
-    let even = 1.0 / nb as f64;
-    let mut start = first.to_vec();
-    start.extend(layout.w.iter().map(|c| (first[c.index()] - even).abs()));
-    // A start HiGHS refuses only costs the hint.
-    let _ = model.try_set_solution(Some(&start), None, None, None);
 }
 
 /// Solves the model for `matrix` (row-major, `names.len()` columns in the
@@ -578,7 +889,12 @@ pub fn optimize(matrix: &[f32], names: &[String], p: &OptimizeParams) -> Result<
     let mut caps = original.clone();
     let mut relaxations = Vec::new();
     let mut nodes = 0i64;
-    let mut first = run(&d, p, &caps, None, deadline)?;
+    let known = if p.tweaks.incumbent {
+        heuristic(&d, p, &caps, deadline)?
+    } else {
+        None
+    };
+    let mut first = run(&d, p, &caps, None, None, known.as_ref(), deadline)?;
     nodes += first.nodes;
     if infeasible(first.status) && p.relax {
         let order = caps.order();
@@ -590,7 +906,7 @@ pub fn optimize(matrix: &[f32], names: &[String], p: &OptimizeParams) -> Result<
             // Would dropping this bound (with the ones before it as they are) help at all?
             let mut without = caps.clone();
             without.set(c, None);
-            let probe = run(&d, p, &without, None, deadline)?;
+            let probe = run(&d, p, &without, None, None, None, deadline)?;
             nodes += probe.nodes;
             if infeasible(probe.status) || orig == 0.0 {
                 at += 1;
@@ -605,7 +921,7 @@ pub fn optimize(matrix: &[f32], names: &[String], p: &OptimizeParams) -> Result<
                 to,
             });
             rounds += 1;
-            first = run(&d, p, &caps, None, deadline)?;
+            first = run(&d, p, &caps, None, None, None, deadline)?;
             nodes += first.nodes;
             if Instant::now() >= deadline {
                 break;
@@ -631,8 +947,29 @@ pub fn optimize(matrix: &[f32], names: &[String], p: &OptimizeParams) -> Result<
     let mut mip_gap = first.mip_gap;
     if let (Some(_), Status::Optimal | Status::Relaxed) = (&weights, status) {
         let floor = first.objective - 0.001;
-        let start = first.columns.as_deref().unwrap_or(&[]);
-        let tie = run(&d, p, &caps, Some((floor, start)), deadline)?;
+        // The first answer as the tie-break's start: its losses are the
+        // scenarios below 1 beyond the tolerance (those within it may have z = 0).
+        let tie_start = first
+            .weights
+            .as_ref()
+            .filter(|_| p.tweaks.warm_start_tie_break)
+            .map(|w| Start {
+                weights: w.clone(),
+                losses: portfolio_moic(rows, w)
+                    .iter()
+                    .map(|&m| m < 1.0 - FEASIBILITY_TOLERANCE)
+                    .collect(),
+                objective: first.objective,
+            });
+        let tie = run(
+            &d,
+            p,
+            &caps,
+            Some(floor),
+            Some(&first.scenarios),
+            tie_start.as_ref(),
+            deadline,
+        )?;
         nodes += tie.nodes;
         if let Some(t) = tie.weights {
             weights = Some(t);
