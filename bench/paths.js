@@ -16,6 +16,7 @@ const QUICK = process.argv.includes('--quick')
 const ROUNDS = QUICK ? 10 : 30
 const addon = require(process.env.SMC_ADDON || path.join(__dirname, '..', 'index.js'))
 const configs = require('./configs')
+const { withLoopDelay } = require('./loop-delay')
 
 const quantile = (xs, q) => {
   const s = [...xs].sort((a, b) => a - b)
@@ -38,23 +39,6 @@ async function time(fn) {
     }
   }
   return { p50: quantile(ms, 0.5), p99: quantile(ms, 0.99), faults: quantile(faults, 0.5) }
-}
-
-/** Runs `fn` while a 1 ms interval timer ticks; the longest gap beyond the interval (ms). */
-async function withLoopDelay(fn) {
-  let last = performance.now()
-  let worst = 0
-  const timer = setInterval(() => {
-    const now = performance.now()
-    worst = Math.max(worst, now - last - 1)
-    last = now
-  }, 1)
-  try {
-    await fn()
-  } finally {
-    clearInterval(timer)
-  }
-  return Math.max(0, worst, performance.now() - last - 1)
 }
 
 async function run() {

@@ -7,6 +7,7 @@ const { execFileSync } = require('node:child_process')
 const { writeFileSync } = require('node:fs')
 const os = require('node:os')
 const path = require('node:path')
+const { withLoopDelay } = require('./loop-delay')
 
 const PG_ADMIN = process.env.PG_ADMIN_URL || 'postgres://postgres@127.0.0.1:5432/postgres'
 const REDIS = process.env.REDIS_URL || 'redis://127.0.0.1:6379'
@@ -35,27 +36,6 @@ async function timeIt(n, fn) {
     out.push(Number(process.hrtime.bigint() - t) / 1e6)
   }
   return out
-}
-
-/**
- * Runs `fn` while a 1 ms interval timer ticks; returns the longest gap between
- * ticks beyond the interval (ms): how long the event loop could not run.
- */
-async function withLoopDelay(fn) {
-  let last = performance.now()
-  let worst = 0
-  const timer = setInterval(() => {
-    const now = performance.now()
-    worst = Math.max(worst, now - last - 1)
-    last = now
-  }, 1)
-  try {
-    await fn()
-  } finally {
-    clearInterval(timer)
-  }
-  worst = Math.max(worst, performance.now() - last - 1)
-  return Math.max(0, worst)
 }
 
 async function scratchDatabase() {
