@@ -92,11 +92,11 @@ async fn check_call(
 fn reference(cfg: &ScenarioConfig) -> (HashMap<String, Vec<f32>>, HashMap<String, f64>) {
     let s = scenario::run(cfg).unwrap();
     let hit = Hit {
-        entry: scenario_matrix_cache::tier::Entry {
-            payload: s.envelope.into(),
-            codec: codec::Codec::Zstd,
-            metadata: s.metadata,
-        },
+        entry: scenario_matrix_cache::tier::Entry::new(
+            s.envelope.into(),
+            codec::Codec::Zstd,
+            s.metadata,
+        ),
         source: Source::Generated,
         matrix: None,
     };

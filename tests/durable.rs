@@ -84,10 +84,10 @@ fn expected_s_opt() -> Json {
 /// stores never decode), the zstd label and full generation metadata.
 fn entry_for(cfg: &ScenarioConfig, key: &str) -> Entry {
     let payload: Vec<u8> = (0..48u32).map(|i| (i * 31 + 7) as u8).collect();
-    Entry {
-        payload: Bytes::from(payload),
-        codec: Codec::Zstd,
-        metadata: Metadata {
+    Entry::new(
+        Bytes::from(payload),
+        Codec::Zstd,
+        Metadata {
             config_hash: key.to_string(),
             num_scenarios: cfg.num_scenarios,
             num_buckets: cfg.buckets.len() as u32,
@@ -100,7 +100,7 @@ fn entry_for(cfg: &ScenarioConfig, key: &str) -> Entry {
                 .map(|b| b.name)
                 .collect(),
         },
-    }
+    )
 }
 
 fn opts(timeout: Duration) -> DurableOptions {

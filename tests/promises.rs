@@ -71,11 +71,7 @@ fn multiples(names: &[String], m: &[f64]) -> HashMap<String, f64> {
 fn reference(cfg: &ScenarioConfig) -> (HashMap<String, Vec<f32>>, HashMap<String, f64>) {
     let s = scenario::run(cfg).unwrap();
     let hit = Hit {
-        entry: Entry {
-            payload: s.envelope.into(),
-            codec: Codec::Zstd,
-            metadata: s.metadata,
-        },
+        entry: Entry::new(s.envelope.into(), Codec::Zstd, s.metadata),
         source: Source::Generated,
         matrix: None,
     };

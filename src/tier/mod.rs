@@ -80,6 +80,16 @@ impl PartialEq for Entry {
 }
 
 impl Entry {
+    /// An entry with nothing derived from its payload yet.
+    pub fn new(payload: Bytes, codec: Codec, metadata: Metadata) -> Entry {
+        Entry {
+            payload,
+            codec,
+            metadata,
+            derived: Arc::default(),
+        }
+    }
+
     /// `f(first_row, cells)` over blocks of whole rows of the matrix (called
     /// in parallel, in any order; the results in row order), verified like
     /// [`Entry::decode`] but never whole in memory for an envelope (see
