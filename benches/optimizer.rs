@@ -85,15 +85,7 @@ fn main() {
         &Value::from_json(&serde_json::from_str(MODEL).unwrap()),
     )
     .unwrap();
-    let none = Tweaks {
-        warm_start_tie_break: false,
-        scenario_big_m: false,
-        fix_decided: false,
-        lazy_scenarios: false,
-        incumbent: false,
-        root_cuts_only: false,
-        no_rins_rens: false,
-    };
+    let none = Tweaks::NONE;
     let big_m = Tweaks {
         scenario_big_m: true,
         ..none

@@ -1339,12 +1339,7 @@ async fn generate(cfg: ScenarioConfig) -> Result<(Entry, Arc<Vec<f32>>)> {
     blocking(move || {
         let (s, matrix) = scenario::run_with_matrix(&cfg)?;
         Ok((
-            Entry {
-                derived: Default::default(),
-                payload: s.envelope.into(),
-                codec: Codec::Zstd,
-                metadata: s.metadata,
-            },
+            Entry::new(s.envelope.into(), Codec::Zstd, s.metadata),
             Arc::new(matrix),
         ))
     })

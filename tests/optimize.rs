@@ -222,15 +222,7 @@ fn the_tweaks_keep_the_optimum_of_the_stated_model() {
         "groups": [{"name": "early", "buckets": ["Bucket 00", "Bucket 01", "Bucket 02"], "min": 0.1},
                    {"name": "late", "buckets": ["Bucket 07", "Bucket 08", "Bucket 09"], "max": 0.2}]}"#;
     let base = OptimizeParams::from_value(&cfg, &options(json)).unwrap();
-    let none = Tweaks {
-        warm_start_tie_break: false,
-        scenario_big_m: false,
-        fix_decided: false,
-        lazy_scenarios: false,
-        incumbent: false,
-        root_cuts_only: false,
-        no_rins_rens: false,
-    };
+    let none = Tweaks::NONE;
     let variants = [
         none,
         Tweaks {

@@ -125,6 +125,19 @@ pub enum Status {
     TimeLimit,
 }
 
+impl Tweaks {
+    /// The model exactly as stated: no reformulation at all.
+    pub const NONE: Tweaks = Tweaks {
+        warm_start_tie_break: false,
+        scenario_big_m: false,
+        fix_decided: false,
+        lazy_scenarios: false,
+        incumbent: false,
+        root_cuts_only: false,
+        no_rins_rens: false,
+    };
+}
+
 impl Default for Tweaks {
     fn default() -> Self {
         Tweaks {

@@ -1067,12 +1067,7 @@ fn decode_legacy(key: &str, v: &[u8]) -> std::result::Result<Entry, String> {
     if let Some(ours) = j.get(OURS) {
         read_ours(ours, &mut metadata).map_err(|why| format!("legacy value's {OURS}: {why}"))?;
     }
-    Ok(Entry {
-        derived: Default::default(),
-        payload: payload.into(),
-        codec: Codec::Zlib,
-        metadata,
-    })
+    Ok(Entry::new(payload.into(), Codec::Zlib, metadata))
 }
 
 /// Fills `m` from the [`OURS`] member, which must be of `m`'s key and name
