@@ -103,6 +103,30 @@ describe('ScenarioMatrixCache', () => {
     expect(m2.matrix.every((x) => x >= 0)).toBe(true)
   })
 
+  it('hands each caller of a large memory hit a buffer of its own (a mapping of the sealed payload)', async () => {
+    // Names in the key's order, so the stored payload is the caller's (the mapped case).
+    const buckets = ['B0', 'B1', 'B2', 'B3', 'B4', 'B5'].map((name, i) => ({
+      name,
+      capitalAllocation: i === 0 ? 15 : 17,
+      moicCalibration: { median: 1 + i / 4, p90: 3 + i },
+    }))
+    const c = config('vitest-sealed', 100_000, { buckets })
+    const miss = await cache.getOrGenerate(c)
+    expect(miss.compressed.data.length).toBeGreaterThan(1 << 20)
+    const original = Buffer.from(miss.compressed.data)
+    await cache.flush() // the payload is sealed in the background
+    for (let round = 0; round < 3; round++) {
+      const hit = await cache.getOrGenerate(c)
+      expect(hit.metadata.source).toBe('memory')
+      expect(Buffer.compare(hit.compressed.data, original)).toBe(0)
+      hit.compressed.data.fill(round + 1)
+    }
+    const m = await cache.getMatrix(c)
+    expect(m.metadata.source).toBe('memory')
+    expect(m.matrix.length).toBe(600_000)
+    expect(Buffer.compare((await cache.get(canonicalKey(c)))!.compressed.data, original)).toBe(0)
+  })
+
   it('getMatrix returns the floats; get never generates; invalidate clears every tier', async () => {
     const c = config('vitest-matrix', 2_000)
     const key = canonicalKey(c)

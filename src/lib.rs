@@ -22,6 +22,7 @@ pub mod options;
 pub mod pages;
 pub mod portfolio;
 pub mod scenario;
+pub mod sealed;
 pub mod stats;
 pub mod tier;
 pub mod view;

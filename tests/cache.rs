@@ -530,6 +530,63 @@ async fn sqlite_default_serves_a_second_instance() {
     std::fs::remove_dir_all(dir).unwrap();
 }
 
+/// A large memory hit is handed out as a copy-on-write mapping of the sealed
+/// payload (src/sealed.rs): whatever the caller writes into it stays its
+/// own, and the next caller gets the matrix as it was generated.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_caller_writing_into_a_large_memory_hit_changes_nothing_cached() {
+    use scenario_matrix_cache::cache::CallerBytes;
+    let dir = std::env::temp_dir().join(unique("smc-sealed"));
+    let cache = Cache::open(CacheOptions {
+        database_url: Some(format!("sqlite://{}/c.db", dir.display())),
+        redis_url: Some(String::new()),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let cfg = common::six(&[0, 1, 2, 3, 4, 5], 100_000, "sealed-fund");
+    let miss = cache.get_or_generate(&cfg).await.unwrap();
+    assert!(miss.entry.payload.len() >= scenario_matrix_cache::sealed::MIN_LEN);
+    let generated = codec::decode(&miss.entry.payload).unwrap();
+    // The payload is sealed in the background; `flush` waits for it.
+    cache.flush().await;
+    for round in 0..3 {
+        let hit = cache.get_or_generate(&cfg).await.unwrap();
+        assert_eq!(hit.source, Source::Memory);
+        // By key (the stored order): the case that maps.
+        let mut mine = hit.for_caller(None).unwrap();
+        assert_eq!(
+            codec::decode(&mine.payload).unwrap(),
+            generated,
+            "round {round}"
+        );
+        let CallerBytes::Mapped(m) = &mut mine.payload else {
+            panic!(
+                "a large memory hit in the stored order is mapped: {:?}",
+                mine.payload
+            );
+        };
+        // Every byte changed, header and checksums included.
+        for b in m.iter_mut() {
+            *b = b.wrapping_add(1 + round);
+        }
+        assert!(codec::decode(&mine.payload).is_err());
+    }
+    // A caller in another bucket order gets a copy with its column map.
+    let other = common::six(&[5, 4, 3, 2, 1, 0], 100_000, "sealed-fund");
+    let hit = cache.get_or_generate(&other).await.unwrap();
+    assert_eq!(hit.source, Source::Memory);
+    let theirs = hit.for_caller(Some(&other)).unwrap();
+    assert!(matches!(theirs.payload, CallerBytes::Copied(_)));
+    let expected = miss.for_caller(Some(&other)).unwrap();
+    assert_eq!(
+        codec::decode(&theirs.payload).unwrap(),
+        codec::decode(&expected.payload).unwrap()
+    );
+    cache.close().await;
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn memory_tier_refuses_entries_larger_than_its_bound() {
     let db = TestDb::create().await;

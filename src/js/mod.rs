@@ -18,7 +18,7 @@ use napi::bindgen_prelude::{
 use napi::{Env, JsError, Task};
 use napi_derive::napi;
 
-use crate::cache::CallerCopy;
+use crate::cache::{CallerBytes, CallerCopy};
 use crate::config::{ScenarioConfig, Value};
 use crate::scenario::{self, Metadata};
 use crate::tier::Source;
@@ -322,6 +322,26 @@ fn js_buffer(env: &Env, bytes: Vec<u8>) -> napi::Result<Buffer> {
     }
 }
 
+/// A caller's bytes as its `Buffer`: a copy is handed over as it is, a
+/// mapping is unmapped (off the JS thread, like a large copy's memory) when
+/// JS collects the buffer.
+fn caller_buffer(env: &Env, bytes: CallerBytes) -> napi::Result<Buffer> {
+    let mut map = match bytes {
+        CallerBytes::Copied(v) => return js_buffer(env, v),
+        CallerBytes::Mapped(m) => m,
+    };
+    let (ptr, len) = (map.as_mut_ptr(), map.len());
+    // SAFETY: the mapping stays alive, untouched by Rust, until the finalizer
+    // drops it; JS alone reads and writes it meanwhile (a private mapping,
+    // so its writes never reach the cache).
+    let slice = unsafe {
+        BufferSlice::from_external(env, ptr, len, map, |_, m| {
+            rayon::spawn(move || drop(m));
+        })
+    };
+    slice?.into_buffer(env)
+}
+
 fn compressed_matrix(data: Buffer, num_scenarios: u32, num_buckets: u32) -> CompressedMatrix {
     let compressed_size = data.len() as u32;
     CompressedMatrix {
@@ -355,7 +375,7 @@ fn metadata_js(m: Metadata, source: Source) -> ScenarioMetadata {
 fn copy_js(env: &Env, c: CallerCopy) -> napi::Result<ScenarioResult> {
     let (rows, cols) = (c.metadata.num_scenarios, c.metadata.num_buckets);
     Ok(ScenarioResult {
-        compressed: compressed_matrix(js_buffer(env, c.payload)?, rows, cols),
+        compressed: compressed_matrix(caller_buffer(env, c.payload)?, rows, cols),
         metadata: metadata_js(c.metadata, c.source),
     })
 }
@@ -397,11 +417,11 @@ pub fn generate_scenarios(env: Env, config: Unknown) -> AsyncTask<Job<CallerCopy
             // Generated in the key's bucket order; handed back in the caller's.
             let order = ColumnOrder::for_config(&cfg);
             Ok(CallerCopy {
-                payload: if order.is_identity() {
+                payload: CallerBytes::Copied(if order.is_identity() {
                     s.envelope
                 } else {
                     order.envelope(&s.envelope)?
-                },
+                }),
                 metadata: order.metadata(&s.metadata),
                 source: Source::Generated,
             })

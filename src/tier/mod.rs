@@ -20,6 +20,7 @@ use crate::codec::{self, Codec};
 use crate::error::Result;
 use crate::portfolio::stats::ColumnStats;
 use crate::scenario::Metadata;
+use crate::sealed::Sealed;
 
 /// Where a result came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -69,6 +70,10 @@ pub struct Entry {
 pub struct Derived {
     /// Per stored column: its sum and p10 / p50 / p90 (portfolio statistics).
     pub column_stats: OnceLock<ColumnStats>,
+    /// The payload in a sealed memory file, set (off the caller's path) for
+    /// a large payload once the memory tier holds it: callers then map it
+    /// instead of copying it (see [`crate::sealed`]).
+    pub sealed: OnceLock<Arc<Sealed>>,
 }
 
 /// Equal payloads, codecs and metadata; what was derived from them follows.
