@@ -122,6 +122,9 @@ pub struct CallerCopy {
 pub enum CallerBytes {
     Copied(Vec<u8>),
     Mapped(sealed::PrivateMap),
+    /// The payload itself, when nothing else held it (read from Redis or
+    /// the durable store with the memory tier off, or too large for it).
+    Handed(bytes::BytesMut),
 }
 
 impl std::ops::Deref for CallerBytes {
@@ -130,6 +133,7 @@ impl std::ops::Deref for CallerBytes {
         match self {
             CallerBytes::Copied(v) => v,
             CallerBytes::Mapped(m) => m,
+            CallerBytes::Handed(b) => b,
         }
     }
 }
@@ -139,12 +143,38 @@ impl std::fmt::Debug for CallerBytes {
         let how = match self {
             CallerBytes::Copied(_) => "Copied",
             CallerBytes::Mapped(_) => "Mapped",
+            CallerBytes::Handed(_) => "Handed",
         };
         write!(f, "{how}({} bytes)", self.len())
     }
 }
 
 impl Hit {
+    /// [`Hit::for_caller`], without a copy when this hit holds the only
+    /// reference to a payload in the stored order: the caller gets it.
+    pub fn into_caller(self, cfg: Option<&ScenarioConfig>) -> Result<CallerCopy> {
+        let identity = cfg.is_none_or(|c| ColumnOrder::for_config(c).is_identity());
+        if !identity || self.entry.derived.sealed.get().is_some() {
+            return self.for_caller(cfg);
+        }
+        let Hit { entry, source, .. } = self;
+        let Entry {
+            payload, metadata, ..
+        } = entry;
+        match payload.try_into_mut() {
+            Ok(mine) => Ok(CallerCopy {
+                payload: CallerBytes::Handed(mine),
+                metadata,
+                source,
+            }),
+            Err(shared) => Ok(CallerCopy {
+                payload: CallerBytes::Copied(codec::copy_large(&shared)),
+                metadata,
+                source,
+            }),
+        }
+    }
+
     /// The caller's copy, in `cfg`'s bucket order (the stored order when
     /// `cfg` is `None`, e.g. a lookup by key).
     pub fn for_caller(&self, cfg: Option<&ScenarioConfig>) -> Result<CallerCopy> {

@@ -10,6 +10,7 @@
 //! threshold adapts, often not). `SCENARIO_MATRIX_CACHE_HUGE_PAGES=0` turns
 //! it off.
 
+use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::OnceLock;
 
 /// Buffers smaller than one huge page gain nothing.
@@ -44,7 +45,7 @@ fn zeroed<T: Zeroable>(n: usize) -> Vec<T> {
         .and_then(|bytes| bytes.checked_add(MALLOC_OVERHEAD))
         .and_then(|b| b.checked_next_multiple_of(HUGE_PAGE))
         .map(|b| (b - MALLOC_OVERHEAD) / size);
-    let Some(layout) = cap.and_then(|c| std::alloc::Layout::array::<T>(c).ok()) else {
+    let Some(layout) = cap.and_then(|c| Layout::array::<T>(c).ok()) else {
         // Small, turned off, or too large for any allocation (which `vec!`
         // reports as such).
         return vec![T::ZERO; n];
@@ -62,6 +63,65 @@ fn zeroed<T: Zeroable>(n: usize) -> Vec<T> {
         }
         advise(ptr as usize, cap * size);
         Vec::from_raw_parts(ptr, n, cap)
+    }
+}
+
+/// The addon's allocator: the system's, except that an allocation of a huge
+/// page or more gets the same treatment as [`zeroed`]'s buffers (a whole
+/// number of huge pages, advised before first touch). That reaches the large
+/// buffers other crates make for us: a 16 MB Redis reply is copied by the
+/// client into a Vec of its own, and its 4,000 small-page faults were a
+/// quarter of a Redis hit (perf). Installed by the addon only (`js/mod.rs`);
+/// a Rust program using the crate keeps its own allocator.
+pub struct LargeInHugePages;
+
+/// `layout`, its size padded as [`zeroed`] pads, when large.
+fn padded(layout: Layout) -> Layout {
+    let size = layout.size();
+    if size < HUGE_PAGE || !enabled() {
+        return layout;
+    }
+    const MALLOC_OVERHEAD: usize = 32;
+    size.checked_add(MALLOC_OVERHEAD)
+        .and_then(|b| b.checked_next_multiple_of(HUGE_PAGE))
+        .and_then(|b| Layout::from_size_align(b - MALLOC_OVERHEAD, layout.align()).ok())
+        .unwrap_or(layout)
+}
+
+// SAFETY: every call goes to `System` with a layout at least as large as the
+// caller's and the same alignment, and the same padded layout is given back
+// on free and realloc (padding is a pure function of size and alignment);
+// the advice never changes contents.
+unsafe impl GlobalAlloc for LargeInHugePages {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let p = System.alloc(padded(layout));
+        if !p.is_null() {
+            advise(p as usize, layout.size());
+        }
+        p
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        let p = System.alloc_zeroed(padded(layout));
+        if !p.is_null() {
+            advise(p as usize, layout.size());
+        }
+        p
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        System.dealloc(ptr, padded(layout))
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let new = Layout::from_size_align_unchecked(new_size, layout.align());
+        let p = System.realloc(ptr, padded(layout), padded(new).size());
+        if !p.is_null() {
+            // A grown mapping keeps its advice; a buffer that just became
+            // large gets it for the pages not yet touched.
+            advise(p as usize, new_size);
+        }
+        p
     }
 }
 

@@ -583,6 +583,36 @@ async fn a_caller_writing_into_a_large_memory_hit_changes_nothing_cached() {
         codec::decode(&theirs.payload).unwrap(),
         codec::decode(&expected.payload).unwrap()
     );
+    // Held by the memory tier, a payload is never handed over.
+    let hit = cache.get_or_generate(&cfg).await.unwrap();
+    let mapped = hit.into_caller(None).unwrap();
+    assert!(matches!(mapped.payload, CallerBytes::Mapped(_)));
+    assert_eq!(codec::decode(&mapped.payload).unwrap(), generated);
+
+    // Without a memory tier, a stored copy read for one call is that
+    // caller's: handed over, not copied, and the next call reads its own.
+    let direct = Cache::open(CacheOptions {
+        database_url: Some(format!("sqlite://{}/c.db", dir.display())),
+        redis_url: Some(String::new()),
+        memory_max_bytes: Some(0),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    for _ in 0..2 {
+        let hit = direct.get_or_generate(&cfg).await.unwrap();
+        assert_eq!(hit.source, Source::Sqlite);
+        let mut mine = hit.into_caller(None).unwrap();
+        let CallerBytes::Handed(b) = &mut mine.payload else {
+            panic!(
+                "a payload nothing else holds is handed over: {:?}",
+                mine.payload
+            );
+        };
+        assert_eq!(codec::decode(b).unwrap(), generated);
+        b.fill(0);
+    }
+    direct.close().await;
     cache.close().await;
     std::fs::remove_dir_all(dir).unwrap();
 }

@@ -69,14 +69,15 @@ type Handed<T> = (T, OwnedSemaphorePermit);
 /// The caller's own copy of a hit, in its bucket order (the stored order for
 /// a lookup by key), made once the hand-off budget has room for it. Built off
 /// the JS thread, where the reference to the stored payload is dropped too;
-/// mutating it never touches the cache.
+/// mutating it never touches the cache (a payload nothing else holds is
+/// handed over rather than copied).
 async fn owned(
     handoff: &Handoff,
     hit: Hit,
     cfg: Option<&ScenarioConfig>,
 ) -> crate::Result<Handed<CallerCopy>> {
     let room = handoff.reserve(hit.entry.payload.len()).await;
-    Ok((hit.for_caller(cfg)?, room))
+    Ok((hit.into_caller(cfg)?, room))
 }
 
 fn handed_js(env: &Env, (copy, _room): Handed<CallerCopy>) -> napi::Result<ScenarioResult> {

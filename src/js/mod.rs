@@ -326,17 +326,28 @@ fn js_buffer(env: &Env, bytes: Vec<u8>) -> napi::Result<Buffer> {
 /// mapping is unmapped (off the JS thread, like a large copy's memory) when
 /// JS collects the buffer.
 fn caller_buffer(env: &Env, bytes: CallerBytes) -> napi::Result<Buffer> {
-    let mut map = match bytes {
-        CallerBytes::Copied(v) => return js_buffer(env, v),
-        CallerBytes::Mapped(m) => m,
-    };
-    let (ptr, len) = (map.as_mut_ptr(), map.len());
-    // SAFETY: the mapping stays alive, untouched by Rust, until the finalizer
-    // drops it; JS alone reads and writes it meanwhile (a private mapping,
-    // so its writes never reach the cache).
+    match bytes {
+        CallerBytes::Copied(v) => js_buffer(env, v),
+        CallerBytes::Mapped(mut m) => owned_js(env, m.as_mut_ptr(), m.len(), m),
+        CallerBytes::Handed(mut b) => owned_js(env, b.as_mut_ptr(), b.len(), b),
+    }
+}
+
+/// `len` bytes at `ptr`, owned by `owner`, as a Buffer; the owner is
+/// dropped off the JS thread when JS collects it.
+fn owned_js<T: Send + 'static>(
+    env: &Env,
+    ptr: *mut u8,
+    len: usize,
+    owner: T,
+) -> napi::Result<Buffer> {
+    // SAFETY: `ptr` and `len` describe memory `owner` owns exclusively
+    // (a private mapping, or bytes nothing else references), which stays
+    // alive and untouched by Rust until the finalizer drops the owner; JS
+    // alone reads and writes it meanwhile.
     let slice = unsafe {
-        BufferSlice::from_external(env, ptr, len, map, |_, m| {
-            rayon::spawn(move || drop(m));
+        BufferSlice::from_external(env, ptr, len, owner, |_, o| {
+            rayon::spawn(move || drop(o));
         })
     };
     slice?.into_buffer(env)
@@ -490,6 +501,10 @@ pub fn decompress_matrix(env: Env, compressed: Unknown) -> AsyncTask<Job<Vec<f32
         |_, m| Ok(Float32Array::new(m)),
     )
 }
+
+/// Large allocations in huge pages (see there).
+#[global_allocator]
+static ALLOCATOR: crate::pages::LargeInHugePages = crate::pages::LargeInHugePages;
 
 /// Large buffers straight from the OS. glibc's malloc raises its mmap
 /// threshold (up to 32 MB) after the first large buffer is freed, and from then
