@@ -1233,11 +1233,13 @@ impl Inner {
         let inner = self.clone();
         let e = e.clone();
         self.background.spawn(async move {
+            // On the compute pool, whose threads yield to the event loop's.
             let payload = e.payload.clone();
-            let Ok(s) = blocking(move || Ok(sealed::seal(&payload).ok())).await else {
-                return;
-            };
-            let (Some(s), Some(m)) = (s, &inner.memory) else {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            rayon::spawn(move || {
+                let _ = tx.send(sealed::seal(&payload).ok());
+            });
+            let (Ok(Some(s)), Some(m)) = (rx.await, &inner.memory) else {
                 return;
             };
             let s = Arc::new(s);
