@@ -735,3 +735,70 @@ async fn an_exhausted_database_pool_never_holds_up_memory_and_redis_hits() {
     db.drop_db().await;
     drop_redis_prefix(&prefix).await;
 }
+
+/// Large values are read on a connection of their own, straight into a
+/// buffer of their size (src/tier/redis_bulk.rs): with a password and a
+/// database in the URL, byte for byte what was written; and when the server
+/// drops that connection, the next large read reconnects rather than
+/// counting Redis as failed.
+#[tokio::test(flavor = "multi_thread")]
+async fn large_values_are_read_with_auth_and_after_a_dropped_connection() {
+    let redis = OwnRedis::start_with(&["--requirepass", "s3cret"]);
+    let url = format!("redis://:s3cret@127.0.0.1:{}/3", redis.port);
+    let dir = std::env::temp_dir().join(unique("smc-bulk"));
+    let opts = |memory: Option<u64>| CacheOptions {
+        database_url: Some(format!("sqlite://{}/c.db", dir.display())),
+        redis_url: Some(url.clone()),
+        memory_max_bytes: memory,
+        ..Default::default()
+    };
+    let writer = Cache::open(opts(None)).await.unwrap();
+    let cfg = common::six(&[0, 1, 2, 3, 4, 5], 100_000, "bulk-fund");
+    let miss = writer.get_or_generate(&cfg).await.unwrap();
+    assert!(miss.entry.payload.len() >= 1 << 20);
+    writer.flush().await; // the Redis write is in the background
+
+    let mut admin = redis::Client::open(url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    // The client whose last command was a GET: only the bulk reader sends
+    // one (the shared connection sends STRLEN, the writer SET).
+    async fn bulk_client(admin: &mut redis::aio::MultiplexedConnection) -> Option<String> {
+        let list: String = redis::cmd("CLIENT")
+            .arg("LIST")
+            .query_async(admin)
+            .await
+            .unwrap();
+        list.lines()
+            .find(|l| l.contains(" cmd=get "))
+            .and_then(|l| l.split(' ').find_map(|f| f.strip_prefix("id=")))
+            .map(str::to_owned)
+    }
+    let reader = Cache::open(opts(Some(0))).await.unwrap();
+    for round in 0..3 {
+        let hit = reader.get_or_generate(&cfg).await.unwrap();
+        assert_eq!(hit.source, Source::Redis, "round {round}");
+        assert_eq!(hit.entry.payload, miss.entry.payload, "round {round}");
+        let id = bulk_client(&mut admin)
+            .await
+            .expect("a large value is read by the bulk reader");
+        if round == 0 {
+            let killed: i64 = redis::cmd("CLIENT")
+                .arg("KILL")
+                .arg("ID")
+                .arg(&id)
+                .query_async(&mut admin)
+                .await
+                .unwrap();
+            assert_eq!(killed, 1);
+        }
+    }
+    let s = reader.stats();
+    assert_eq!(s.redis.errors, 0, "{s:?}");
+    assert_eq!(s.redis_breaker.unwrap().openings, 0, "{s:?}");
+    writer.close().await;
+    reader.close().await;
+    std::fs::remove_dir_all(dir).unwrap();
+}

@@ -9,6 +9,7 @@ pub mod invalidation;
 pub mod memory;
 mod postgres;
 pub mod redis;
+mod redis_bulk;
 mod rows;
 mod sqlite;
 

@@ -51,6 +51,7 @@ use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 use redis::AsyncConnectionConfig;
 use tokio::sync::Mutex;
 
+use super::redis_bulk::{self, BulkError, BulkReader};
 use super::Entry;
 use crate::codec::Codec;
 use crate::error::{Error, Result};
@@ -135,6 +136,17 @@ struct Link {
     skipped: AtomicU64,
     /// Set by `close`: no more connections, the probe stops.
     shut: AtomicBool,
+    /// Large values of one plain-TCP server are read here (see there).
+    bulk: Option<BulkReader>,
+}
+
+/// Bytes of a transfer under way, counted off when it ends (or is dropped).
+struct InFlight<'a>(&'a AtomicUsize, usize);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(self.1, SeqCst);
+    }
 }
 
 fn redis_err(e: impl std::fmt::Display) -> Error {
@@ -355,6 +367,47 @@ impl Link {
         }
     }
 
+    /// `GET key` of a large value on the bulk connection, with `run`'s
+    /// breaker and allowance (`bytes` is the size `STRLEN` gave). A failure
+    /// on the way to Redis opens the breaker; a reply that does not come
+    /// while other requests are answered is taken as busy, as in `send`.
+    async fn bulk_get(self: &Arc<Self>, key: &str, bytes: usize) -> Result<Option<Bytes>> {
+        let Some(bulk) = &self.bulk else {
+            return Err(Error::Internal("no bulk reader for this Redis".into()));
+        };
+        if self.open.load(SeqCst) || self.shut.load(SeqCst) {
+            return Err(Error::Redis(
+                "not asked: the circuit breaker is open after a failure (a probe retries it)"
+                    .into(),
+            ));
+        }
+        let ahead = self.in_flight.fetch_add(bytes, SeqCst);
+        let _done = InFlight(&self.in_flight, bytes);
+        let allowed = self.allowance(self.timeout, bytes.saturating_add(ahead));
+        match tokio::time::timeout(allowed, bulk.get(key.as_bytes())).await {
+            Ok(Ok(v)) => {
+                self.heard();
+                Ok(v.map(Bytes::from))
+            }
+            Ok(Err(BulkError::Reply(r))) => {
+                self.heard();
+                Err(redis_err(r))
+            }
+            Ok(Err(e)) => {
+                self.trip(None, &e.to_string());
+                Err(redis_err(e))
+            }
+            Err(_) if self.answering() => Err(redis_err(format!(
+                "no answer within {allowed:?}, while other requests were answered (busy)"
+            ))),
+            Err(_) => {
+                let why = format!("no answer within {allowed:?}");
+                self.trip(None, &why);
+                Err(redis_err(why))
+            }
+        }
+    }
+
     /// Sends `cmd`, connecting first (within `connect`) if needed, and waits
     /// for the reply at most `base` plus the time to transfer `bytes` and the
     /// transfers already under way.
@@ -370,13 +423,7 @@ impl Link {
             transport: Some(None),
         })?;
         let ahead = self.in_flight.fetch_add(bytes, SeqCst);
-        struct Done<'a>(&'a AtomicUsize, usize);
-        impl Drop for Done<'_> {
-            fn drop(&mut self) {
-                self.0.fetch_sub(self.1, SeqCst);
-            }
-        }
-        let _done = Done(&self.in_flight, bytes);
+        let _done = InFlight(&self.in_flight, bytes);
         let allowed = self.allowance(base, bytes.saturating_add(ahead));
         match tokio::time::timeout(allowed, cmd.query_async::<T>(&mut conn)).await {
             Ok(Ok(v)) => {
@@ -503,8 +550,13 @@ impl RedisTier {
     /// malformed URL is an error.
     pub fn new(target: &RedisTarget, opts: RedisOptions) -> Result<Self> {
         let client = Client::new(target, opts.timeout)?;
+        let bulk = match &client {
+            Client::Single(c) => BulkReader::for_server(c.get_connection_info()),
+            Client::Cluster(_) => None,
+        };
         Ok(RedisTier {
             link: Arc::new(Link {
+                bulk,
                 client,
                 conn: Mutex::new(None),
                 generation: AtomicU64::new(0),
@@ -566,7 +618,11 @@ impl RedisTier {
         if len == 0 {
             return Ok(Lookup::Miss);
         }
-        let value: Option<Bytes> = self.link.run(&redis::Cmd::get(&k), len).await?;
+        let value: Option<Bytes> = if len >= redis_bulk::MIN_LEN && self.link.bulk.is_some() {
+            self.link.bulk_get(&k, len).await?
+        } else {
+            self.link.run(&redis::Cmd::get(&k), len).await?
+        };
         Ok(match value {
             None => Lookup::Miss,
             Some(v) => decode_value(key, v),
@@ -717,6 +773,9 @@ impl RedisTier {
     pub async fn close(&self) {
         self.link.shut.store(true, SeqCst);
         *self.link.conn.lock().await = None;
+        if let Some(b) = &self.link.bulk {
+            b.disconnect().await;
+        }
     }
 }
 

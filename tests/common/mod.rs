@@ -123,13 +123,20 @@ pub fn free_port() -> u16 {
 pub struct OwnRedis {
     child: Option<std::process::Child>,
     pub port: u16,
+    extra: Vec<String>,
 }
 
 impl OwnRedis {
     pub fn start() -> OwnRedis {
+        OwnRedis::start_with(&[])
+    }
+
+    /// With more `redis-server` arguments (`--requirepass`, say).
+    pub fn start_with(extra: &[&str]) -> OwnRedis {
         let mut r = OwnRedis {
             child: None,
             port: free_port(),
+            extra: extra.iter().map(|a| a.to_string()).collect(),
         };
         r.restart();
         r
@@ -138,7 +145,8 @@ impl OwnRedis {
     /// Starts the server (again) on its port and waits until it accepts.
     pub fn restart(&mut self) {
         self.kill();
-        self.child = Some(spawn_redis(self.port, &[]));
+        let extra: Vec<&str> = self.extra.iter().map(String::as_str).collect();
+        self.child = Some(spawn_redis(self.port, &extra));
     }
 
     pub fn url(&self) -> String {
