@@ -736,11 +736,10 @@ async fn an_exhausted_database_pool_never_holds_up_memory_and_redis_hits() {
     drop_redis_prefix(&prefix).await;
 }
 
-/// Large values are read on a connection of their own, straight into a
-/// buffer of their size (src/tier/redis_bulk.rs): with a password and a
-/// database in the URL, byte for byte what was written; and when the server
-/// drops that connection, the next large read reconnects rather than
-/// counting Redis as failed.
+/// Large values are written and read on a connection of their own (src/tier/redis_bulk.rs):
+/// with a password and a database in the URL, read back byte for byte as
+/// written, with their TTL; and when the server drops that connection, the
+/// next large read reconnects rather than counting Redis as failed.
 #[tokio::test(flavor = "multi_thread")]
 async fn large_values_are_read_with_auth_and_after_a_dropped_connection() {
     let redis = OwnRedis::start_with(&["--requirepass", "s3cret"]);
@@ -776,6 +775,19 @@ async fn large_values_are_read_with_auth_and_after_a_dropped_connection() {
             .and_then(|l| l.split(' ').find_map(|f| f.strip_prefix("id=")))
             .map(str::to_owned)
     }
+    // Written by the bulk connection too: one key, with its TTL.
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("*")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    let ttl: i64 = redis::cmd("TTL")
+        .arg(&keys[0])
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    assert!(ttl > 0, "TTL {ttl}");
     let reader = Cache::open(opts(Some(0))).await.unwrap();
     for round in 0..3 {
         let hit = reader.get_or_generate(&cfg).await.unwrap();

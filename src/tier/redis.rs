@@ -51,7 +51,7 @@ use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 use redis::AsyncConnectionConfig;
 use tokio::sync::Mutex;
 
-use super::redis_bulk::{self, BulkError, BulkReader};
+use super::redis_bulk::{self, Bulk, BulkError};
 use super::Entry;
 use crate::codec::Codec;
 use crate::error::{Error, Result};
@@ -137,7 +137,7 @@ struct Link {
     /// Set by `close`: no more connections, the probe stops.
     shut: AtomicBool,
     /// Large values of one plain-TCP server are read here (see there).
-    bulk: Option<BulkReader>,
+    bulk: Option<Bulk>,
 }
 
 /// Bytes of a transfer under way, counted off when it ends (or is dropped).
@@ -367,14 +367,15 @@ impl Link {
         }
     }
 
-    /// `GET key` of a large value on the bulk connection, with `run`'s
-    /// breaker and allowance (`bytes` is the size `STRLEN` gave). A failure
-    /// on the way to Redis opens the breaker; a reply that does not come
-    /// while other requests are answered is taken as busy, as in `send`.
-    async fn bulk_get(self: &Arc<Self>, key: &str, bytes: usize) -> Result<Option<Bytes>> {
-        let Some(bulk) = &self.bulk else {
-            return Err(Error::Internal("no bulk reader for this Redis".into()));
-        };
+    /// Runs `work` (an exchange on the bulk connection, moving `bytes`) with
+    /// `run`'s breaker and allowance. A failure on the way to Redis opens
+    /// the breaker; a reply that does not come while other requests are
+    /// answered is taken as busy, as in `send`.
+    async fn bulk_run<T>(
+        self: &Arc<Self>,
+        bytes: usize,
+        work: impl std::future::Future<Output = std::result::Result<T, BulkError>>,
+    ) -> Result<T> {
         if self.open.load(SeqCst) || self.shut.load(SeqCst) {
             return Err(Error::Redis(
                 "not asked: the circuit breaker is open after a failure (a probe retries it)"
@@ -384,10 +385,10 @@ impl Link {
         let ahead = self.in_flight.fetch_add(bytes, SeqCst);
         let _done = InFlight(&self.in_flight, bytes);
         let allowed = self.allowance(self.timeout, bytes.saturating_add(ahead));
-        match tokio::time::timeout(allowed, bulk.get(key.as_bytes())).await {
+        match tokio::time::timeout(allowed, work).await {
             Ok(Ok(v)) => {
                 self.heard();
-                Ok(v.map(Bytes::from))
+                Ok(v)
             }
             Ok(Err(BulkError::Reply(r))) => {
                 self.heard();
@@ -551,7 +552,7 @@ impl RedisTier {
     pub fn new(target: &RedisTarget, opts: RedisOptions) -> Result<Self> {
         let client = Client::new(target, opts.timeout)?;
         let bulk = match &client {
-            Client::Single(c) => BulkReader::for_server(c.get_connection_info()),
+            Client::Single(c) => Bulk::for_server(c.get_connection_info()),
             Client::Cluster(_) => None,
         };
         Ok(RedisTier {
@@ -618,10 +619,13 @@ impl RedisTier {
         if len == 0 {
             return Ok(Lookup::Miss);
         }
-        let value: Option<Bytes> = if len >= redis_bulk::MIN_LEN && self.link.bulk.is_some() {
-            self.link.bulk_get(&k, len).await?
-        } else {
-            self.link.run(&redis::Cmd::get(&k), len).await?
+        let value: Option<Bytes> = match &self.link.bulk {
+            Some(bulk) if len >= redis_bulk::MIN_LEN => self
+                .link
+                .bulk_run(len, bulk.get(k.as_bytes()))
+                .await?
+                .map(Bytes::from),
+            _ => self.link.run(&redis::Cmd::get(&k), len).await?,
         };
         Ok(match value {
             None => Lookup::Miss,
@@ -636,6 +640,19 @@ impl RedisTier {
         }
         let head = record_head(entry)?;
         let bytes = head.len() + entry.payload.len();
+        if let Some(bulk) = self
+            .link
+            .bulk
+            .as_ref()
+            .filter(|_| bytes >= redis_bulk::MIN_LEN)
+        {
+            let k = self.redis_key(&entry.metadata.config_hash);
+            let parts: [&[u8]; 2] = [&head, &entry.payload];
+            return self
+                .link
+                .bulk_run(bytes, bulk.set(k.as_bytes(), &parts, self.ttl_seconds))
+                .await;
+        }
         let record = Record {
             head,
             payload: &entry.payload,
