@@ -481,6 +481,18 @@ impl Cache {
     /// The memory tier alone, synchronously: lets the binding answer a hit on
     /// the calling thread without a trip through the runtime. Counts hits only;
     /// a miss is counted by the lookup that follows.
+    /// The caller's copy of `hit` in `cfg`'s bucket order (see
+    /// [`Hit::into_caller`]); a large hit from memory is mapped rather than
+    /// copied (see `Inner::seal`).
+    pub async fn for_caller(&self, hit: Hit, cfg: Option<&ScenarioConfig>) -> Result<CallerCopy> {
+        let hit = if hit.source == Source::Memory {
+            self.inner.seal(hit).await
+        } else {
+            hit
+        };
+        hit.into_caller(cfg)
+    }
+
     pub fn get_from_memory(&self, cfg: &ScenarioConfig, key: &str) -> Result<Option<Hit>> {
         self.check_open()?;
         let started = Instant::now();
@@ -1196,8 +1208,8 @@ impl Inner {
         }
         if let Some(m) = &self.memory {
             let _order = self.fill_lock.lock().expect("fill lock");
-            if self.may_fill(epoch) && m.insert(e.clone()) && e.payload.len() >= sealed::MIN_LEN {
-                self.seal_in_memory(e, epoch);
+            if self.may_fill(epoch) {
+                m.insert(e.clone());
             }
         }
         if redis && self.redis.is_some() {
@@ -1223,40 +1235,56 @@ impl Inner {
         }
     }
 
-    /// Moves a large payload the memory tier holds into a sealed memory
-    /// file, in the background (about 7 ms for 16 MB), so that later hits
-    /// map it rather than copy it. The entry is swapped only while the
-    /// memory tier still holds this very payload and no invalidation began
-    /// since `epoch` (checked under the fill lock, as fills are); any
-    /// failure leaves the copying entry in place.
-    fn seal_in_memory(self: &Arc<Self>, e: &Entry, epoch: u64) {
-        let inner = self.clone();
-        let e = e.clone();
-        self.background.spawn(async move {
-            // On the compute pool, whose threads yield to the event loop's.
-            let payload = e.payload.clone();
-            let (tx, rx) = tokio::sync::oneshot::channel();
-            rayon::spawn(move || {
-                let _ = tx.send(sealed::seal(&payload).ok());
-            });
-            let (Ok(Some(s)), Some(m)) = (rx.await, &inner.memory) else {
-                return;
-            };
-            let s = Arc::new(s);
-            let _order = inner.fill_lock.lock().expect("fill lock");
-            let key = &e.metadata.config_hash;
-            let same = m
-                .get(key)
-                .is_some_and(|cur| cur.payload.as_ptr() == e.payload.as_ptr());
-            if inner.may_fill(epoch) && same && e.derived.sealed.set(s.clone()).is_ok() {
-                // Same bytes (the file is a copy of them) and what was
-                // derived from them; the heap copy goes once its users do.
-                m.insert(Entry {
-                    payload: bytes::Bytes::from_owner(SealedBytes(s)),
-                    ..e
-                });
-            }
+    /// `hit` (from memory) with its payload sealed, when it is large: the
+    /// payload is copied into a sealed memory file (about 7 ms for 16 MB on
+    /// the compute pool) and the memory tier's entry swapped for one over
+    /// it, so that this caller and every later one map it instead of copying
+    /// it (see [`crate::sealed`]). Done on an entry's first large hit, not
+    /// when it is stored: a miss does not wait for it, and an entry never hit
+    /// again never pays. The swap is made only while the memory tier still
+    /// holds this very entry and no invalidation began (checked under the
+    /// fill lock, as fills are); any failure leaves the copying entry.
+    async fn seal(&self, mut hit: Hit) -> Hit {
+        let e = &hit.entry;
+        let Some(m) = &self.memory else {
+            return hit;
+        };
+        if e.payload.len() < sealed::MIN_LEN
+            || e.derived.sealed.get().is_some()
+            || e.derived.sealing.swap(true, SeqCst)
+        {
+            return hit;
+        }
+        let derived = e.derived.clone();
+        // Let a later hit try again unless this one sealed it.
+        let _done = DropFn(move || derived.sealing.store(false, SeqCst));
+        let epoch = self.epoch.load(SeqCst);
+        let payload = e.payload.clone();
+        // On the compute pool, whose threads yield to the event loop's.
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        rayon::spawn(move || {
+            let _ = tx.send(sealed::seal(&payload).ok());
         });
+        let Ok(Some(s)) = rx.await else {
+            return hit;
+        };
+        let s = Arc::new(s);
+        let _order = self.fill_lock.lock().expect("fill lock");
+        let e = &hit.entry;
+        let same = m
+            .get(&e.metadata.config_hash)
+            .is_some_and(|cur| Arc::ptr_eq(&cur.derived, &e.derived));
+        if self.may_fill(epoch) && same && e.derived.sealed.set(s.clone()).is_ok() {
+            // Same bytes (the file is a copy of them) and what was derived
+            // from them; the heap copy goes once its users do.
+            let entry = Entry {
+                payload: bytes::Bytes::from_owner(SealedBytes(s)),
+                ..hit.entry.clone()
+            };
+            m.insert(entry.clone());
+            hit.entry = entry;
+        }
+        hit
     }
 
     fn may_fill(&self, epoch: u64) -> bool {
@@ -1436,6 +1464,15 @@ async fn put_typescript(r: &RedisTier, e: &Entry) -> Result<()> {
     })
     .await?;
     r.put_typescript(&e.metadata.config_hash, &value).await
+}
+
+/// Runs its closure when dropped (also when the future holding it is).
+struct DropFn<F: FnMut()>(F);
+
+impl<F: FnMut()> Drop for DropFn<F> {
+    fn drop(&mut self) {
+        (self.0)()
+    }
 }
 
 /// A sealed payload as the bytes of an entry.

@@ -78,7 +78,9 @@ pub struct LargeInHugePages;
 /// `layout`, its size padded as [`zeroed`] pads, when large.
 fn padded(layout: Layout) -> Layout {
     let size = layout.size();
-    if size < HUGE_PAGE || !enabled() {
+    // Only glibc on Linux gains (see `advise`); elsewhere padding would only
+    // commit or reserve more.
+    if size < HUGE_PAGE || !cfg!(all(target_os = "linux", target_env = "gnu")) || !enabled() {
         return layout;
     }
     const MALLOC_OVERHEAD: usize = 32;

@@ -81,10 +81,14 @@ mod imp {
             // SAFETY: plain system calls on a descriptor this function owns;
             // every pointer passed is a live slice of the stated length.
             unsafe {
-                let raw = libc::memfd_create(
-                    c"scenario-matrix-cache".as_ptr(),
-                    libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING,
-                );
+                // Never executable (kernels from 6.3 may insist on saying
+                // so); older kernels refuse the flag, and get none.
+                let name = c"scenario-matrix-cache".as_ptr();
+                let flags = libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING;
+                let mut raw = libc::memfd_create(name, flags | libc::MFD_NOEXEC_SEAL);
+                if raw < 0 && io::Error::last_os_error().raw_os_error() == Some(libc::EINVAL) {
+                    raw = libc::memfd_create(name, flags);
+                }
                 if raw < 0 {
                     return Err(io::Error::last_os_error());
                 }

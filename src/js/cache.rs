@@ -72,12 +72,13 @@ type Handed<T> = (T, OwnedSemaphorePermit);
 /// mutating it never touches the cache (a payload nothing else holds is
 /// handed over rather than copied).
 async fn owned(
+    cache: &Cache,
     handoff: &Handoff,
     hit: Hit,
     cfg: Option<&ScenarioConfig>,
 ) -> crate::Result<Handed<CallerCopy>> {
     let room = handoff.reserve(hit.entry.payload.len()).await;
-    Ok((hit.into_caller(cfg)?, room))
+    Ok((cache.for_caller(hit, cfg).await?, room))
 }
 
 fn handed_js(env: &Env, (copy, _room): Handed<CallerCopy>) -> napi::Result<ScenarioResult> {
@@ -451,8 +452,8 @@ impl ScenarioMatrixCache {
                         Err(e) => PromiseRaw::reject(env, e),
                     };
                 }
-                let (c, handoff) = (c.clone(), self.handoff.clone());
-                let work = async move { owned(&handoff, hit, Some(&c)).await };
+                let (c, cache, handoff) = (c.clone(), self.inner.clone(), self.handoff.clone());
+                let work = async move { owned(&cache, &handoff, hit, Some(&c)).await };
                 return promise(env, work, clock.handed_js());
             }
         }
@@ -461,7 +462,7 @@ impl ScenarioMatrixCache {
             let cfg = cfg?;
             let key = crate::key::canonical_key(&cfg);
             let hit = cache.get_or_generate_keyed(&cfg, key, false).await?;
-            owned(&handoff, hit, Some(&cfg)).await
+            owned(&cache, &handoff, hit, Some(&cfg)).await
         };
         promise(env, work, clock.handed_js())
     }
@@ -528,7 +529,7 @@ impl ScenarioMatrixCache {
         let (cache, handoff) = (self.inner.clone(), self.handoff.clone());
         let work = async move {
             match cache.get(&key?).await? {
-                Some(hit) => Ok(Some(owned(&handoff, hit, None).await?)),
+                Some(hit) => Ok(Some(owned(&cache, &handoff, hit, None).await?)),
                 None => Ok(None),
             }
         };

@@ -71,10 +71,13 @@ pub struct Entry {
 pub struct Derived {
     /// Per stored column: its sum and p10 / p50 / p90 (portfolio statistics).
     pub column_stats: OnceLock<ColumnStats>,
-    /// The payload in a sealed memory file, set (off the caller's path) for
-    /// a large payload once the memory tier holds it: callers then map it
-    /// instead of copying it (see [`crate::sealed`]).
+    /// The payload in a sealed memory file, set on the first large hit from
+    /// memory: callers then map it instead of copying it (see
+    /// [`crate::sealed`]).
     pub sealed: OnceLock<Arc<Sealed>>,
+    /// Set while a call seals the payload, so concurrent hits copy instead
+    /// of each sealing a copy of their own.
+    pub sealing: std::sync::atomic::AtomicBool,
 }
 
 /// Equal payloads, codecs and metadata; what was derived from them follows.

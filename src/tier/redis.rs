@@ -136,8 +136,11 @@ struct Link {
     skipped: AtomicU64,
     /// Set by `close`: no more connections, the probe stops.
     shut: AtomicBool,
-    /// Large values of one plain-TCP server are read here (see there).
+    /// Large values of one plain-TCP server are moved here (see there).
     bulk: Option<Bulk>,
+    /// Bytes of bulk transfers under way (one at a time on that connection,
+    /// so a transfer queued behind another is allowed its time too).
+    bulk_in_flight: AtomicUsize,
 }
 
 /// Bytes of a transfer under way, counted off when it ends (or is dropped).
@@ -382,8 +385,11 @@ impl Link {
                     .into(),
             ));
         }
-        let ahead = self.in_flight.fetch_add(bytes, SeqCst);
-        let _done = InFlight(&self.in_flight, bytes);
+        // A failure seen after the breaker closed again (a newer shared
+        // connection) must not open it once more.
+        let generation = self.generation.load(SeqCst);
+        let ahead = self.bulk_in_flight.fetch_add(bytes, SeqCst);
+        let _done = InFlight(&self.bulk_in_flight, bytes);
         let allowed = self.allowance(self.timeout, bytes.saturating_add(ahead));
         match tokio::time::timeout(allowed, work).await {
             Ok(Ok(v)) => {
@@ -394,8 +400,11 @@ impl Link {
                 self.heard();
                 Err(redis_err(r))
             }
+            // While the shared connection is answered, a failure of this one
+            // alone (a connection limit, a proxy) fails the call, not Redis.
+            Ok(Err(e)) if self.answering() => Err(redis_err(e)),
             Ok(Err(e)) => {
-                self.trip(None, &e.to_string());
+                self.trip(Some(generation), &e.to_string());
                 Err(redis_err(e))
             }
             Err(_) if self.answering() => Err(redis_err(format!(
@@ -403,7 +412,7 @@ impl Link {
             ))),
             Err(_) => {
                 let why = format!("no answer within {allowed:?}");
-                self.trip(None, &why);
+                self.trip(Some(generation), &why);
                 Err(redis_err(why))
             }
         }
@@ -562,6 +571,7 @@ impl RedisTier {
                 conn: Mutex::new(None),
                 generation: AtomicU64::new(0),
                 in_flight: AtomicUsize::new(0),
+                bulk_in_flight: AtomicUsize::new(0),
                 last_reply_ms: AtomicU64::new(0),
                 born: Instant::now(),
                 timeout: opts.timeout,
@@ -622,7 +632,7 @@ impl RedisTier {
         let value: Option<Bytes> = match &self.link.bulk {
             Some(bulk) if len >= redis_bulk::MIN_LEN => self
                 .link
-                .bulk_run(len, bulk.get(k.as_bytes()))
+                .bulk_run(len, bulk.get(k.as_bytes(), len))
                 .await?
                 .map(Bytes::from),
             _ => self.link.run(&redis::Cmd::get(&k), len).await?,
@@ -791,7 +801,7 @@ impl RedisTier {
         self.link.shut.store(true, SeqCst);
         *self.link.conn.lock().await = None;
         if let Some(b) = &self.link.bulk {
-            b.disconnect().await;
+            b.disconnect();
         }
     }
 }

@@ -19,6 +19,8 @@
 //! (`Link::bulk_get`): this module only moves bytes.
 
 use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -59,11 +61,19 @@ pub struct Bulk {
     username: Option<String>,
     password: Option<String>,
     db: i64,
-    /// One connection, kept between reads. Taken out for an exchange and put
-    /// back only after a complete one, so a failed or abandoned read (its
-    /// future dropped at a timeout) never leaves a half-read reply behind.
-    conn: Mutex<Option<TcpStream>>,
+    /// One connection and when it was last used, kept between exchanges.
+    /// Taken out for an exchange and put back only after a complete one, so
+    /// a failed or abandoned one (its future dropped at a timeout) never
+    /// leaves a half-read reply behind.
+    conn: Mutex<Option<(TcpStream, Instant)>>,
+    /// Set by `disconnect`: an exchange under way drops its connection.
+    closed: AtomicBool,
 }
+
+/// A connection idle longer than this is replaced rather than trusted: a
+/// NAT or load balancer may have dropped it silently, and a read on it
+/// would wait out its whole allowance.
+const MAX_IDLE: Duration = Duration::from_secs(30);
 
 impl Bulk {
     /// A reader for the server `info` names, when it is reached over plain TCP.
@@ -79,12 +89,15 @@ impl Bulk {
             password: settings.password().map(str::to_owned),
             db: settings.db(),
             conn: Mutex::new(None),
+            closed: AtomicBool::new(false),
         })
     }
 
-    /// `GET key`: the value, or None when the key does not exist.
-    pub async fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, BulkError> {
-        self.exchange(&Request::Get { key }).await
+    /// `GET key`: the value, or None when the key does not exist. `expected`
+    /// is the size `STRLEN` gave; a reply claiming much more is taken as a
+    /// broken stream, not allocated.
+    pub async fn get(&self, key: &[u8], expected: usize) -> Result<Option<Vec<u8>>, BulkError> {
+        self.exchange(&Request::Get { key, expected }).await
     }
 
     /// `SET key value EX ttl`, the value given as `parts` laid end to end
@@ -110,10 +123,16 @@ impl Bulk {
     /// on a fresh one (`GET` and `SET` may be repeated).
     async fn exchange(&self, request: &Request<'_>) -> Result<Option<Vec<u8>>, BulkError> {
         let mut slot = self.conn.lock().await;
-        if let Some(mut kept) = slot.take() {
+        let keep = |slot: &mut Option<(TcpStream, Instant)>, s: TcpStream| {
+            if !self.closed.load(Ordering::SeqCst) {
+                *slot = Some((s, Instant::now()));
+            }
+        };
+        let kept = slot.take().filter(|(_, used)| used.elapsed() < MAX_IDLE);
+        if let Some((mut kept, _)) = kept {
             match request.run(&mut kept).await {
                 Ok(v) => {
-                    *slot = Some(kept);
+                    keep(&mut slot, kept);
                     return Ok(v);
                 }
                 Err(BulkError::Io(_)) => {}
@@ -122,13 +141,17 @@ impl Bulk {
         }
         let mut fresh = self.connect().await?;
         let v = request.run(&mut fresh).await?;
-        *slot = Some(fresh);
+        keep(&mut slot, fresh);
         Ok(v)
     }
 
-    /// Drops the kept connection (closing, or after the server was lost).
-    pub async fn disconnect(&self) {
-        self.conn.lock().await.take();
+    /// Closes for good: drops the kept connection, and one in use when its
+    /// exchange ends (not waited for).
+    pub fn disconnect(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+        if let Ok(mut slot) = self.conn.try_lock() {
+            slot.take();
+        }
     }
 
     async fn connect(&self) -> Result<TcpStream, BulkError> {
@@ -154,6 +177,7 @@ impl Bulk {
 enum Request<'a> {
     Get {
         key: &'a [u8],
+        expected: usize,
     },
     Set {
         key: &'a [u8],
@@ -166,9 +190,11 @@ impl Request<'_> {
     /// Sends the command and reads its reply: the value for `GET`, None for `SET`.
     async fn run(&self, s: &mut TcpStream) -> Result<Option<Vec<u8>>, BulkError> {
         match *self {
-            Request::Get { key } => {
+            Request::Get { key, expected } => {
                 send(s, &[b"GET", key]).await?;
-                read_bulk(s).await
+                // The value may have been rewritten since its STRLEN (same
+                // matrix, another record layout): some slack, not gigabytes.
+                read_bulk(s, expected.saturating_mul(2).saturating_add(MIN_LEN)).await
             }
             Request::Set {
                 key,
@@ -241,7 +267,7 @@ async fn expect_ok(s: &mut TcpStream) -> Result<(), BulkError> {
 }
 
 /// Reads a bulk string reply into a buffer of exactly its size.
-async fn read_bulk(s: &mut TcpStream) -> Result<Option<Vec<u8>>, BulkError> {
+async fn read_bulk(s: &mut TcpStream, max_len: usize) -> Result<Option<Vec<u8>>, BulkError> {
     let (line, rest) = read_line(s).await?;
     match line.first() {
         Some(b'$') => {}
@@ -266,12 +292,15 @@ async fn read_bulk(s: &mut TcpStream) -> Result<Option<Vec<u8>>, BulkError> {
     // The value and its CRLF, read into spare capacity (never zeroed first).
     let want = usize::try_from(len)
         .ok()
+        .filter(|&n| n <= max_len)
         .and_then(|n| n.checked_add(2))
-        .ok_or_else(|| invalid("a bulk string too large"))?;
+        .ok_or_else(|| invalid("a bulk string far larger than its STRLEN"))?;
     if rest.len() > want {
         return Err(invalid("bytes after the reply"));
     }
-    let mut buf = crate::pages::with_capacity_bytes(want);
+    let mut buf = Vec::new();
+    buf.try_reserve_exact(want)
+        .map_err(|_| BulkError::Io(io::ErrorKind::OutOfMemory.into()))?;
     buf.extend_from_slice(&rest);
     while buf.len() < want {
         // `read_buf` fills spare capacity only: the buffer never grows past `want`.
