@@ -2,7 +2,8 @@
 // by side in one run, on the real PostgreSQL and Redis (PG_ADMIN_URL /
 // REDIS_URL, default the local ones). Each side and size runs in a child
 // process of its own, so peak RSS is that run's. Prints a table with ratios and
-// writes bench/results.json.
+// writes bench/results.json (results-quick.json with --quick). `--cache-only`
+// leaves out the portfolio and optimiser benches (results-cache.json).
 const { execFileSync } = require('node:child_process')
 const { writeFileSync } = require('node:fs')
 const os = require('node:os')
@@ -12,6 +13,9 @@ const { withLoopDelay } = require('./loop-delay')
 const PG_ADMIN = process.env.PG_ADMIN_URL || 'postgres://postgres@127.0.0.1:5432/postgres'
 const REDIS = process.env.REDIS_URL || 'redis://127.0.0.1:6379'
 const QUICK = process.argv.includes('--quick')
+// --cache-only: the cache paths alone, without the portfolio and optimiser benches.
+const CACHE_ONLY = process.argv.includes('--cache-only')
+const RESULTS = path.join(__dirname, QUICK ? 'results-quick.json' : CACHE_ONLY ? 'results-cache.json' : 'results.json')
 
 // Iterations per path: [small, large].
 const N = {
@@ -233,7 +237,7 @@ function main() {
     loopDelayMs: { ours: results.runs['ours-large'].loopDelayMs, baseline: results.runs['baseline-large'].loopDelayMs },
     maxRssMb: { ours: results.runs['ours-large'].maxRssMb, baseline: results.runs['baseline-large'].maxRssMb },
   }
-  writeFileSync(path.join(__dirname, QUICK ? 'results-quick.json' : 'results.json'), JSON.stringify(results, null, 2) + '\n')
+  writeFileSync(RESULTS, JSON.stringify(results, null, 2) + '\n')
 
   const lines = [
     '| path | size | ours p50 (ms) | ours p99 (ms) | plain JS p50 (ms) | plain JS p99 (ms) | speed-up (p50) | target p50 (ms) | met |',
@@ -263,7 +267,7 @@ function main() {
   const phases = results.runs['ours-large'].peakRssAfterPhaseMb
   console.log(`\npeak RSS so far after each phase of the 100,000 x 50 run (MB): ${JSON.stringify(phases)}`)
   console.log(`\n${results.machine.cpus} x ${results.machine.cpu}, ${results.machine.memGb} GB, Node ${results.machine.node}, ${results.machine.date}`)
-  benchPortfolio(results)
+  if (!CACHE_ONLY) benchPortfolio(results)
 }
 
 /** Portfolio analytics (bench/portfolio.js), in a process of its own; appended to the results. */
@@ -274,7 +278,7 @@ function benchPortfolio(results) {
     maxBuffer: 64 << 20,
   })
   results.portfolio = JSON.parse(out)
-  writeFileSync(path.join(__dirname, QUICK ? 'results-quick.json' : 'results.json'), JSON.stringify(results, null, 2) + '\n')
+  writeFileSync(RESULTS, JSON.stringify(results, null, 2) + '\n')
   const { rows } = require('./portfolio')
   console.log('\n| portfolio | size | ours p50 (ms) | ours p99 (ms) | getMatrix + JS p50 (ms) | getMatrix + JS p99 (ms) | speed-up (p50) | target | met |')
   console.log('|---|---|---|---|---|---|---|---|---|')
@@ -290,7 +294,7 @@ function benchOptimizer(results) {
     maxBuffer: 64 << 20,
   })
   results.optimizer = JSON.parse(out)
-  writeFileSync(path.join(__dirname, QUICK ? 'results-quick.json' : 'results.json'), JSON.stringify(results, null, 2) + '\n')
+  writeFileSync(RESULTS, JSON.stringify(results, null, 2) + '\n')
   const { rows, HEADER } = require('./optimizer')
   console.log(['', ...HEADER, ...rows(results.optimizer)].join('\n'))
 }
