@@ -478,9 +478,6 @@ impl Cache {
         Ok((hit, out))
     }
 
-    /// The memory tier alone, synchronously: lets the binding answer a hit on
-    /// the calling thread without a trip through the runtime. Counts hits only;
-    /// a miss is counted by the lookup that follows.
     /// The caller's copy of `hit` in `cfg`'s bucket order (see
     /// [`Hit::into_caller`]); a large hit from memory is mapped rather than
     /// copied (see `Inner::seal`).
@@ -493,6 +490,9 @@ impl Cache {
         hit.into_caller(cfg)
     }
 
+    /// The memory tier alone, synchronously: lets the binding answer a hit on
+    /// the calling thread without a trip through the runtime. Counts hits only;
+    /// a miss is counted by the lookup that follows.
     pub fn get_from_memory(&self, cfg: &ScenarioConfig, key: &str) -> Result<Option<Hit>> {
         self.check_open()?;
         let started = Instant::now();

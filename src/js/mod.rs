@@ -322,9 +322,9 @@ fn js_buffer(env: &Env, bytes: Vec<u8>) -> napi::Result<Buffer> {
     }
 }
 
-/// A caller's bytes as its `Buffer`: a copy is handed over as it is, a
-/// mapping is unmapped (off the JS thread, like a large copy's memory) when
-/// JS collects the buffer.
+/// A caller's bytes as its `Buffer`, without a copy: a copy as `js_buffer`
+/// hands it over; a handed-over payload or a mapping is dropped off the JS
+/// thread when JS collects the buffer.
 fn caller_buffer(env: &Env, bytes: CallerBytes) -> napi::Result<Buffer> {
     match bytes {
         CallerBytes::Copied(v) => js_buffer(env, v),

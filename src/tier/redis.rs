@@ -152,6 +152,13 @@ impl Drop for InFlight<'_> {
     }
 }
 
+/// What a call is told while the breaker is open.
+fn breaker_open() -> Error {
+    Error::Redis(
+        "not asked: the circuit breaker is open after a failure (a probe retries it)".into(),
+    )
+}
+
 fn redis_err(e: impl std::fmt::Display) -> Error {
     Error::Redis(crate::tier::durable::redact_password(&e.to_string()))
 }
@@ -354,10 +361,7 @@ impl Link {
         bytes: usize,
     ) -> Result<T> {
         if self.open.load(SeqCst) {
-            return Err(Error::Redis(
-                "not asked: the circuit breaker is open after a failure (a probe retries it)"
-                    .into(),
-            ));
+            return Err(breaker_open());
         }
         match self.send(cmd, self.timeout, self.timeout, bytes).await {
             Ok(v) => Ok(v),
@@ -380,10 +384,7 @@ impl Link {
         work: impl std::future::Future<Output = std::result::Result<T, BulkError>>,
     ) -> Result<T> {
         if self.open.load(SeqCst) || self.shut.load(SeqCst) {
-            return Err(Error::Redis(
-                "not asked: the circuit breaker is open after a failure (a probe retries it)"
-                    .into(),
-            ));
+            return Err(breaker_open());
         }
         // A failure seen after the breaker closed again (a newer shared
         // connection) must not open it once more.
