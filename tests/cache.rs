@@ -508,6 +508,43 @@ async fn redis_hit_fills_memory() {
     drop_redis_prefix(&prefix).await;
 }
 
+/// Redis values on both sides of the lookup's first read (256 KiB): a
+/// shorter one arrives whole in that read, a longer one (below the bulk
+/// reader's 1 MiB) is read again in full. Both come back byte for byte.
+#[tokio::test(flavor = "multi_thread")]
+async fn redis_hits_on_both_sides_of_the_first_read() {
+    let db = TestDb::create().await;
+    let prefix = format!("{}:", unique("smc"));
+    let writer = Cache::open(options(&db, &prefix)).await.unwrap();
+    let no_memory = || CacheOptions {
+        memory_max_bytes: Some(0),
+        ..options(&db, &prefix)
+    };
+    let reader = Cache::open(no_memory()).await.unwrap();
+    let mut sizes = Vec::new();
+    for rows in [15_000, 60_000] {
+        let cfg = config("first-read-fund", rows);
+        let miss = writer.get_or_generate(&cfg).await.unwrap();
+        writer.flush().await; // the Redis write is in the background
+        sizes.push(miss.entry.payload.len());
+        for _ in 0..2 {
+            let hit = reader.get_or_generate(&cfg).await.unwrap();
+            assert_eq!(hit.source, Source::Redis, "{rows} rows");
+            assert_eq!(hit.entry, miss.entry, "{rows} rows");
+        }
+    }
+    assert!(
+        sizes[0] < 256 << 10 && (256 << 10..1 << 20).contains(&sizes[1]),
+        "payload sizes {sizes:?} should fall on both sides of 256 KiB"
+    );
+    let s = reader.stats();
+    assert_eq!((s.redis.hits, s.redis.errors, s.corrupt_entries), (4, 0, 0));
+    writer.close().await;
+    reader.close().await;
+    db.drop_db().await;
+    drop_redis_prefix(&prefix).await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn sqlite_default_serves_a_second_instance() {
     let dir = std::env::temp_dir().join(unique("smc-sqlite"));

@@ -763,7 +763,7 @@ async fn large_values_are_read_with_auth_and_after_a_dropped_connection() {
         .await
         .unwrap();
     // The client whose last command was a GET: only the bulk reader sends
-    // one (the shared connection sends STRLEN, the writer SET).
+    // one (the shared connection sends GETRANGE and STRLEN, the writer SET).
     async fn bulk_client(admin: &mut redis::aio::MultiplexedConnection) -> Option<String> {
         let list: String = redis::cmd("CLIENT")
             .arg("LIST")
