@@ -297,29 +297,14 @@ pub struct ScenarioResult {
 /// Hands a Rust buffer to JS without a copy. Large ones are freed off the JS
 /// thread: returning 15-20 MB to the OS takes about a millisecond, which a
 /// finalizer would otherwise spend inside a garbage-collection pause.
-fn js_buffer(env: &Env, bytes: Vec<u8>) -> napi::Result<Buffer> {
+fn js_buffer(env: &Env, mut bytes: Vec<u8>) -> napi::Result<Buffer> {
     const FREE_OFF_THREAD: usize = 1 << 20;
     if bytes.len() < FREE_OFF_THREAD {
         return Ok(bytes.into());
     }
-    let mut bytes = std::mem::ManuallyDrop::new(bytes);
-    let (ptr, len, cap) = (bytes.as_mut_ptr(), bytes.len(), bytes.capacity());
-    // SAFETY: the pointer, length and capacity come from a Vec this function
-    // owns and never touches again; the finalizer rebuilds it exactly once.
-    let slice = unsafe {
-        BufferSlice::from_external(env, ptr, len, (ptr as usize, len, cap), |_, (p, l, c)| {
-            let v = Vec::from_raw_parts(p as *mut u8, l, c);
-            rayon::spawn(move || drop(v));
-        })
-    };
-    match slice {
-        Ok(s) => s.into_buffer(env),
-        Err(e) => {
-            // SAFETY: not handed to JS, so still ours alone.
-            drop(unsafe { Vec::from_raw_parts(ptr, len, cap) });
-            Err(e)
-        }
-    }
+    // Moving the Vec into the finalizer leaves its heap buffer where it is.
+    let (ptr, len) = (bytes.as_mut_ptr(), bytes.len());
+    owned_js(env, ptr, len, bytes)
 }
 
 /// A caller's bytes as its `Buffer`, without a copy: a copy as `js_buffer`
@@ -333,8 +318,9 @@ fn caller_buffer(env: &Env, bytes: CallerBytes) -> napi::Result<Buffer> {
     }
 }
 
-/// `len` bytes at `ptr`, owned by `owner`, as a Buffer; the owner is
-/// dropped off the JS thread when JS collects it.
+/// `len` bytes at `ptr`, owned by `owner` (a copy, a private mapping, a
+/// handed-over payload), as a Buffer; the owner is dropped off the JS thread
+/// when JS collects it.
 ///
 /// V8 is told of the bytes (`napi_adjust_external_memory`), as it is of the
 /// Buffers Node allocates itself: an external Buffer is otherwise a few bytes
@@ -359,7 +345,8 @@ fn owned_js<T: Send + 'static>(
             rayon::spawn(move || drop(o));
         })
     }?;
-    env.adjust_external_memory(bytes)?;
+    // Only a hint to the collector: a refusal fails no call.
+    let _ = env.adjust_external_memory(bytes);
     slice.into_buffer(env)
 }
 
