@@ -5,7 +5,7 @@
 // writes bench/results.json (results-quick.json with --quick). `--cache-only`
 // leaves out the portfolio and optimiser benches (results-cache.json).
 const { execFileSync } = require('node:child_process')
-const { writeFileSync } = require('node:fs')
+const { readFileSync, writeFileSync } = require('node:fs')
 const os = require('node:os')
 const path = require('node:path')
 const { withLoopDelay } = require('./loop-delay')
@@ -100,6 +100,18 @@ async function childOurs(size) {
   const viaPg = await ScenarioMatrixCache.open({ ...base, memoryMaxBytes: 0, redisUrl: '' })
   r.postgres = await timeIt(N.postgres[i], () => viaPg.getOrGenerate(cfg))
   peak('postgres hits')
+  // Untimed, last (it changes the pacing): memory hits with RSS and PSS read
+  // after each. A large hit is a private mapping of one sealed file; RSS
+  // counts its pages once per live mapping, PSS divides them among them.
+  const shared = { rssMb: 0, pssMb: 0 }
+  if (process.platform === 'linux') {
+    for (let k = 0; k < 30; k++) {
+      await cache.getOrGenerate(cfg)
+      const pss = /^Pss:\s+(\d+)/m.exec(readFileSync('/proc/self/smaps_rollup', 'utf8'))
+      shared.rssMb = Math.max(shared.rssMb, process.memoryUsage.rss() / 2 ** 20)
+      shared.pssMb = Math.max(shared.pssMb, pss ? Number(pss[1]) / 1024 : 0)
+    }
+  }
   const sources = [cache, viaRedis, viaPg].map((c) => c.stats())
   for (const c of [cache, viaRedis, viaPg]) await c.close()
   await db.drop()
@@ -109,6 +121,7 @@ async function childOurs(size) {
     loopDelayMs: loopDelay,
     maxRssMb: process.resourceUsage().maxRSS / 1024,
     peakRssAfterPhaseMb: peaks,
+    memoryHitsSampledMb: shared,
     generations: sources[0].generations,
   }
 }
@@ -266,6 +279,12 @@ function main() {
   console.log(lines.join('\n'))
   const phases = results.runs['ours-large'].peakRssAfterPhaseMb
   console.log(`\npeak RSS so far after each phase of the 100,000 x 50 run (MB): ${JSON.stringify(phases)}`)
+  const sampled = results.runs['ours-large'].memoryHitsSampledMb
+  if (sampled) {
+    console.log(
+      `30 more memory hits, RSS and PSS read after each (MB): RSS up to ${fmt(sampled.rssMb)}, PSS up to ${fmt(sampled.pssMb)} (RSS counts a sealed file's pages once per live mapping)`,
+    )
+  }
   console.log(`\n${results.machine.cpus} x ${results.machine.cpu}, ${results.machine.memGb} GB, Node ${results.machine.node}, ${results.machine.date}`)
   if (!CACHE_ONLY) benchPortfolio(results)
 }
