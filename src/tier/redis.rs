@@ -24,8 +24,10 @@
 //! Redis is an optimisation, so a sick Redis must cost calls next to nothing:
 //! - "No answer" is bounded by `timeout` (connecting, and each reply's wait);
 //!   a transfer of N bytes gets N / `min_rate` on top, so a large value that
-//!   is still streaming is not cut off. A lookup asks `STRLEN` first (small
-//!   reply, plain `timeout`) so the `GET` deadline can be scaled to the size.
+//!   is still streaming is not cut off. A lookup reads the first
+//!   `FIRST_READ` bytes (a bounded reply), which is the whole of a shorter
+//!   value; for a longer one it asks `STRLEN` (small reply, plain `timeout`)
+//!   so the `GET` deadline can be scaled to the size.
 //! - A circuit breaker: the first transport failure, or a timeout while Redis
 //!   is silent, opens it. Silent means no reply to any request on the
 //!   connection for `timeout`: a request that runs out of time while others
