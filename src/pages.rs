@@ -138,13 +138,6 @@ impl Zeroable for f32 {
     const ZERO: Self = 0.0;
 }
 
-/// `Vec::with_capacity(n)` for bytes, its room advised into huge pages when large.
-pub fn with_capacity_bytes(n: usize) -> Vec<u8> {
-    let v = Vec::with_capacity(n);
-    advise(v.as_ptr() as usize, n);
-    v
-}
-
 /// The OS page size (4 KiB on x86-64; 16 or 64 KiB on some arm64 kernels).
 #[cfg(target_os = "linux")]
 fn page_size() -> usize {
@@ -226,8 +219,6 @@ mod tests {
             assert!(zeroed_bytes(n).iter().all(|&b| b == 0));
             assert_eq!(zeroed_bytes(n).len(), n);
             assert!(zeroed_f32(n).iter().all(|&x| x.to_bits() == 0));
-            let v = with_capacity_bytes(n);
-            assert!(v.is_empty() && v.capacity() >= n);
         }
     }
 }

@@ -546,51 +546,60 @@ pub(crate) fn encode_with(
     let chunk_cells = rpc as usize * num_buckets as usize;
     let chunk_count = num_scenarios.div_ceil(rpc);
 
-    // Each chunk's stored bytes go to a slot of one buffer (in huge pages),
-    // not to an allocation of its own: about 16 MB of fresh small pages,
-    // 4,000 page faults, at 100,000 x 50. The slots are held until the
-    // envelope is assembled: at the peak, the stored bytes twice (the old
-    // per-chunk buffers were freed one by one as they were copied).
+    // The envelope is assembled where the chunks were encoded: one buffer
+    // (in huge pages) with room for the header, then a slot per chunk; the
+    // stored bytes are then moved down to follow one another. A buffer of
+    // slots, then a copy into the envelope, held the stored bytes twice at
+    // the peak of a miss (16 MB more at 100,000 x 50).
+    let header_len = FIXED_HEADER_LEN + chunk_count as usize * CHUNK_ENTRY_LEN;
     let slot = slot_len(chunk_cells * 4);
-    let mut slots = crate::pages::zeroed_bytes(slot * chunk_count as usize);
+    let mut out = crate::pages::zeroed_bytes(header_len + slot * chunk_count as usize);
     let frames: Vec<EncodedChunk> = if chunk_count == 1 {
-        vec![ChunkEncoder::default().encode(matrix, opts, &mut slots)?]
+        vec![ChunkEncoder::default().encode(matrix, opts, &mut out[header_len..])?]
     } else {
-        slots
+        out[header_len..]
             .par_chunks_mut(slot)
             .zip(matrix.par_chunks(chunk_cells))
             .map(|(dst, cells)| POOL_ENCODER.with_borrow_mut(|enc| enc.encode(cells, opts, dst)))
             .collect::<Result<_>>()?
     };
+    // Chunk i starts its slot at header_len + i * slot; each moves down to
+    // the end of the one before (never past its own start: len <= slot).
+    let mut end = header_len;
+    for (i, f) in frames.iter().enumerate() {
+        let from = header_len + i * slot;
+        out.copy_within(from..from + f.len, end);
+        end += f.len;
+    }
+    out.truncate(end);
+    // Gives the slots' unused tails back (an mremap in place for an
+    // allocation this large, not a copy).
+    out.shrink_to_fit();
 
-    let header_len = FIXED_HEADER_LEN + frames.len() * CHUNK_ENTRY_LEN;
-    let total = header_len + frames.iter().map(|f| f.len).sum::<usize>();
-    let mut out = crate::pages::with_capacity_bytes(total);
-    out.extend_from_slice(&MAGIC);
-    out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
-    out.push(opts.chunk_codec as u8);
-    out.push(opts.filter as u8);
-    out.push(LAYOUT_ROW_MAJOR_F32_LE);
-    out.push(0); // flags
-    out.extend_from_slice(&num_scenarios.to_le_bytes());
-    out.extend_from_slice(&num_buckets.to_le_bytes());
-    out.extend_from_slice(&(cells as u64 * 4).to_le_bytes());
-    out.extend_from_slice(&rpc.to_le_bytes());
-    out.extend_from_slice(&chunk_count.to_le_bytes());
-    out.extend_from_slice(&[0; 8]); // header checksum, filled in below
+    let mut header = Vec::with_capacity(header_len);
+    header.extend_from_slice(&MAGIC);
+    header.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    header.push(opts.chunk_codec as u8);
+    header.push(opts.filter as u8);
+    header.push(LAYOUT_ROW_MAJOR_F32_LE);
+    header.push(0); // flags
+    header.extend_from_slice(&num_scenarios.to_le_bytes());
+    header.extend_from_slice(&num_buckets.to_le_bytes());
+    header.extend_from_slice(&(cells as u64 * 4).to_le_bytes());
+    header.extend_from_slice(&rpc.to_le_bytes());
+    header.extend_from_slice(&chunk_count.to_le_bytes());
+    header.extend_from_slice(&[0; 8]); // header checksum, filled in below
     for f in &frames {
         let len =
             u32::try_from(f.len).map_err(|_| Error::Internal("chunk larger than 4 GiB".into()))?;
-        out.extend_from_slice(&len.to_le_bytes());
-        out.extend_from_slice(&f.stored_hash.to_le_bytes());
-        out.extend_from_slice(&f.raw_hash.to_le_bytes());
+        header.extend_from_slice(&len.to_le_bytes());
+        header.extend_from_slice(&f.stored_hash.to_le_bytes());
+        header.extend_from_slice(&f.raw_hash.to_le_bytes());
     }
-    let checksum = header_checksum(&out[..FIXED_HEADER_LEN], &out[FIXED_HEADER_LEN..]);
-    out[40..48].copy_from_slice(&checksum.to_le_bytes());
-    for (f, stored) in frames.iter().zip(slots.chunks(slot)) {
-        out.extend_from_slice(&stored[..f.len]);
-    }
-    debug_assert_eq!(out.len(), total);
+    let checksum = header_checksum(&header[..FIXED_HEADER_LEN], &header[FIXED_HEADER_LEN..]);
+    header[40..48].copy_from_slice(&checksum.to_le_bytes());
+    debug_assert_eq!(header.len(), header_len);
+    out[..header_len].copy_from_slice(&header);
     Ok(out)
 }
 
