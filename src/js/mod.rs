@@ -320,34 +320,24 @@ fn caller_buffer(env: &Env, bytes: CallerBytes) -> napi::Result<Buffer> {
 
 /// `len` bytes at `ptr`, owned by `owner` (a copy, a private mapping, a
 /// handed-over payload), as a Buffer; the owner is dropped off the JS thread
-/// when JS collects it.
-///
-/// V8 is told of the bytes (`napi_adjust_external_memory`), as it is of the
-/// Buffers Node allocates itself: an external Buffer is otherwise a few bytes
-/// of heap to the collector, and a loop dropping 16 MB hits kept a dozen of
-/// them (200 MB) alive between collections.
+/// when JS collects it. V8 counts the bytes as external memory (the
+/// Buffer's backing store), which paces its collections.
 fn owned_js<T: Send + 'static>(
     env: &Env,
     ptr: *mut u8,
     len: usize,
     owner: T,
 ) -> napi::Result<Buffer> {
-    let bytes = i64::try_from(len).unwrap_or(i64::MAX);
     // SAFETY: `ptr` and `len` describe memory `owner` owns exclusively
     // (a private mapping, or bytes nothing else references), which stays
     // alive and untouched by Rust until the finalizer drops the owner; JS
     // alone reads and writes it meanwhile.
     let slice = unsafe {
-        BufferSlice::from_external(env, ptr, len, owner, move |env, o| {
-            // Where Node copies instead (no external buffers allowed), this
-            // runs at once, before the increase below: the two cancel out.
-            let _ = env.adjust_external_memory(-bytes);
+        BufferSlice::from_external(env, ptr, len, owner, |_, o| {
             rayon::spawn(move || drop(o));
         })
-    }?;
-    // Only a hint to the collector: a refusal fails no call.
-    let _ = env.adjust_external_memory(bytes);
-    slice.into_buffer(env)
+    };
+    slice?.into_buffer(env)
 }
 
 fn compressed_matrix(data: Buffer, num_scenarios: u32, num_buckets: u32) -> CompressedMatrix {
