@@ -139,6 +139,55 @@ async fn a_hung_redis_costs_one_timeout_then_nothing() {
     db.drop_db().await;
 }
 
+/// Lookups sent together to a hung Redis each wait one timeout (plus the
+/// first read's allowance), not one more allowance per lookup ahead of them.
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_lookups_on_a_hung_redis_wait_one_timeout_each() {
+    let _turn = SERIAL.lock().await;
+    let redis = OwnRedis::start();
+    let db = TestDb::create().await;
+    let opts = options(&db, &redis.url());
+    let writer = Cache::open(opts.clone()).await.unwrap();
+    let cfgs: Vec<_> = (0..40)
+        .map(|i| config(&format!("hung-many-{i}"), 1_000))
+        .collect();
+    for c in &cfgs {
+        writer.get_or_generate(c).await.unwrap();
+    }
+    writer.flush().await;
+    let reader = Arc::new(Cache::open(opts).await.unwrap());
+    assert_eq!(timed(&reader, &cfgs[0]).await.0, Source::Redis);
+
+    redis.pause();
+    let started = Instant::now();
+    let calls: Vec<_> = cfgs
+        .iter()
+        .cloned()
+        .map(|c| {
+            let reader = reader.clone();
+            tokio::spawn(async move { timed(&reader, &c).await })
+        })
+        .collect();
+    let mut slowest = Duration::ZERO;
+    for call in calls {
+        let (source, took) = call.await.unwrap();
+        assert_eq!(source, Source::Postgres);
+        slowest = slowest.max(took);
+    }
+    redis.resume();
+    // 100 ms timeout + 26 ms for 256 KiB at 10 MB/s, and room for 40
+    // durable hits on a busy machine; counted per lookup ahead, the last
+    // would have been allowed 100 + 40 x 26 ms.
+    assert!(
+        slowest < Duration::from_millis(600),
+        "slowest of 40 concurrent lookups took {slowest:?} (all: {:?})",
+        started.elapsed()
+    );
+    reader.close().await;
+    writer.close().await;
+    db.drop_db().await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_killed_or_absent_redis_fails_no_call_and_is_used_again_when_back() {
     let _turn = SERIAL.lock().await;

@@ -38,7 +38,8 @@
 //!   open, no call asks Redis (lookups and writes are skipped, deletes fail),
 //!   and a background probe pings Redis every `cooldown` on a new connection;
 //!   the first answer closes the breaker. So a hung Redis costs the calls in
-//!   flight at most `timeout`, and later calls nothing.
+//!   flight at most `timeout` plus their size allowance (a lookup's first
+//!   read: FIRST_READ / `min_rate`), and later calls nothing.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst};
 use std::sync::Arc;
@@ -367,10 +368,32 @@ impl Link {
         cmd: &redis::Cmd,
         bytes: usize,
     ) -> Result<T> {
+        self.run_within(cmd, self.timeout, bytes).await
+    }
+
+    /// Like `run`, for a reply of at most `bound` bytes, most often far
+    /// fewer: its own wait allows `bound`, but it is not counted as a
+    /// transfer under way. Every lookup sends one; counted, the deadlines of
+    /// concurrent lookups would add up to seconds on a hung server.
+    async fn run_bounded<T: redis::FromRedisValue>(
+        self: &Arc<Self>,
+        cmd: &redis::Cmd,
+        bound: usize,
+    ) -> Result<T> {
+        self.run_within(cmd, self.allowance(self.timeout, bound), 0)
+            .await
+    }
+
+    async fn run_within<T: redis::FromRedisValue>(
+        self: &Arc<Self>,
+        cmd: &redis::Cmd,
+        base: Duration,
+        bytes: usize,
+    ) -> Result<T> {
         if self.open.load(SeqCst) {
             return Err(breaker_open());
         }
-        match self.send(cmd, self.timeout, self.timeout, bytes).await {
+        match self.send(cmd, self.timeout, base, bytes).await {
             Ok(v) => Ok(v),
             Err(Failure { message, transport }) => {
                 if let Some(generation) = transport {
@@ -634,9 +657,11 @@ impl RedisTier {
         // A value shorter than FIRST_READ comes whole in one round trip: its
         // first FIRST_READ bytes, fewer when that is all there is. The reply's
         // size is bounded, so its deadline is too. A missing key reads as "".
+        // GETRANGE is atomic: a short reply is one whole value, and a full
+        // one is dropped and the value read again whole, never joined.
         let head: Bytes = self
             .link
-            .run(
+            .run_bounded(
                 redis::cmd("GETRANGE").arg(&k).arg(0).arg(FIRST_READ - 1),
                 FIRST_READ,
             )
