@@ -103,14 +103,20 @@ async function childOurs(size) {
   // Untimed, last (it changes the pacing): memory hits with RSS and PSS read
   // after each. A large hit is a private mapping of one sealed file; RSS
   // counts its pages once per live mapping, PSS divides them among them.
-  const shared = { rssMb: 0, pssMb: 0 }
-  if (process.platform === 'linux') {
-    for (let k = 0; k < 30; k++) {
-      await cache.getOrGenerate(cfg)
-      const pss = /^Pss:\s+(\d+)/m.exec(readFileSync('/proc/self/smaps_rollup', 'utf8'))
-      shared.rssMb = Math.max(shared.rssMb, process.memoryUsage.rss() / 2 ** 20)
-      shared.pssMb = Math.max(shared.pssMb, pss ? Number(pss[1]) / 1024 : 0)
+  const maxRssMb = process.resourceUsage().maxRSS / 1024
+  let shared = null
+  try {
+    if (size === 'large') {
+      shared = { rssMb: 0, pssMb: 0 }
+      for (let k = 0; k < 30; k++) {
+        await cache.getOrGenerate(cfg)
+        const pss = /^Pss:\s+(\d+)/m.exec(readFileSync('/proc/self/smaps_rollup', 'utf8'))
+        shared.rssMb = Math.max(shared.rssMb, process.memoryUsage.rss() / 2 ** 20)
+        shared.pssMb = Math.max(shared.pssMb, pss ? Number(pss[1]) / 1024 : 0)
+      }
     }
+  } catch {
+    shared = null // no smaps_rollup here (not Linux, or before 4.14)
   }
   const sources = [cache, viaRedis, viaPg].map((c) => c.stats())
   for (const c of [cache, viaRedis, viaPg]) await c.close()
@@ -119,7 +125,7 @@ async function childOurs(size) {
   return {
     ...r,
     loopDelayMs: loopDelay,
-    maxRssMb: process.resourceUsage().maxRSS / 1024,
+    maxRssMb,
     peakRssAfterPhaseMb: peaks,
     memoryHitsSampledMb: shared,
     generations: sources[0].generations,

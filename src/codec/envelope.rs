@@ -572,8 +572,9 @@ pub(crate) fn encode_with(
         end += f.len;
     }
     out.truncate(end);
-    // Gives the slots' unused tails back (an mremap in place for an
-    // allocation this large, not a copy).
+    // Gives the slots' unused tails back (glibc shrinks a mapping this large
+    // in place, without a copy; the addon's allocator keeps it a whole number
+    // of huge pages).
     out.shrink_to_fit();
 
     let mut header = Vec::with_capacity(header_len);
