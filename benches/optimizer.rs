@@ -187,6 +187,14 @@ fn main() {
                 ..Tweaks::default()
             },
         ),
+        ("LP bound tightening", Tweaks { obbt: true, ..none }),
+        (
+            "defaults + LP bound tightening",
+            Tweaks {
+                obbt: true,
+                ..Tweaks::default()
+            },
+        ),
     ];
     println!(
         "variants: {:?}",

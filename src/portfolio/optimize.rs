@@ -115,6 +115,15 @@ pub struct Tweaks {
     pub root_cuts_only: bool,
     /// HiGHS runs neither RINS nor RENS (`mip_heuristic_run_rins`/`_rens`).
     pub no_rins_rens: bool,
+    /// Optimisation-based bound tightening: before each solve, each
+    /// scenario's least and greatest M_s over the LP relaxation of the model
+    /// (z in [0, 1], with the CVaR, group and floor rows; any LP bound holds
+    /// for the MIP too), one warm-started LP per bound; then, as with the
+    /// weight bounds' ranges, the scenarios that cannot lose leave the model,
+    /// those that always lose get z = 1, and the big-M is 1 - least M_s.
+    /// One round: a second one (on the relaxation the first tightened)
+    /// decided next to nothing on the bench model and cost a third more.
+    pub obbt: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -135,6 +144,7 @@ impl Tweaks {
         incumbent: false,
         root_cuts_only: false,
         no_rins_rens: false,
+        obbt: false,
     };
 }
 
@@ -148,6 +158,7 @@ impl Default for Tweaks {
             incumbent: true,
             root_cuts_only: true,
             no_rins_rens: true,
+            obbt: false,
         }
     }
 }
@@ -390,7 +401,7 @@ fn build(
         s
     ];
     let ranges = shape.ranges.unwrap_or(&unknown);
-    let decide = tw.fix_decided || (tw.incumbent && shape.ranges.is_some());
+    let decide = tw.fix_decided || ((tw.incumbent || tw.obbt) && shape.ranges.is_some());
     // Never a loss whatever the weights: y_s = 0, z_s = 0, u_s = 0 (t >= 0).
     // A scenario left out (lazy_scenarios) is treated as one: valid for an
     // answer with M_s >= 1 there, which `run` checks.
@@ -442,7 +453,7 @@ fn build(
             // y_s <= big_M z_s: 1 in the stated model; the largest loss the
             // bounds allow with the tweak (the same integer solutions, a
             // tighter relaxation).
-            let big_m = if tw.scenario_big_m {
+            let big_m = if tw.scenario_big_m || tw.obbt {
                 (1.0 - ranges[sc].lo).clamp(0.0, 1.0)
             } else {
                 1.0
@@ -454,7 +465,7 @@ fn build(
     if let (Some(max), Some(cv)) = (caps.cvar_max, p.cvar) {
         // t >= 0 loses nothing (losses are >= 0, so the minimum over t is at
         // t >= 0) and lets the scenarios that never lose drop out.
-        let t = if tw.fix_decided || tw.lazy_scenarios || tw.incumbent {
+        let t = if tw.fix_decided || tw.lazy_scenarios || tw.incumbent || tw.obbt {
             pb.add_column(0.0, 0.0..=f64::INFINITY)
         } else {
             pb.add_column(0.0, f64::NEG_INFINITY..=f64::INFINITY)
@@ -590,6 +601,114 @@ fn scenario_ranges(d: &Data, p: &OptimizeParams, floor: Option<f64>) -> Vec<Rang
         .collect()
 }
 
+/// Tweaks::obbt: narrows `ranges` to what the LP relaxation of the model
+/// (with its floor) allows of each M_s still undecided.
+fn tighten_ranges(
+    d: &Data,
+    p: &OptimizeParams,
+    caps: &Caps,
+    floor: Option<f64>,
+    ranges: &mut [Range],
+    deadline: Instant,
+) -> Result<()> {
+    if caps.loss.is_none() {
+        return Ok(());
+    }
+    let all = vec![true; d.s];
+    let undecided = |r: &Range| r.lo < 1.0 && r.hi >= 1.0 - FEASIBILITY_TOLERANCE;
+    let started = Instant::now();
+    let mut lps = 0;
+    if std::env::var_os("OBBT_DEBUG").is_some() {
+        let n = ranges.iter().filter(|r| undecided(r)).count();
+        eprintln!("obbt: {n} undecided before, floor {floor:?}");
+    }
+    let max_rounds: usize = std::env::var("OBBT_ROUNDS")
+        .ok()
+        .and_then(|x| x.parse().ok())
+        .unwrap_or(1);
+    for round in 0..max_rounds {
+        let before: Vec<Range> = ranges.to_vec();
+        let shape = Shape {
+            scenarios: &all,
+            floor,
+            ranges: Some(&before),
+            z: ZMode::Relaxed,
+        };
+        let (pb, _) = build(d, p, caps, None, &shape);
+        let mut model = Model::try_new(pb)
+            .map_err(|e| Error::Internal(format!("HiGHS refused the model: {e:?}")))?;
+        model.set_threads(NonZeroU32::MIN);
+        for (name, value) in [("presolve", "off")] {
+            model
+                .try_set_option(name, value)
+                .map_err(|_| Error::Internal(format!("HiGHS refused the option {name}")))?;
+        }
+        let left = deadline
+            .saturating_duration_since(Instant::now())
+            .as_secs_f64();
+        model
+            .try_set_option("time_limit", left.max(1e-3))
+            .map_err(|_| Error::Internal("HiGHS refused the option time_limit".into()))?;
+        let h = model.as_mut_ptr();
+        let mut cost = vec![0.0; d.nb];
+        // An LP solved to optimality gives its objective within HiGHS's
+        // tolerances: the bound kept is widened by this margin.
+        let margin = 1e-6;
+        // Least (sense 1) or greatest (-1) of M_s over the relaxation.
+        let mut bound = |sc: usize, sense: highs_sys::HighsInt| -> Option<f64> {
+            for (c, &m) in cost.iter_mut().zip(&d.rows[sc * d.nb..(sc + 1) * d.nb]) {
+                *c = m as f64;
+            }
+            lps += 1;
+            // SAFETY: a live HiGHS instance whose first nb columns are the
+            // weights; cost has nb entries.
+            unsafe {
+                highs_sys::Highs_changeColsCostByRange(
+                    h,
+                    0,
+                    d.nb as highs_sys::HighsInt - 1,
+                    cost.as_ptr(),
+                );
+                highs_sys::Highs_changeObjectiveSense(h, sense);
+                highs_sys::Highs_run(h);
+                (highs_sys::Highs_getModelStatus(h) == 7)
+                    .then(|| highs_sys::Highs_getObjectiveValue(h))
+            }
+        };
+        for sc in 0..d.s {
+            if !undecided(&before[sc]) {
+                continue;
+            }
+            if let Some(lo) = bound(sc, 1) {
+                ranges[sc].lo = ranges[sc].lo.max(lo - margin);
+            }
+            if !undecided(&ranges[sc]) {
+                continue;
+            }
+            if let Some(hi) = bound(sc, -1) {
+                ranges[sc].hi = ranges[sc].hi.min(hi + margin);
+            }
+        }
+        // Another round only when this one decided scenarios (a tighter
+        // big-M alone has not paid for a round on the bench model).
+        let decided = before
+            .iter()
+            .zip(ranges.iter())
+            .any(|(b, r)| undecided(b) && !undecided(r));
+        if std::env::var_os("OBBT_DEBUG").is_some() {
+            let n = ranges.iter().filter(|r| undecided(r)).count();
+            eprintln!(
+                "obbt round {round}: {n} undecided, {lps} LPs, {:.0} ms",
+                started.elapsed().as_secs_f64() * 1000.0
+            );
+        }
+        if !decided || Instant::now() >= deadline {
+            break;
+        }
+    }
+    Ok(())
+}
+
 /// What the weight bounds (and a floor on E) allow of one M_s.
 #[derive(Debug, Clone, Copy)]
 struct Range {
@@ -647,8 +766,11 @@ fn run(
         None => known.map(|k| k.objective - 1e-6 * k.objective.abs().max(1.0)),
     }
     .filter(|_| tw.incumbent);
-    let ranges = (tw.scenario_big_m || tw.fix_decided || floor.is_some())
+    let mut ranges = (tw.scenario_big_m || tw.fix_decided || tw.obbt || floor.is_some())
         .then(|| scenario_ranges(d, p, floor));
+    if let (true, Some(r)) = (tw.obbt, ranges.as_mut()) {
+        tighten_ranges(d, p, caps, floor, r, deadline)?;
+    }
     let risk = caps.loss.is_some() || caps.cvar_max.is_some();
     if !(p.tweaks.lazy_scenarios && risk) {
         let shape = Shape {
