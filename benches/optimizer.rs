@@ -195,6 +195,28 @@ fn main() {
                 ..Tweaks::default()
             },
         ),
+        (
+            "quantile big-M",
+            Tweaks {
+                quantile_big_m: true,
+                ..none
+            },
+        ),
+        (
+            "defaults + quantile big-M",
+            Tweaks {
+                quantile_big_m: true,
+                ..Tweaks::default()
+            },
+        ),
+        (
+            "defaults + LP bound tightening + quantile big-M",
+            Tweaks {
+                obbt: true,
+                quantile_big_m: true,
+                ..Tweaks::default()
+            },
+        ),
     ];
     println!(
         "variants: {:?}",

@@ -124,6 +124,10 @@ pub struct Tweaks {
     /// One round: a second one (on the relaxation the first tightened)
     /// decided next to nothing on the bench model and cost a third more.
     pub obbt: bool,
+    /// Per scenario, a lower bound on M_s from the count of losses allowed
+    /// (see `quantile_ranges`), after the other bounds: it decides scenarios
+    /// and tightens big-Ms.
+    pub quantile_big_m: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -145,6 +149,7 @@ impl Tweaks {
         root_cuts_only: false,
         no_rins_rens: false,
         obbt: false,
+        quantile_big_m: false,
     };
 }
 
@@ -158,7 +163,8 @@ impl Default for Tweaks {
             incumbent: true,
             root_cuts_only: true,
             no_rins_rens: true,
-            obbt: false,
+            obbt: true,
+            quantile_big_m: false,
         }
     }
 }
@@ -401,7 +407,8 @@ fn build(
         s
     ];
     let ranges = shape.ranges.unwrap_or(&unknown);
-    let decide = tw.fix_decided || ((tw.incumbent || tw.obbt) && shape.ranges.is_some());
+    let decide = tw.fix_decided
+        || ((tw.incumbent || tw.obbt || tw.quantile_big_m) && shape.ranges.is_some());
     // Never a loss whatever the weights: y_s = 0, z_s = 0, u_s = 0 (t >= 0).
     // A scenario left out (lazy_scenarios) is treated as one: valid for an
     // answer with M_s >= 1 there, which `run` checks.
@@ -453,7 +460,7 @@ fn build(
             // y_s <= big_M z_s: 1 in the stated model; the largest loss the
             // bounds allow with the tweak (the same integer solutions, a
             // tighter relaxation).
-            let big_m = if tw.scenario_big_m || tw.obbt {
+            let big_m = if tw.scenario_big_m || tw.obbt || tw.quantile_big_m {
                 (1.0 - ranges[sc].lo).clamp(0.0, 1.0)
             } else {
                 1.0
@@ -465,7 +472,12 @@ fn build(
     if let (Some(max), Some(cv)) = (caps.cvar_max, p.cvar) {
         // t >= 0 loses nothing (losses are >= 0, so the minimum over t is at
         // t >= 0) and lets the scenarios that never lose drop out.
-        let t = if tw.fix_decided || tw.lazy_scenarios || tw.incumbent || tw.obbt {
+        let t = if tw.fix_decided
+            || tw.lazy_scenarios
+            || tw.incumbent
+            || tw.obbt
+            || tw.quantile_big_m
+        {
             pb.add_column(0.0, 0.0..=f64::INFINITY)
         } else {
             pb.add_column(0.0, f64::NEG_INFINITY..=f64::INFINITY)
@@ -620,7 +632,19 @@ fn tighten_ranges(
     let mut lps = 0;
     if std::env::var_os("OBBT_DEBUG").is_some() {
         let n = ranges.iter().filter(|r| undecided(r)).count();
-        eprintln!("obbt: {n} undecided before, floor {floor:?}");
+        let doomed = ranges
+            .iter()
+            .filter(|r| r.hi < 1.0 - FEASIBILITY_TOLERANCE)
+            .count();
+        let bigm: f64 = ranges
+            .iter()
+            .filter(|r| undecided(r))
+            .map(|r| 1.0 - r.lo)
+            .sum::<f64>()
+            / n.max(1) as f64;
+        eprintln!(
+            "obbt: {n} undecided before, {doomed} doomed, mean big-M {bigm:.4}, floor {floor:?}"
+        );
     }
     let max_rounds: usize = std::env::var("OBBT_ROUNDS")
         .ok()
@@ -638,11 +662,16 @@ fn tighten_ranges(
         let mut model = Model::try_new(pb)
             .map_err(|e| Error::Internal(format!("HiGHS refused the model: {e:?}")))?;
         model.set_threads(NonZeroU32::MIN);
+        // Each LP starts from the last one's basis, which a new objective
+        // leaves primal feasible: primal simplex, no presolve.
         for (name, value) in [("presolve", "off")] {
             model
                 .try_set_option(name, value)
                 .map_err(|_| Error::Internal(format!("HiGHS refused the option {name}")))?;
         }
+        model
+            .try_set_option("simplex_strategy", 4)
+            .map_err(|_| Error::Internal("HiGHS refused the option simplex_strategy".into()))?;
         let left = deadline
             .saturating_duration_since(Instant::now())
             .as_secs_f64();
@@ -660,6 +689,7 @@ fn tighten_ranges(
                 *c = m as f64;
             }
             lps += 1;
+            let t0 = Instant::now();
             // SAFETY: a live HiGHS instance whose first nb columns are the
             // weights; cost has nb entries.
             unsafe {
@@ -671,6 +701,13 @@ fn tighten_ranges(
                 );
                 highs_sys::Highs_changeObjectiveSense(h, sense);
                 highs_sys::Highs_run(h);
+                if lps <= 2 && std::env::var_os("OBBT_DEBUG").is_some() {
+                    eprintln!(
+                        "LP {lps}: {:.1} ms, {} iterations",
+                        t0.elapsed().as_secs_f64() * 1000.0,
+                        highs_sys::Highs_getSimplexIterationCount(h)
+                    );
+                }
                 (highs_sys::Highs_getModelStatus(h) == 7)
                     .then(|| highs_sys::Highs_getObjectiveValue(h))
             }
@@ -697,14 +734,155 @@ fn tighten_ranges(
             .any(|(b, r)| undecided(b) && !undecided(r));
         if std::env::var_os("OBBT_DEBUG").is_some() {
             let n = ranges.iter().filter(|r| undecided(r)).count();
+            let doomed = ranges
+                .iter()
+                .filter(|r| r.hi < 1.0 - FEASIBILITY_TOLERANCE)
+                .count();
+            let bigm: f64 = ranges
+                .iter()
+                .filter(|r| undecided(r))
+                .map(|r| 1.0 - r.lo)
+                .sum::<f64>()
+                / n.max(1) as f64;
             eprintln!(
-                "obbt round {round}: {n} undecided, {lps} LPs, {:.0} ms",
+                "obbt round {round}: {n} undecided, {doomed} doomed, mean big-M {bigm:.4}, {lps} LPs, {:.0} ms",
                 started.elapsed().as_secs_f64() * 1000.0
             );
         }
         if !decided || Instant::now() >= deadline {
             break;
         }
+    }
+    Ok(())
+}
+
+/// Tweaks::quantile_big_m: at most k scenarios are losses, so among any
+/// k + 1 of them one has M_j >= 1. With beta_sj a lower bound on M_s over
+/// the portfolios with M_j >= 1 (an LP over the weight bounds, `sum w = 1`,
+/// the groups and the floor), M_s is at least the (k + 1)-th largest beta_sj
+/// over the undecided scenarios j (beta_ss = 1: s itself not a loss). The
+/// scenarios that always lose use up part of k; those that never lose add
+/// nothing (their row holds over the whole set already).
+fn quantile_ranges(
+    d: &Data,
+    p: &OptimizeParams,
+    caps: &Caps,
+    floor: Option<f64>,
+    ranges: &mut [Range],
+    deadline: Instant,
+) -> Result<()> {
+    let Some(cap) = caps.loss else {
+        return Ok(());
+    };
+    let started = Instant::now();
+    let undecided = |r: &Range| r.lo < 1.0 && r.hi >= 1.0 - FEASIBILITY_TOLERANCE;
+    let doomed = ranges
+        .iter()
+        .filter(|r| r.hi < 1.0 - FEASIBILITY_TOLERANCE)
+        .count();
+    let allowed = count_bound(cap * d.s as f64).floor() as usize;
+    let u: Vec<usize> = (0..d.s).filter(|&sc| undecided(&ranges[sc])).collect();
+    // More losses forced than allowed (the MIP says infeasible), or as many
+    // undecided scenarios as losses allowed: nothing to gain.
+    let Some(k) = allowed.checked_sub(doomed).filter(|&k| k < u.len()) else {
+        return Ok(());
+    };
+    let mut pb = RowProblem::default();
+    let w: Vec<highs::Col> = (0..d.nb)
+        .map(|b| pb.add_column(0.0, p.lower[b]..=p.upper[b]))
+        .collect();
+    pb.add_row(1.0..=1.0, w.iter().map(|&c| (c, 1.0)));
+    if let Some(f) = floor {
+        pb.add_row(f.., w.iter().zip(&d.means).map(|(&c, &m)| (c, m)));
+    }
+    for (i, g) in p.groups.iter().enumerate() {
+        let (lo, hi) = (caps.group_min[i], caps.group_max[i]);
+        if lo.is_none() && hi.is_none() {
+            continue;
+        }
+        pb.add_row(
+            lo.unwrap_or(f64::NEG_INFINITY)..=hi.unwrap_or(f64::INFINITY),
+            g.members.iter().map(|&b| (w[b], 1.0)),
+        );
+    }
+    // M_j >= 1, its coefficients set per j below.
+    let j_row = pb.num_rows() as highs_sys::HighsInt;
+    pb.add_row(1.0.., w.iter().map(|&c| (c, 1.0)));
+    let mut model = Model::try_new(pb)
+        .map_err(|e| Error::Internal(format!("HiGHS refused the model: {e:?}")))?;
+    model.set_threads(NonZeroU32::MIN);
+    model
+        .try_set_option("presolve", "off")
+        .map_err(|_| Error::Internal("HiGHS refused the option presolve".into()))?;
+    let h = model.as_mut_ptr();
+    let row = |sc: usize| -> Vec<f64> {
+        d.rows[sc * d.nb..(sc + 1) * d.nb]
+            .iter()
+            .map(|&m| m as f64)
+            .collect()
+    };
+    let n = u.len();
+    // beta[i * n + jj]: the bound on M_(u[i]) given M_(u[jj]) >= 1.
+    let mut beta = vec![1.0; n * n];
+    let mut lps = 0;
+    for (jj, &j) in u.iter().enumerate() {
+        if Instant::now() >= deadline {
+            return Ok(());
+        }
+        for (b, &a) in row(j).iter().enumerate() {
+            // SAFETY: a live HiGHS instance; j_row and b are in range.
+            unsafe {
+                highs_sys::Highs_changeCoeff(h, j_row, b as highs_sys::HighsInt, a);
+            }
+        }
+        for (i, &sc) in u.iter().enumerate() {
+            if sc == j {
+                continue;
+            }
+            let cost = row(sc);
+            lps += 1;
+            // SAFETY: a live HiGHS instance whose first nb columns are the
+            // weights; cost has nb entries.
+            let status = unsafe {
+                highs_sys::Highs_changeColsCostByRange(
+                    h,
+                    0,
+                    d.nb as highs_sys::HighsInt - 1,
+                    cost.as_ptr(),
+                );
+                highs_sys::Highs_run(h);
+                highs_sys::Highs_getModelStatus(h)
+            };
+            beta[i * n + jj] = match status {
+                // SAFETY: as above.
+                7 => (unsafe { highs_sys::Highs_getObjectiveValue(h) }) - 1e-6,
+                // M_j >= 1 impossible: j always loses, any bound holds.
+                8 => f64::INFINITY,
+                _ => f64::NEG_INFINITY,
+            };
+        }
+    }
+    let mut tightened = 0;
+    for (i, &sc) in u.iter().enumerate() {
+        let mut b: Vec<f64> = beta[i * n..(i + 1) * n].to_vec();
+        b.sort_unstable_by(|x, y| y.total_cmp(x));
+        if b[k] > ranges[sc].lo {
+            tightened += 1;
+            ranges[sc].lo = b[k];
+        }
+    }
+    if std::env::var_os("OBBT_DEBUG").is_some() {
+        let left = ranges.iter().filter(|r| undecided(r)).count();
+        let bigm: f64 = ranges
+            .iter()
+            .filter(|r| undecided(r))
+            .map(|r| 1.0 - r.lo)
+            .sum::<f64>()
+            / left.max(1) as f64;
+        eprintln!(
+            "quantile: k {k}, {n} undecided -> {left}, {tightened} tightened, mean big-M {bigm:.4}, {lps} LPs, {:.0} ms",
+            started.elapsed().as_secs_f64() * 1000.0
+        );
     }
     Ok(())
 }
@@ -766,10 +944,14 @@ fn run(
         None => known.map(|k| k.objective - 1e-6 * k.objective.abs().max(1.0)),
     }
     .filter(|_| tw.incumbent);
-    let mut ranges = (tw.scenario_big_m || tw.fix_decided || tw.obbt || floor.is_some())
-        .then(|| scenario_ranges(d, p, floor));
+    let mut ranges =
+        (tw.scenario_big_m || tw.fix_decided || tw.obbt || tw.quantile_big_m || floor.is_some())
+            .then(|| scenario_ranges(d, p, floor));
     if let (true, Some(r)) = (tw.obbt, ranges.as_mut()) {
         tighten_ranges(d, p, caps, floor, r, deadline)?;
+    }
+    if let (true, Some(r)) = (tw.quantile_big_m, ranges.as_mut()) {
+        quantile_ranges(d, p, caps, floor, r, deadline)?;
     }
     let risk = caps.loss.is_some() || caps.cvar_max.is_some();
     if !(p.tweaks.lazy_scenarios && risk) {
