@@ -217,6 +217,20 @@ fn main() {
                 ..Tweaks::default()
             },
         ),
+        (
+            "objective cuts",
+            Tweaks {
+                objective_cuts: true,
+                ..none
+            },
+        ),
+        (
+            "defaults + objective cuts",
+            Tweaks {
+                objective_cuts: true,
+                ..Tweaks::default()
+            },
+        ),
     ];
     println!(
         "variants: {:?}",

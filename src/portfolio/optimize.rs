@@ -128,6 +128,14 @@ pub struct Tweaks {
     /// (see `quantile_ranges`), after the other bounds: it decides scenarios
     /// and tightens big-Ms.
     pub quantile_big_m: bool,
+    /// LP probing on each undecided scenario's z: E0_s, the most E of the LP
+    /// relaxation with z_s = 0 (s no loss), and the relaxation's bound E_max
+    /// give the row `E <= E0_s + (E_max - E0_s) z_s`, valid for every
+    /// portfolio of the model (with z_s = 0 it lies in that LP; with z_s = 1
+    /// in the whole one) but not implied by the relaxation: a disjunctive
+    /// cut on z_s along the objective. A scenario whose LP with z_s = 0 has
+    /// no portfolio always loses (z_s = 1).
+    pub objective_cuts: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -150,6 +158,7 @@ impl Tweaks {
         no_rins_rens: false,
         obbt: false,
         quantile_big_m: false,
+        objective_cuts: false,
     };
 }
 
@@ -165,6 +174,7 @@ impl Default for Tweaks {
             no_rins_rens: true,
             obbt: true,
             quantile_big_m: false,
+            objective_cuts: false,
         }
     }
 }
@@ -376,6 +386,16 @@ struct Shape<'a> {
     /// `scenario_ranges`), `None` when no tweak reads them.
     ranges: Option<&'a [Range]>,
     z: ZMode<'a>,
+    /// Tweaks::objective_cuts: rows linking E to each z.
+    cuts: Option<&'a ObjectiveCuts>,
+}
+
+/// Tweaks::objective_cuts: what the LP relaxation allows of E, over all and
+/// per scenario with that scenario held at no loss (`z_s = 0`).
+struct ObjectiveCuts {
+    ceiling: f64,
+    /// Per scenario, the most E with z_s = 0 (`None`: no row).
+    at_most: Vec<Option<f64>>,
 }
 
 fn build(
@@ -466,6 +486,22 @@ fn build(
                 1.0
             };
             pb.add_row(..=0.0, [(y[i], 1.0), (zs, -big_m)]);
+            // E <= E0_s + (ceiling - E0_s) z_s: E0_s when s is no loss,
+            // the relaxation's bound otherwise.
+            if let Some(e0) = shape
+                .cuts
+                .and_then(|c| c.at_most[sc].map(|e0| (e0, c.ceiling)))
+                .filter(|&(e0, ceiling)| !doomed[sc] && e0 < ceiling)
+            {
+                let (e0, ceiling) = e0;
+                pb.add_row(
+                    ..=e0,
+                    w.iter()
+                        .zip(&d.means)
+                        .map(|(&c, &m)| (c, m))
+                        .chain(std::iter::once((zs, -(ceiling - e0)))),
+                );
+            }
         }
         pb.add_row(..=count_bound(cap * s as f64), z.iter().map(|&c| (c, 1.0)));
     }
@@ -764,6 +800,7 @@ fn tighten_ranges(
             floor,
             ranges: Some(&before),
             z: ZMode::Relaxed,
+            cuts: None,
         };
         let (pb, _) = build(d, p, caps, None, &shape);
         let mut model = Model::try_new(pb)
@@ -826,6 +863,102 @@ fn tighten_ranges(
         }
     }
     Ok(())
+}
+
+/// Tweaks::objective_cuts (see there): one LP per undecided scenario, on
+/// the relaxation the ranges give; marks the scenarios that always lose.
+fn objective_cuts(
+    d: &Data,
+    p: &OptimizeParams,
+    caps: &Caps,
+    floor: Option<f64>,
+    ranges: &mut [Range],
+    deadline: Instant,
+) -> Result<Option<ObjectiveCuts>> {
+    if caps.loss.is_none() {
+        return Ok(None);
+    }
+    let started = Instant::now();
+    let all = vec![true; d.s];
+    let frozen: Vec<Range> = ranges.to_vec();
+    let shape = Shape {
+        scenarios: &all,
+        floor,
+        ranges: Some(&frozen),
+        z: ZMode::Relaxed,
+        cuts: None,
+    };
+    let (pb, layout) = build(d, p, caps, None, &shape);
+    let mut model = Model::try_new(pb)
+        .map_err(|e| Error::Internal(format!("HiGHS refused the model: {e:?}")))?;
+    model.set_threads(NonZeroU32::MIN);
+    let left = deadline
+        .saturating_duration_since(Instant::now())
+        .as_secs_f64();
+    model
+        .try_set_option("presolve", "off")
+        .map_err(|_| Error::Internal("HiGHS refused the option presolve".into()))?;
+    model
+        .try_set_option("time_limit", left.max(1e-3))
+        .map_err(|_| Error::Internal("HiGHS refused the option time_limit".into()))?;
+    model.set_sense(Sense::Maximise);
+    let h = model.as_mut_ptr();
+    // SAFETY: a live HiGHS instance (its objective is E, from build).
+    let ceiling = unsafe {
+        highs_sys::Highs_run(h);
+        if highs_sys::Highs_getModelStatus(h) != 7 {
+            return Ok(None);
+        }
+        highs_sys::Highs_getObjectiveValue(h)
+    };
+    // An LP's optimum within HiGHS's tolerances: the rows are loosened by this.
+    let margin = 1e-6 * ceiling.abs().max(1.0);
+    let mut at_most = vec![None; d.s];
+    let mut lps = 1;
+    for (sc, z) in layout.z.iter().enumerate() {
+        let Some(z) = z else { continue };
+        if frozen[sc].hi < 1.0 - FEASIBILITY_TOLERANCE || Instant::now() >= deadline {
+            continue;
+        }
+        let col = z.index() as highs_sys::HighsInt;
+        lps += 1;
+        // SAFETY: a live HiGHS instance; col is one of its columns. The
+        // bound changes leave the last basis dual feasible: dual simplex.
+        let (status, e0) = unsafe {
+            highs_sys::Highs_changeColBounds(h, col, 0.0, 0.0);
+            highs_sys::Highs_run(h);
+            let status = highs_sys::Highs_getModelStatus(h);
+            let e0 = highs_sys::Highs_getObjectiveValue(h);
+            highs_sys::Highs_changeColBounds(h, col, 0.0, 1.0);
+            (status, e0)
+        };
+        match status {
+            7 => at_most[sc] = Some(e0 + margin),
+            // No portfolio of the relaxation keeps s from a loss.
+            8 => ranges[sc].hi = ranges[sc].hi.min(0.0),
+            _ => {}
+        }
+    }
+    if std::env::var_os("OBBT_DEBUG").is_some() {
+        let n = at_most.iter().flatten().count();
+        let strong = at_most
+            .iter()
+            .flatten()
+            .filter(|&&e| e < ceiling - 0.01)
+            .count();
+        let doomed = ranges
+            .iter()
+            .filter(|r| r.hi < 1.0 - FEASIBILITY_TOLERANCE)
+            .count();
+        eprintln!(
+            "objective cuts: ceiling {ceiling:.6}, {n} rows, {strong} at least 0.01 below, {doomed} doomed, {lps} LPs, {:.0} ms",
+            started.elapsed().as_secs_f64() * 1000.0
+        );
+    }
+    Ok(Some(ObjectiveCuts {
+        ceiling: ceiling + margin,
+        at_most,
+    }))
 }
 
 /// Tweaks::quantile_big_m: at most k scenarios are losses, so among any
@@ -1026,6 +1159,10 @@ fn run(
     if let (true, Some(r)) = (tw.quantile_big_m, ranges.as_mut()) {
         quantile_ranges(d, p, caps, floor, r, deadline)?;
     }
+    let cuts = match (tw.objective_cuts, ranges.as_mut()) {
+        (true, Some(r)) => objective_cuts(d, p, caps, floor, r, deadline)?,
+        _ => None,
+    };
     let risk = caps.loss.is_some() || caps.cvar_max.is_some();
     if !(p.tweaks.lazy_scenarios && risk) {
         let shape = Shape {
@@ -1033,6 +1170,7 @@ fn run(
             floor,
             ranges: ranges.as_deref(),
             z: ZMode::Binary,
+            cuts: cuts.as_ref(),
         };
         return run_once(d, p, caps, tie, &shape, known, deadline);
     }
@@ -1052,6 +1190,7 @@ fn run(
             floor,
             ranges: ranges.as_deref(),
             z: ZMode::Binary,
+            cuts: cuts.as_ref(),
         };
         let mut r = run_once(d, p, caps, tie, &shape, known, deadline)?;
         nodes += r.nodes;
@@ -1095,6 +1234,7 @@ fn heuristic(
         floor: None,
         ranges: ranges.as_deref(),
         z: ZMode::Relaxed,
+        cuts: None,
     };
     let lp = run_once(d, p, caps, None, &relaxed, None, deadline)?;
     let Some(mut w) = lp.weights else {
