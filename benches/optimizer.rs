@@ -231,6 +231,13 @@ fn main() {
                 ..Tweaks::default()
             },
         ),
+        (
+            "defaults + refreshed floor",
+            Tweaks {
+                refresh_floor: true,
+                ..Tweaks::default()
+            },
+        ),
     ];
     println!(
         "variants: {:?}",

@@ -136,7 +136,15 @@ pub struct Tweaks {
     /// cut on z_s along the objective. A scenario whose LP with z_s = 0 has
     /// no portfolio always loses (z_s = 1).
     pub objective_cuts: bool,
+    /// The first solve stops after `REFRESH_NODES` nodes; the portfolio it
+    /// has by then (better than the heuristic's, usually near the optimum)
+    /// raises the floor, the LP bounds are taken again under it, and the
+    /// solve starts over from that portfolio.
+    pub refresh_floor: bool,
 }
+
+/// Tweaks::refresh_floor's node budget.
+const REFRESH_NODES: i64 = 300;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Status {
@@ -159,6 +167,7 @@ impl Tweaks {
         obbt: false,
         quantile_big_m: false,
         objective_cuts: false,
+        refresh_floor: false,
     };
 }
 
@@ -175,6 +184,7 @@ impl Default for Tweaks {
             obbt: true,
             quantile_big_m: false,
             objective_cuts: false,
+            refresh_floor: false,
         }
     }
 }
@@ -388,6 +398,8 @@ struct Shape<'a> {
     z: ZMode<'a>,
     /// Tweaks::objective_cuts: rows linking E to each z.
     cuts: Option<&'a ObjectiveCuts>,
+    /// Stop after this many branch-and-bound nodes (Tweaks::refresh_floor).
+    max_nodes: Option<i64>,
 }
 
 /// Tweaks::objective_cuts: what the LP relaxation allows of E, over all and
@@ -801,6 +813,7 @@ fn tighten_ranges(
             ranges: Some(&before),
             z: ZMode::Relaxed,
             cuts: None,
+            max_nodes: None,
         };
         let (pb, _) = build(d, p, caps, None, &shape);
         let mut model = Model::try_new(pb)
@@ -887,6 +900,7 @@ fn objective_cuts(
         ranges: Some(&frozen),
         z: ZMode::Relaxed,
         cuts: None,
+        max_nodes: None,
     };
     let (pb, layout) = build(d, p, caps, None, &shape);
     let mut model = Model::try_new(pb)
@@ -1171,7 +1185,67 @@ fn run(
             ranges: ranges.as_deref(),
             z: ZMode::Binary,
             cuts: cuts.as_ref(),
+            max_nodes: None,
         };
+        if let (true, None, Some(old), Some(mut r)) = (tw.refresh_floor, tie, floor, ranges.clone())
+        {
+            let nodes: i64 = std::env::var("REFRESH_NODES")
+                .ok()
+                .and_then(|x| x.parse().ok())
+                .unwrap_or(REFRESH_NODES);
+            let probe = run_once(
+                d,
+                p,
+                caps,
+                tie,
+                &Shape {
+                    max_nodes: Some(nodes),
+                    ..shape
+                },
+                known,
+                deadline,
+            )?;
+            let better = probe
+                .weights
+                .as_ref()
+                .filter(|_| probe.status != HighsModelStatus::Optimal)
+                .filter(|_| probe.objective > old + 1e-6 * old.abs().max(1.0));
+            if std::env::var_os("OBBT_DEBUG").is_some() {
+                eprintln!(
+                    "refresh: {:?} after {} nodes, E {} (floor {old})",
+                    probe.status, probe.nodes, probe.objective
+                );
+            }
+            if let Some(w) = better {
+                let e = probe.objective;
+                let floor = Some(e - 1e-6 * e.abs().max(1.0));
+                // The ranges under the old floor hold under the new one:
+                // only the scenarios still undecided are looked at again.
+                tighten_ranges(d, p, caps, floor, &mut r, deadline)?;
+                let start = Start {
+                    weights: w.clone(),
+                    losses: portfolio_moic(d.rows, w)
+                        .iter()
+                        .map(|&m| m < 1.0 - FEASIBILITY_TOLERANCE)
+                        .collect(),
+                    objective: e,
+                };
+                let shape = Shape {
+                    floor,
+                    ranges: Some(&r),
+                    ..shape
+                };
+                let mut run = run_once(d, p, caps, tie, &shape, Some(&start), deadline)?;
+                run.nodes += probe.nodes;
+                return Ok(run);
+            }
+            if probe.status == HighsModelStatus::Optimal {
+                return Ok(probe);
+            }
+            let mut run = run_once(d, p, caps, tie, &shape, known, deadline)?;
+            run.nodes += probe.nodes;
+            return Ok(run);
+        }
         return run_once(d, p, caps, tie, &shape, known, deadline);
     }
     let mut on = match (start, known) {
@@ -1191,6 +1265,7 @@ fn run(
             ranges: ranges.as_deref(),
             z: ZMode::Binary,
             cuts: cuts.as_ref(),
+            max_nodes: None,
         };
         let mut r = run_once(d, p, caps, tie, &shape, known, deadline)?;
         nodes += r.nodes;
@@ -1235,6 +1310,7 @@ fn heuristic(
         ranges: ranges.as_deref(),
         z: ZMode::Relaxed,
         cuts: None,
+        max_nodes: None,
     };
     let lp = run_once(d, p, caps, None, &relaxed, None, deadline)?;
     let Some(mut w) = lp.weights else {
@@ -1327,6 +1403,11 @@ fn run_once(
             Some(on) => model.try_set_option(name, on),
         };
         set.map_err(|_| Error::Internal(format!("HiGHS refused the option {name}")))?;
+    }
+    if let Some(n) = shape.max_nodes {
+        model
+            .try_set_option("mip_max_nodes", n as i32)
+            .map_err(|_| Error::Internal("HiGHS refused the option mip_max_nodes".into()))?;
     }
     if let Ok(extra) = std::env::var("MIP_OPT") {
         for kv in extra.split(',').filter(|x| !x.is_empty()) {
