@@ -189,9 +189,9 @@ fn main() {
         ),
         ("LP bound tightening", Tweaks { obbt: true, ..none }),
         (
-            "defaults + LP bound tightening",
+            "defaults without LP bound tightening",
             Tweaks {
-                obbt: true,
+                obbt: false,
                 ..Tweaks::default()
             },
         ),
@@ -228,13 +228,6 @@ fn main() {
             "defaults + objective cuts",
             Tweaks {
                 objective_cuts: true,
-                ..Tweaks::default()
-            },
-        ),
-        (
-            "defaults + refreshed floor",
-            Tweaks {
-                refresh_floor: true,
                 ..Tweaks::default()
             },
         ),

@@ -78,8 +78,10 @@ pub struct OptimizeParams {
 /// may make it faster to find, each measured alone in `benches/optimizer.rs`
 /// (README "Portfolio analytics" has the numbers). On by default: those
 /// that paid on the bench model at S = 400 and 1,000 (the per-scenario big-M,
-/// the incumbent and its floor, root cuts only, no RINS/RENS); the lazy
-/// scenarios paid at 400 but cost at 1,000 on top of those, so they are off.
+/// the incumbent and its floor, root cuts only, no RINS/RENS, the LP bound
+/// tightening); the lazy scenarios paid at 400 but cost at 1,000 on top of
+/// those, so they are off, as are the quantile big-M and the objective cuts
+/// (no gain on top of the LP bounds).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Tweaks {
     /// Hand the first solve's answer (its weights and losses, HiGHS completes
@@ -123,10 +125,15 @@ pub struct Tweaks {
     /// those that always lose get z = 1, and the big-M is 1 - least M_s.
     /// One round: a second one (on the relaxation the first tightened)
     /// decided next to nothing on the bench model and cost a third more.
+    /// At S = 2,000 it leaves 184 of the 331 scenarios undecided under the
+    /// heuristic's floor (139 of 297 in the tie-break), and the big-Ms
+    /// 0.17 on average instead of 0.23.
     pub obbt: bool,
     /// Per scenario, a lower bound on M_s from the count of losses allowed
     /// (see `quantile_ranges`), after the other bounds: it decides scenarios
-    /// and tightens big-Ms.
+    /// and tightens big-Ms. Off: alone it is weaker than `obbt`, and on top
+    /// of it it tightened no scenario on the bench model (at S = 1,000 only
+    /// 4 of the 2,652 pairs had beta_sj >= 1).
     pub quantile_big_m: bool,
     /// LP probing on each undecided scenario's z: E0_s, the most E of the LP
     /// relaxation with z_s = 0 (s no loss), and the relaxation's bound E_max
@@ -134,17 +141,11 @@ pub struct Tweaks {
     /// portfolio of the model (with z_s = 0 it lies in that LP; with z_s = 1
     /// in the whole one) but not implied by the relaxation: a disjunctive
     /// cut on z_s along the objective. A scenario whose LP with z_s = 0 has
-    /// no portfolio always loses (z_s = 1).
+    /// no portfolio always loses (z_s = 1). Off: on the bench model holding
+    /// one scenario at no loss costs the relaxation little E (at S = 1,000
+    /// 5 of 52 rows are 0.01 or more below its bound), no gain.
     pub objective_cuts: bool,
-    /// The first solve stops after `REFRESH_NODES` nodes; the portfolio it
-    /// has by then (better than the heuristic's, usually near the optimum)
-    /// raises the floor, the LP bounds are taken again under it, and the
-    /// solve starts over from that portfolio.
-    pub refresh_floor: bool,
 }
-
-/// Tweaks::refresh_floor's node budget.
-const REFRESH_NODES: i64 = 300;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Status {
@@ -167,7 +168,6 @@ impl Tweaks {
         obbt: false,
         quantile_big_m: false,
         objective_cuts: false,
-        refresh_floor: false,
     };
 }
 
@@ -184,7 +184,6 @@ impl Default for Tweaks {
             obbt: true,
             quantile_big_m: false,
             objective_cuts: false,
-            refresh_floor: false,
         }
     }
 }
@@ -398,8 +397,6 @@ struct Shape<'a> {
     z: ZMode<'a>,
     /// Tweaks::objective_cuts: rows linking E to each z.
     cuts: Option<&'a ObjectiveCuts>,
-    /// Stop after this many branch-and-bound nodes (Tweaks::refresh_floor).
-    max_nodes: Option<i64>,
 }
 
 /// Tweaks::objective_cuts: what the LP relaxation allows of E, over all and
@@ -740,8 +737,10 @@ fn lp_bound(
     }
 }
 
-/// Tweaks::obbt: narrows `ranges` to what the LP relaxation of the model
-/// (with its floor) allows of each M_s still undecided.
+/// Tweaks::obbt: narrows `ranges` to what LPs allow of each M_s still
+/// undecided: first the LP over the weights and the groups (which the
+/// Lagrangian ranges leave out; tiny LPs), then the LP relaxation of the
+/// model (with its floor) for the scenarios still undecided.
 fn tighten_ranges(
     d: &Data,
     p: &OptimizeParams,
@@ -753,126 +752,97 @@ fn tighten_ranges(
     if caps.loss.is_none() {
         return Ok(());
     }
-    let all = vec![true; d.s];
     let undecided = |r: &Range| r.lo < 1.0 && r.hi >= 1.0 - FEASIBILITY_TOLERANCE;
-    let started = Instant::now();
-    let mut lps = 0;
-    if std::env::var_os("OBBT_DEBUG").is_some() {
-        let n = ranges.iter().filter(|r| undecided(r)).count();
-        let doomed = ranges
-            .iter()
-            .filter(|r| r.hi < 1.0 - FEASIBILITY_TOLERANCE)
-            .count();
-        let bigm: f64 = ranges
-            .iter()
-            .filter(|r| undecided(r))
-            .map(|r| 1.0 - r.lo)
-            .sum::<f64>()
-            / n.max(1) as f64;
-        eprintln!(
-            "obbt: {n} undecided before, {doomed} doomed, mean big-M {bigm:.4}, floor {floor:?}"
-        );
-    }
-    // First over the weights alone (with the groups, which the ranges so
-    // far leave out): tiny LPs that decide a third of the scenarios the
-    // relaxation decides, for a twentieth of its time, on the bench model.
-    {
-        let (mut small, _) = weight_lp(d, p, caps, floor, false)?;
-        let h = small.as_mut_ptr();
-        for sc in 0..d.s {
-            if !undecided(&ranges[sc]) {
-                continue;
-            }
-            if let Some(lo) = lp_bound(h, d, sc, 1) {
-                ranges[sc].lo = ranges[sc].lo.max(lo - 1e-6);
-            }
-            if !undecided(&ranges[sc]) {
-                continue;
-            }
-            if let Some(hi) = lp_bound(h, d, sc, -1) {
-                ranges[sc].hi = ranges[sc].hi.min(hi + 1e-6);
-            }
+    // An LP solved to optimality gives its objective within HiGHS's
+    // tolerances: the bound kept is widened by this margin.
+    let margin = 1e-6;
+    let (mut small, _) = weight_lp(d, p, caps, floor, false)?;
+    let h = small.as_mut_ptr();
+    for sc in 0..d.s {
+        if !undecided(&ranges[sc]) {
+            continue;
         }
-        if std::env::var_os("OBBT_DEBUG").is_some() {
-            let n = ranges.iter().filter(|r| undecided(r)).count();
-            eprintln!(
-                "small LPs: {n} undecided, {:.0} ms",
-                started.elapsed().as_secs_f64() * 1000.0
-            );
+        if let Some(lo) = lp_bound(h, d, sc, 1) {
+            ranges[sc].lo = ranges[sc].lo.max(lo - margin);
+        }
+        if !undecided(&ranges[sc]) {
+            continue;
+        }
+        if let Some(hi) = lp_bound(h, d, sc, -1) {
+            ranges[sc].hi = ranges[sc].hi.min(hi + margin);
         }
     }
-    let max_rounds: usize = std::env::var("OBBT_ROUNDS")
-        .ok()
-        .and_then(|x| x.parse().ok())
-        .unwrap_or(1);
-    for round in 0..max_rounds {
-        let before: Vec<Range> = ranges.to_vec();
-        let shape = Shape {
-            scenarios: &all,
-            floor,
-            ranges: Some(&before),
-            z: ZMode::Relaxed,
-            cuts: None,
-            max_nodes: None,
-        };
-        let (pb, _) = build(d, p, caps, None, &shape);
-        let mut model = Model::try_new(pb)
-            .map_err(|e| Error::Internal(format!("HiGHS refused the model: {e:?}")))?;
-        model.set_threads(NonZeroU32::MIN);
-        lp_options(&mut model)?;
-        let left = deadline
-            .saturating_duration_since(Instant::now())
-            .as_secs_f64();
-        model
-            .try_set_option("time_limit", left.max(1e-3))
-            .map_err(|_| Error::Internal("HiGHS refused the option time_limit".into()))?;
-        let h = model.as_mut_ptr();
-        // An LP solved to optimality gives its objective within HiGHS's
-        // tolerances: the bound kept is widened by this margin.
-        let margin = 1e-6;
-        let mut bound = |sc: usize, sense: highs_sys::HighsInt| {
-            lps += 1;
-            lp_bound(h, d, sc, sense)
-        };
-        for sc in 0..d.s {
-            if !undecided(&before[sc]) {
-                continue;
-            }
-            if let Some(lo) = bound(sc, 1) {
-                ranges[sc].lo = ranges[sc].lo.max(lo - margin);
-            }
-            if !undecided(&ranges[sc]) {
-                continue;
-            }
-            if let Some(hi) = bound(sc, -1) {
-                ranges[sc].hi = ranges[sc].hi.min(hi + margin);
-            }
-        }
-        // Another round only when this one decided scenarios (a tighter
-        // big-M alone has not paid for a round on the bench model).
-        let decided = before
-            .iter()
-            .zip(ranges.iter())
-            .any(|(b, r)| undecided(b) && !undecided(r));
-        if std::env::var_os("OBBT_DEBUG").is_some() {
-            let n = ranges.iter().filter(|r| undecided(r)).count();
-            let doomed = ranges
-                .iter()
-                .filter(|r| r.hi < 1.0 - FEASIBILITY_TOLERANCE)
-                .count();
-            let bigm: f64 = ranges
-                .iter()
-                .filter(|r| undecided(r))
-                .map(|r| 1.0 - r.lo)
-                .sum::<f64>()
-                / n.max(1) as f64;
-            eprintln!(
-                "obbt round {round}: {n} undecided, {doomed} doomed, mean big-M {bigm:.4}, {lps} LPs, {:.0} ms",
-                started.elapsed().as_secs_f64() * 1000.0
+    // One round: a second one, on the relaxation the first tightened,
+    // decided next to nothing on the bench model and cost a third more.
+    let before: Vec<Range> = ranges.to_vec();
+    let all = vec![true; d.s];
+    let shape = Shape {
+        scenarios: &all,
+        floor,
+        ranges: Some(&before),
+        z: ZMode::Relaxed,
+        cuts: None,
+    };
+    let (pb, _) = build(d, p, caps, None, &shape);
+    let mut model = Model::try_new(pb)
+        .map_err(|e| Error::Internal(format!("HiGHS refused the model: {e:?}")))?;
+    model.set_threads(NonZeroU32::MIN);
+    lp_options(&mut model)?;
+    let left = deadline
+        .saturating_duration_since(Instant::now())
+        .as_secs_f64();
+    model
+        .try_set_option("time_limit", left.max(1e-3))
+        .map_err(|_| Error::Internal("HiGHS refused the option time_limit".into()))?;
+    let h = model.as_mut_ptr();
+    let order: Vec<usize> = (0..d.s).filter(|&sc| undecided(&before[sc])).collect();
+    // The scenarios some LP answer so far holds at M_s >= 1 (every answer
+    // is a point of the relaxation): their greatest M_s is at least 1, it
+    // cannot decide them, so its LP is skipped (a third of the LPs).
+    let mut reached = vec![false; d.s];
+    // SAFETY: a live HiGHS instance.
+    let (ncol, nrow) = unsafe {
+        (
+            highs_sys::Highs_getNumCol(h) as usize,
+            highs_sys::Highs_getNumRow(h) as usize,
+        )
+    };
+    let (mut col, mut col_dual) = (vec![0.0; ncol], vec![0.0; ncol]);
+    let (mut row, mut row_dual) = (vec![0.0; nrow], vec![0.0; nrow]);
+    let mut mark = |reached: &mut [bool]| {
+        // SAFETY: a live HiGHS instance; the buffers have its sizes.
+        unsafe {
+            highs_sys::Highs_getSolution(
+                h,
+                col.as_mut_ptr(),
+                col_dual.as_mut_ptr(),
+                row.as_mut_ptr(),
+                row_dual.as_mut_ptr(),
             );
         }
-        if !decided || Instant::now() >= deadline {
+        for &sc in &order {
+            let m: f64 = d.rows[sc * d.nb..(sc + 1) * d.nb]
+                .iter()
+                .zip(&col[..d.nb])
+                .map(|(&a, &x)| a as f64 * x)
+                .sum();
+            reached[sc] |= m >= 1.0;
+        }
+    };
+    for &sc in &order {
+        if Instant::now() >= deadline {
             break;
+        }
+        if let Some(lo) = lp_bound(h, d, sc, 1) {
+            ranges[sc].lo = ranges[sc].lo.max(lo - margin);
+            mark(&mut reached);
+        }
+        if !undecided(&ranges[sc]) || reached[sc] {
+            continue;
+        }
+        if let Some(hi) = lp_bound(h, d, sc, -1) {
+            ranges[sc].hi = ranges[sc].hi.min(hi + margin);
+            mark(&mut reached);
         }
     }
     Ok(())
@@ -891,7 +861,6 @@ fn objective_cuts(
     if caps.loss.is_none() {
         return Ok(None);
     }
-    let started = Instant::now();
     let all = vec![true; d.s];
     let frozen: Vec<Range> = ranges.to_vec();
     let shape = Shape {
@@ -900,7 +869,6 @@ fn objective_cuts(
         ranges: Some(&frozen),
         z: ZMode::Relaxed,
         cuts: None,
-        max_nodes: None,
     };
     let (pb, layout) = build(d, p, caps, None, &shape);
     let mut model = Model::try_new(pb)
@@ -928,14 +896,12 @@ fn objective_cuts(
     // An LP's optimum within HiGHS's tolerances: the rows are loosened by this.
     let margin = 1e-6 * ceiling.abs().max(1.0);
     let mut at_most = vec![None; d.s];
-    let mut lps = 1;
     for (sc, z) in layout.z.iter().enumerate() {
         let Some(z) = z else { continue };
         if frozen[sc].hi < 1.0 - FEASIBILITY_TOLERANCE || Instant::now() >= deadline {
             continue;
         }
         let col = z.index() as highs_sys::HighsInt;
-        lps += 1;
         // SAFETY: a live HiGHS instance; col is one of its columns. The
         // bound changes leave the last basis dual feasible: dual simplex.
         let (status, e0) = unsafe {
@@ -952,22 +918,6 @@ fn objective_cuts(
             8 => ranges[sc].hi = ranges[sc].hi.min(0.0),
             _ => {}
         }
-    }
-    if std::env::var_os("OBBT_DEBUG").is_some() {
-        let n = at_most.iter().flatten().count();
-        let strong = at_most
-            .iter()
-            .flatten()
-            .filter(|&&e| e < ceiling - 0.01)
-            .count();
-        let doomed = ranges
-            .iter()
-            .filter(|r| r.hi < 1.0 - FEASIBILITY_TOLERANCE)
-            .count();
-        eprintln!(
-            "objective cuts: ceiling {ceiling:.6}, {n} rows, {strong} at least 0.01 below, {doomed} doomed, {lps} LPs, {:.0} ms",
-            started.elapsed().as_secs_f64() * 1000.0
-        );
     }
     Ok(Some(ObjectiveCuts {
         ceiling: ceiling + margin,
@@ -993,7 +943,6 @@ fn quantile_ranges(
     let Some(cap) = caps.loss else {
         return Ok(());
     };
-    let started = Instant::now();
     let undecided = |r: &Range| r.lo < 1.0 && r.hi >= 1.0 - FEASIBILITY_TOLERANCE;
     let doomed = ranges
         .iter()
@@ -1018,7 +967,6 @@ fn quantile_ranges(
     let n = u.len();
     // beta[i * n + jj]: the bound on M_(u[i]) given M_(u[jj]) >= 1.
     let mut beta = vec![1.0; n * n];
-    let mut lps = 0;
     for (jj, &j) in u.iter().enumerate() {
         if Instant::now() >= deadline {
             return Ok(());
@@ -1034,7 +982,6 @@ fn quantile_ranges(
                 continue;
             }
             let cost = row(sc);
-            lps += 1;
             // SAFETY: a live HiGHS instance whose first nb columns are the
             // weights; cost has nb entries.
             let status = unsafe {
@@ -1056,53 +1003,12 @@ fn quantile_ranges(
             };
         }
     }
-    if std::env::var_os("OBBT_DEBUG").is_some() {
-        let mut hist = [0usize; 6];
-        for i in 0..n {
-            for jj in 0..n {
-                if i == jj {
-                    continue;
-                }
-                let b = beta[i * n + jj];
-                let bin = if b >= 1.0 {
-                    0
-                } else if b >= 0.99 {
-                    1
-                } else if b >= 0.97 {
-                    2
-                } else if b >= 0.9 {
-                    3
-                } else if b >= 0.8 {
-                    4
-                } else {
-                    5
-                };
-                hist[bin] += 1;
-            }
-        }
-        eprintln!("beta pairs >=1, .99, .97, .9, .8, below: {hist:?}");
-    }
-    let mut tightened = 0;
     for (i, &sc) in u.iter().enumerate() {
         let mut b: Vec<f64> = beta[i * n..(i + 1) * n].to_vec();
         b.sort_unstable_by(|x, y| y.total_cmp(x));
         if b[k] > ranges[sc].lo {
-            tightened += 1;
             ranges[sc].lo = b[k];
         }
-    }
-    if std::env::var_os("OBBT_DEBUG").is_some() {
-        let left = ranges.iter().filter(|r| undecided(r)).count();
-        let bigm: f64 = ranges
-            .iter()
-            .filter(|r| undecided(r))
-            .map(|r| 1.0 - r.lo)
-            .sum::<f64>()
-            / left.max(1) as f64;
-        eprintln!(
-            "quantile: k {k}, {n} undecided -> {left}, {tightened} tightened, mean big-M {bigm:.4}, {lps} LPs, {:.0} ms",
-            started.elapsed().as_secs_f64() * 1000.0
-        );
     }
     Ok(())
 }
@@ -1185,67 +1091,7 @@ fn run(
             ranges: ranges.as_deref(),
             z: ZMode::Binary,
             cuts: cuts.as_ref(),
-            max_nodes: None,
         };
-        if let (true, None, Some(old), Some(mut r)) = (tw.refresh_floor, tie, floor, ranges.clone())
-        {
-            let nodes: i64 = std::env::var("REFRESH_NODES")
-                .ok()
-                .and_then(|x| x.parse().ok())
-                .unwrap_or(REFRESH_NODES);
-            let probe = run_once(
-                d,
-                p,
-                caps,
-                tie,
-                &Shape {
-                    max_nodes: Some(nodes),
-                    ..shape
-                },
-                known,
-                deadline,
-            )?;
-            let better = probe
-                .weights
-                .as_ref()
-                .filter(|_| probe.status != HighsModelStatus::Optimal)
-                .filter(|_| probe.objective > old + 1e-6 * old.abs().max(1.0));
-            if std::env::var_os("OBBT_DEBUG").is_some() {
-                eprintln!(
-                    "refresh: {:?} after {} nodes, E {} (floor {old})",
-                    probe.status, probe.nodes, probe.objective
-                );
-            }
-            if let Some(w) = better {
-                let e = probe.objective;
-                let floor = Some(e - 1e-6 * e.abs().max(1.0));
-                // The ranges under the old floor hold under the new one:
-                // only the scenarios still undecided are looked at again.
-                tighten_ranges(d, p, caps, floor, &mut r, deadline)?;
-                let start = Start {
-                    weights: w.clone(),
-                    losses: portfolio_moic(d.rows, w)
-                        .iter()
-                        .map(|&m| m < 1.0 - FEASIBILITY_TOLERANCE)
-                        .collect(),
-                    objective: e,
-                };
-                let shape = Shape {
-                    floor,
-                    ranges: Some(&r),
-                    ..shape
-                };
-                let mut run = run_once(d, p, caps, tie, &shape, Some(&start), deadline)?;
-                run.nodes += probe.nodes;
-                return Ok(run);
-            }
-            if probe.status == HighsModelStatus::Optimal {
-                return Ok(probe);
-            }
-            let mut run = run_once(d, p, caps, tie, &shape, known, deadline)?;
-            run.nodes += probe.nodes;
-            return Ok(run);
-        }
         return run_once(d, p, caps, tie, &shape, known, deadline);
     }
     let mut on = match (start, known) {
@@ -1265,7 +1111,6 @@ fn run(
             ranges: ranges.as_deref(),
             z: ZMode::Binary,
             cuts: cuts.as_ref(),
-            max_nodes: None,
         };
         let mut r = run_once(d, p, caps, tie, &shape, known, deadline)?;
         nodes += r.nodes;
@@ -1310,7 +1155,6 @@ fn heuristic(
         ranges: ranges.as_deref(),
         z: ZMode::Relaxed,
         cuts: None,
-        max_nodes: None,
     };
     let lp = run_once(d, p, caps, None, &relaxed, None, deadline)?;
     let Some(mut w) = lp.weights else {
@@ -1403,26 +1247,6 @@ fn run_once(
             Some(on) => model.try_set_option(name, on),
         };
         set.map_err(|_| Error::Internal(format!("HiGHS refused the option {name}")))?;
-    }
-    if let Some(n) = shape.max_nodes {
-        model
-            .try_set_option("mip_max_nodes", n as i32)
-            .map_err(|_| Error::Internal("HiGHS refused the option mip_max_nodes".into()))?;
-    }
-    if let Ok(extra) = std::env::var("MIP_OPT") {
-        for kv in extra.split(',').filter(|x| !x.is_empty()) {
-            let (k, v) = kv.split_once('=').unwrap();
-            let r = if let Ok(i) = v.parse::<i32>() {
-                model.try_set_option(k, i)
-            } else if let Ok(f) = v.parse::<f64>() {
-                model.try_set_option(k, f)
-            } else if v == "true" || v == "false" {
-                model.try_set_option(k, v == "true")
-            } else {
-                model.try_set_option(k, v)
-            };
-            r.unwrap();
-        }
     }
     if let Some(k) = known {
         // The weights and every z: HiGHS completes the rest with an LP (so
