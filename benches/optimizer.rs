@@ -210,14 +210,6 @@ fn main() {
             },
         ),
         (
-            "defaults + LP bound tightening + quantile big-M",
-            Tweaks {
-                obbt: true,
-                quantile_big_m: true,
-                ..Tweaks::default()
-            },
-        ),
-        (
             "objective cuts",
             Tweaks {
                 objective_cuts: true,
