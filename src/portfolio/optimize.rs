@@ -733,7 +733,12 @@ fn lp_bound(
         );
         highs_sys::Highs_changeObjectiveSense(h, sense);
         highs_sys::Highs_run(h);
-        (highs_sys::Highs_getModelStatus(h) == 7).then(|| highs_sys::Highs_getObjectiveValue(h))
+        // An optimum whose duals are off by more than a trace could be
+        // above the true least (below the true greatest): not used.
+        let mut dual_off = f64::INFINITY;
+        highs_sys::Highs_getDoubleInfoValue(h, c"max_dual_infeasibility".as_ptr(), &mut dual_off);
+        (highs_sys::Highs_getModelStatus(h) == 7 && dual_off <= 1e-9)
+            .then(|| highs_sys::Highs_getObjectiveValue(h))
     }
 }
 
