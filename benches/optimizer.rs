@@ -187,6 +187,42 @@ fn main() {
                 ..Tweaks::default()
             },
         ),
+        ("LP bound tightening", Tweaks { obbt: true, ..none }),
+        (
+            "defaults without LP bound tightening",
+            Tweaks {
+                obbt: false,
+                ..Tweaks::default()
+            },
+        ),
+        (
+            "quantile big-M",
+            Tweaks {
+                quantile_big_m: true,
+                ..none
+            },
+        ),
+        (
+            "defaults + quantile big-M",
+            Tweaks {
+                quantile_big_m: true,
+                ..Tweaks::default()
+            },
+        ),
+        (
+            "objective cuts",
+            Tweaks {
+                objective_cuts: true,
+                ..none
+            },
+        ),
+        (
+            "defaults + objective cuts",
+            Tweaks {
+                objective_cuts: true,
+                ..Tweaks::default()
+            },
+        ),
     ];
     println!(
         "variants: {:?}",
