@@ -195,34 +195,6 @@ fn main() {
                 ..Tweaks::default()
             },
         ),
-        (
-            "quantile big-M",
-            Tweaks {
-                quantile_big_m: true,
-                ..none
-            },
-        ),
-        (
-            "defaults + quantile big-M",
-            Tweaks {
-                quantile_big_m: true,
-                ..Tweaks::default()
-            },
-        ),
-        (
-            "objective cuts",
-            Tweaks {
-                objective_cuts: true,
-                ..none
-            },
-        ),
-        (
-            "defaults + objective cuts",
-            Tweaks {
-                objective_cuts: true,
-                ..Tweaks::default()
-            },
-        ),
     ];
     println!(
         "variants: {:?}",

@@ -80,8 +80,9 @@ pub struct OptimizeParams {
 /// that paid on the bench model at S = 400 and 1,000 (the per-scenario big-M,
 /// the incumbent and its floor, root cuts only, no RINS/RENS, the LP bound
 /// tightening); the lazy scenarios paid at 400 but cost at 1,000 on top of
-/// those, so they are off, as are the quantile big-M and the objective cuts
-/// (no gain on top of the LP bounds).
+/// those, so they are off. (A quantile big-M from the count of losses
+/// allowed and LP-probed cuts linking E to each z were measured too and gave
+/// nothing on top of the LP bounds: README "Portfolio analytics".)
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Tweaks {
     /// Hand the first solve's answer (its weights and losses, HiGHS completes
@@ -129,22 +130,6 @@ pub struct Tweaks {
     /// heuristic's floor (139 of 297 in the tie-break), and the big-Ms
     /// 0.17 on average instead of 0.23.
     pub obbt: bool,
-    /// Per scenario, a lower bound on M_s from the count of losses allowed
-    /// (see `quantile_ranges`), after the other bounds: it decides scenarios
-    /// and tightens big-Ms. Off: alone it is weaker than `obbt`, and on top
-    /// of it it tightened no scenario on the bench model (at S = 1,000 only
-    /// 4 of the 2,652 pairs had beta_sj >= 1).
-    pub quantile_big_m: bool,
-    /// LP probing on each undecided scenario's z: E0_s, the most E of the LP
-    /// relaxation with z_s = 0 (s no loss), and the relaxation's bound E_max
-    /// give the row `E <= E0_s + (E_max - E0_s) z_s`, valid for every
-    /// portfolio of the model (with z_s = 0 it lies in that LP; with z_s = 1
-    /// in the whole one) but not implied by the relaxation: a disjunctive
-    /// cut on z_s along the objective. A scenario whose LP with z_s = 0 has
-    /// no portfolio always loses (z_s = 1). Off: on the bench model holding
-    /// one scenario at no loss costs the relaxation little E (at S = 1,000
-    /// 5 of 52 rows are 0.01 or more below its bound), no gain.
-    pub objective_cuts: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -166,8 +151,6 @@ impl Tweaks {
         root_cuts_only: false,
         no_rins_rens: false,
         obbt: false,
-        quantile_big_m: false,
-        objective_cuts: false,
     };
 }
 
@@ -182,8 +165,6 @@ impl Default for Tweaks {
             root_cuts_only: true,
             no_rins_rens: true,
             obbt: true,
-            quantile_big_m: false,
-            objective_cuts: false,
         }
     }
 }
@@ -395,16 +376,6 @@ struct Shape<'a> {
     /// `scenario_ranges`), `None` when no tweak reads them.
     ranges: Option<&'a [Range]>,
     z: ZMode<'a>,
-    /// Tweaks::objective_cuts: rows linking E to each z.
-    cuts: Option<&'a ObjectiveCuts>,
-}
-
-/// Tweaks::objective_cuts: what the LP relaxation allows of E, over all and
-/// per scenario with that scenario held at no loss (`z_s = 0`).
-struct ObjectiveCuts {
-    ceiling: f64,
-    /// Per scenario, the most E with z_s = 0 (`None`: no row).
-    at_most: Vec<Option<f64>>,
 }
 
 fn build(
@@ -436,8 +407,7 @@ fn build(
         s
     ];
     let ranges = shape.ranges.unwrap_or(&unknown);
-    let decide = tw.fix_decided
-        || ((tw.incumbent || tw.obbt || tw.quantile_big_m) && shape.ranges.is_some());
+    let decide = decides(tw, shape.ranges.is_some());
     // Never a loss whatever the weights: y_s = 0, z_s = 0, u_s = 0 (t >= 0).
     // A scenario left out (lazy_scenarios) is treated as one: valid for an
     // answer with M_s >= 1 there, which `run` checks.
@@ -489,40 +459,19 @@ fn build(
             // y_s <= big_M z_s: 1 in the stated model; the largest loss the
             // bounds allow with the tweak (the same integer solutions, a
             // tighter relaxation).
-            let big_m = if tw.scenario_big_m || tw.obbt || tw.quantile_big_m {
+            let big_m = if tw.scenario_big_m || tw.obbt {
                 (1.0 - ranges[sc].lo).clamp(0.0, 1.0)
             } else {
                 1.0
             };
             pb.add_row(..=0.0, [(y[i], 1.0), (zs, -big_m)]);
-            // E <= E0_s + (ceiling - E0_s) z_s: E0_s when s is no loss,
-            // the relaxation's bound otherwise.
-            if let Some(e0) = shape
-                .cuts
-                .and_then(|c| c.at_most[sc].map(|e0| (e0, c.ceiling)))
-                .filter(|&(e0, ceiling)| !doomed[sc] && e0 < ceiling)
-            {
-                let (e0, ceiling) = e0;
-                pb.add_row(
-                    ..=e0,
-                    w.iter()
-                        .zip(&d.means)
-                        .map(|(&c, &m)| (c, m))
-                        .chain(std::iter::once((zs, -(ceiling - e0)))),
-                );
-            }
         }
         pb.add_row(..=count_bound(cap * s as f64), z.iter().map(|&c| (c, 1.0)));
     }
     if let (Some(max), Some(cv)) = (caps.cvar_max, p.cvar) {
         // t >= 0 loses nothing (losses are >= 0, so the minimum over t is at
         // t >= 0) and lets the scenarios that never lose drop out.
-        let t = if tw.fix_decided
-            || tw.lazy_scenarios
-            || tw.incumbent
-            || tw.obbt
-            || tw.quantile_big_m
-        {
+        let t = if tw.fix_decided || tw.lazy_scenarios || tw.incumbent || tw.obbt {
             pb.add_column(0.0, 0.0..=f64::INFINITY)
         } else {
             pb.add_column(0.0, f64::NEG_INFINITY..=f64::INFINITY)
@@ -658,17 +607,10 @@ fn scenario_ranges(d: &Data, p: &OptimizeParams, floor: Option<f64>) -> Vec<Rang
         .collect()
 }
 
-/// The LP over the weights alone: their bounds, `sum w = 1`, the groups,
-/// `E >= floor` when given, and with `extra` a last row `(sum w) >= 1` whose
-/// coefficients the caller sets (its index is returned). Primal simplex from
-/// the last basis, no presolve: it is solved for one objective after another.
-fn weight_lp(
-    d: &Data,
-    p: &OptimizeParams,
-    caps: &Caps,
-    floor: Option<f64>,
-    extra: bool,
-) -> Result<(Model, usize)> {
+/// The LP over the weights alone: their bounds, `sum w = 1`, the groups and
+/// `E >= floor` when given. Primal simplex from the last basis, no
+/// presolve: it is solved for one objective after another.
+fn weight_lp(d: &Data, p: &OptimizeParams, caps: &Caps, floor: Option<f64>) -> Result<Model> {
     let mut pb = RowProblem::default();
     let w: Vec<highs::Col> = (0..d.nb)
         .map(|b| pb.add_column(0.0, p.lower[b]..=p.upper[b]))
@@ -687,15 +629,11 @@ fn weight_lp(
             g.members.iter().map(|&b| (w[b], 1.0)),
         );
     }
-    let extra_row = pb.num_rows();
-    if extra {
-        pb.add_row(1.0.., w.iter().map(|&c| (c, 1.0)));
-    }
     let mut model = Model::try_new(pb)
         .map_err(|e| Error::Internal(format!("HiGHS refused the model: {e:?}")))?;
     model.set_threads(NonZeroU32::MIN);
     lp_options(&mut model)?;
-    Ok((model, extra_row))
+    Ok(model)
 }
 
 /// Options for a model solved for one objective after another: each LP
@@ -761,7 +699,7 @@ fn tighten_ranges(
     // An LP solved to optimality gives its objective within HiGHS's
     // tolerances: the bound kept is widened by this margin.
     let margin = 1e-6;
-    let (mut small, _) = weight_lp(d, p, caps, floor, false)?;
+    let mut small = weight_lp(d, p, caps, floor)?;
     let h = small.as_mut_ptr();
     for sc in 0..d.s {
         if !undecided(&ranges[sc]) {
@@ -786,7 +724,6 @@ fn tighten_ranges(
         floor,
         ranges: Some(&before),
         z: ZMode::Relaxed,
-        cuts: None,
     };
     let (pb, _) = build(d, p, caps, None, &shape);
     let mut model = Model::try_new(pb)
@@ -853,171 +790,6 @@ fn tighten_ranges(
     Ok(())
 }
 
-/// Tweaks::objective_cuts (see there): one LP per undecided scenario, on
-/// the relaxation the ranges give; marks the scenarios that always lose.
-fn objective_cuts(
-    d: &Data,
-    p: &OptimizeParams,
-    caps: &Caps,
-    floor: Option<f64>,
-    ranges: &mut [Range],
-    deadline: Instant,
-) -> Result<Option<ObjectiveCuts>> {
-    if caps.loss.is_none() {
-        return Ok(None);
-    }
-    let all = vec![true; d.s];
-    let frozen: Vec<Range> = ranges.to_vec();
-    let shape = Shape {
-        scenarios: &all,
-        floor,
-        ranges: Some(&frozen),
-        z: ZMode::Relaxed,
-        cuts: None,
-    };
-    let (pb, layout) = build(d, p, caps, None, &shape);
-    let mut model = Model::try_new(pb)
-        .map_err(|e| Error::Internal(format!("HiGHS refused the model: {e:?}")))?;
-    model.set_threads(NonZeroU32::MIN);
-    let left = deadline
-        .saturating_duration_since(Instant::now())
-        .as_secs_f64();
-    model
-        .try_set_option("presolve", "off")
-        .map_err(|_| Error::Internal("HiGHS refused the option presolve".into()))?;
-    model
-        .try_set_option("time_limit", left.max(1e-3))
-        .map_err(|_| Error::Internal("HiGHS refused the option time_limit".into()))?;
-    model.set_sense(Sense::Maximise);
-    let h = model.as_mut_ptr();
-    // SAFETY: a live HiGHS instance (its objective is E, from build).
-    let ceiling = unsafe {
-        highs_sys::Highs_run(h);
-        if highs_sys::Highs_getModelStatus(h) != 7 {
-            return Ok(None);
-        }
-        highs_sys::Highs_getObjectiveValue(h)
-    };
-    // An LP's optimum within HiGHS's tolerances: the rows are loosened by this.
-    let margin = 1e-6 * ceiling.abs().max(1.0);
-    let mut at_most = vec![None; d.s];
-    for (sc, z) in layout.z.iter().enumerate() {
-        let Some(z) = z else { continue };
-        if frozen[sc].hi < 1.0 - FEASIBILITY_TOLERANCE || Instant::now() >= deadline {
-            continue;
-        }
-        let col = z.index() as highs_sys::HighsInt;
-        // SAFETY: a live HiGHS instance; col is one of its columns. The
-        // bound changes leave the last basis dual feasible: dual simplex.
-        let (status, e0) = unsafe {
-            highs_sys::Highs_changeColBounds(h, col, 0.0, 0.0);
-            highs_sys::Highs_run(h);
-            let status = highs_sys::Highs_getModelStatus(h);
-            let e0 = highs_sys::Highs_getObjectiveValue(h);
-            highs_sys::Highs_changeColBounds(h, col, 0.0, 1.0);
-            (status, e0)
-        };
-        match status {
-            7 => at_most[sc] = Some(e0 + margin),
-            // No portfolio of the relaxation keeps s from a loss.
-            8 => ranges[sc].hi = ranges[sc].hi.min(0.0),
-            _ => {}
-        }
-    }
-    Ok(Some(ObjectiveCuts {
-        ceiling: ceiling + margin,
-        at_most,
-    }))
-}
-
-/// Tweaks::quantile_big_m: at most k scenarios are losses, so among any
-/// k + 1 of them one has M_j >= 1. With beta_sj a lower bound on M_s over
-/// the portfolios with M_j >= 1 (an LP over the weight bounds, `sum w = 1`,
-/// the groups and the floor), M_s is at least the (k + 1)-th largest beta_sj
-/// over the undecided scenarios j (beta_ss = 1: s itself not a loss). The
-/// scenarios that always lose use up part of k; those that never lose add
-/// nothing (their row holds over the whole set already).
-fn quantile_ranges(
-    d: &Data,
-    p: &OptimizeParams,
-    caps: &Caps,
-    floor: Option<f64>,
-    ranges: &mut [Range],
-    deadline: Instant,
-) -> Result<()> {
-    let Some(cap) = caps.loss else {
-        return Ok(());
-    };
-    let undecided = |r: &Range| r.lo < 1.0 && r.hi >= 1.0 - FEASIBILITY_TOLERANCE;
-    let doomed = ranges
-        .iter()
-        .filter(|r| r.hi < 1.0 - FEASIBILITY_TOLERANCE)
-        .count();
-    let allowed = count_bound(cap * d.s as f64).floor() as usize;
-    let u: Vec<usize> = (0..d.s).filter(|&sc| undecided(&ranges[sc])).collect();
-    // More losses forced than allowed (the MIP says infeasible), or as many
-    // undecided scenarios as losses allowed: nothing to gain.
-    let Some(k) = allowed.checked_sub(doomed).filter(|&k| k < u.len()) else {
-        return Ok(());
-    };
-    let (mut model, j_row) = weight_lp(d, p, caps, floor, true)?;
-    let j_row = j_row as highs_sys::HighsInt;
-    let h = model.as_mut_ptr();
-    let row = |sc: usize| -> Vec<f64> {
-        d.rows[sc * d.nb..(sc + 1) * d.nb]
-            .iter()
-            .map(|&m| m as f64)
-            .collect()
-    };
-    let n = u.len();
-    // beta[i * n + jj]: the bound on M_(u[i]) given M_(u[jj]) >= 1.
-    let mut beta = vec![1.0; n * n];
-    for (jj, &j) in u.iter().enumerate() {
-        if Instant::now() >= deadline {
-            return Ok(());
-        }
-        for (b, &a) in row(j).iter().enumerate() {
-            // SAFETY: a live HiGHS instance; j_row and b are in range.
-            unsafe {
-                highs_sys::Highs_changeCoeff(h, j_row, b as highs_sys::HighsInt, a);
-            }
-        }
-        for (i, &sc) in u.iter().enumerate() {
-            if sc == j {
-                continue;
-            }
-            let cost = row(sc);
-            // SAFETY: a live HiGHS instance whose first nb columns are the
-            // weights; cost has nb entries.
-            let status = unsafe {
-                highs_sys::Highs_changeColsCostByRange(
-                    h,
-                    0,
-                    d.nb as highs_sys::HighsInt - 1,
-                    cost.as_ptr(),
-                );
-                highs_sys::Highs_run(h);
-                highs_sys::Highs_getModelStatus(h)
-            };
-            beta[i * n + jj] = match status {
-                // SAFETY: as above.
-                7 => (unsafe { highs_sys::Highs_getObjectiveValue(h) }) - 1e-6,
-                // M_j >= 1 impossible: j always loses, any bound holds.
-                8 => f64::INFINITY,
-                _ => f64::NEG_INFINITY,
-            };
-        }
-    }
-    for (i, &sc) in u.iter().enumerate() {
-        let mut b: Vec<f64> = beta[i * n..(i + 1) * n].to_vec();
-        b.sort_unstable_by(|x, y| y.total_cmp(x));
-        if b[k] > ranges[sc].lo {
-            ranges[sc].lo = b[k];
-        }
-    }
-    Ok(())
-}
-
 /// What the weight bounds (and a floor on E) allow of one M_s.
 #[derive(Debug, Clone, Copy)]
 struct Range {
@@ -1054,6 +826,33 @@ struct Start {
     objective: f64,
 }
 
+/// Whether the model leaves out the scenarios its ranges say never lose
+/// and fixes z = 1 where they say always (see `build`).
+fn decides(tw: Tweaks, has_ranges: bool) -> bool {
+    tw.fix_decided || ((tw.incumbent || tw.obbt) && has_ranges)
+}
+
+/// Puts back into the model (with the stated big-M of 1) each scenario it
+/// left out as never a loss that the answer `w` loses in; returns how many.
+/// Ranges from the weight bounds, the groups and the floor hold for every
+/// portfolio of the smaller model, whose rows include them, so they never
+/// miss; those from the LP relaxation of the whole model (Tweaks::obbt)
+/// hold for its portfolios only, and the smaller model, a relaxation, may
+/// answer outside them. An answer that loses in none of the scenarios left
+/// out is a portfolio of the whole model, so its optimum.
+fn readmit(d: &Data, w: &[f64], ranges: Option<&mut [Range]>) -> usize {
+    let Some(ranges) = ranges else { return 0 };
+    let moic = portfolio_moic(d.rows, w);
+    let mut back = 0;
+    for (r, &m) in ranges.iter_mut().zip(&moic) {
+        if r.lo >= 1.0 && m < 1.0 - FEASIBILITY_TOLERANCE {
+            r.lo = 0.0;
+            back += 1;
+        }
+    }
+    back
+}
+
 /// Solves the model; with `lazy_scenarios` by row generation over the
 /// scenarios, starting from `start` (the scenarios a previous solve ended
 /// with) or from the scenarios `known` loses in. `known` is also handed to
@@ -1075,29 +874,37 @@ fn run(
         None => known.map(|k| k.objective - 1e-6 * k.objective.abs().max(1.0)),
     }
     .filter(|_| tw.incumbent);
-    let mut ranges =
-        (tw.scenario_big_m || tw.fix_decided || tw.obbt || tw.quantile_big_m || floor.is_some())
-            .then(|| scenario_ranges(d, p, floor));
+    let mut ranges = (tw.scenario_big_m || tw.fix_decided || tw.obbt || floor.is_some())
+        .then(|| scenario_ranges(d, p, floor));
     if let (true, Some(r)) = (tw.obbt, ranges.as_mut()) {
         tighten_ranges(d, p, caps, floor, r, deadline)?;
     }
-    if let (true, Some(r)) = (tw.quantile_big_m, ranges.as_mut()) {
-        quantile_ranges(d, p, caps, floor, r, deadline)?;
-    }
-    let cuts = match (tw.objective_cuts, ranges.as_mut()) {
-        (true, Some(r)) => objective_cuts(d, p, caps, floor, r, deadline)?,
-        _ => None,
-    };
+    let decide = decides(tw, ranges.is_some());
     let risk = caps.loss.is_some() || caps.cvar_max.is_some();
     if !(p.tweaks.lazy_scenarios && risk) {
-        let shape = Shape {
-            scenarios: &vec![true; d.s],
-            floor,
-            ranges: ranges.as_deref(),
-            z: ZMode::Binary,
-            cuts: cuts.as_ref(),
-        };
-        return run_once(d, p, caps, tie, &shape, known, deadline);
+        let all = vec![true; d.s];
+        let mut nodes = 0;
+        loop {
+            let shape = Shape {
+                scenarios: &all,
+                floor,
+                ranges: ranges.as_deref(),
+                z: ZMode::Binary,
+            };
+            let mut r = run_once(d, p, caps, tie, &shape, known, deadline)?;
+            nodes += r.nodes;
+            r.nodes = nodes;
+            let Some(w) = &r.weights else { return Ok(r) };
+            if readmit(d, w, ranges.as_deref_mut().filter(|_| decide)) == 0 {
+                return Ok(r);
+            }
+            if r.status != HighsModelStatus::Optimal {
+                // Out of time with an answer that loses in a scenario left
+                // out: not an answer to the whole model.
+                r.weights = None;
+                return Ok(r);
+            }
+        }
     }
     let mut on = match (start, known) {
         (Some(s), _) => s.to_vec(),
@@ -1115,14 +922,13 @@ fn run(
             floor,
             ranges: ranges.as_deref(),
             z: ZMode::Binary,
-            cuts: cuts.as_ref(),
         };
         let mut r = run_once(d, p, caps, tie, &shape, known, deadline)?;
         nodes += r.nodes;
         r.nodes = nodes;
         let Some(w) = &r.weights else { return Ok(r) };
         let moic = portfolio_moic(d.rows, w);
-        let mut added = 0;
+        let mut added = readmit(d, w, ranges.as_deref_mut().filter(|_| decide));
         for (sc, &m) in moic.iter().enumerate() {
             if !on[sc] && m < 1.0 {
                 on[sc] = true;
@@ -1159,7 +965,6 @@ fn heuristic(
         floor: None,
         ranges: ranges.as_deref(),
         z: ZMode::Relaxed,
-        cuts: None,
     };
     let lp = run_once(d, p, caps, None, &relaxed, None, deadline)?;
     let Some(mut w) = lp.weights else {
@@ -1490,4 +1295,32 @@ pub fn optimize(matrix: &[f32], names: &[String], p: &OptimizeParams) -> Result<
         validation: Some(validation),
         solver: solver_info(nodes),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_scenario_left_out_that_the_answer_loses_in_is_put_back() {
+        // Two scenarios of two buckets; both ranges say "never a loss".
+        let rows = [0.5f32, 2.0, 1.5, 1.5];
+        let d = Data {
+            rows: &rows,
+            nb: 2,
+            s: 2,
+            means: vec![1.0, 1.75],
+            winner_share: vec![0.0; 2],
+        };
+        let mut ranges = vec![Range { lo: 1.0, hi: 2.0 }, Range { lo: 1.2, hi: 2.0 }];
+        // All in the first bucket: M_0 = 0.5, a loss; M_1 = 1.5.
+        assert_eq!(readmit(&d, &[1.0, 0.0], Some(&mut ranges)), 1);
+        assert_eq!((ranges[0].lo, ranges[1].lo), (0.0, 1.2));
+        // Back in the model, it is not counted again; an even split loses nowhere.
+        assert_eq!(readmit(&d, &[1.0, 0.0], Some(&mut ranges)), 0);
+        let mut fresh = vec![Range { lo: 1.0, hi: 2.0 }; 2];
+        assert_eq!(readmit(&d, &[0.5, 0.5], Some(&mut fresh)), 0);
+        // Without ranges (nothing was left out) there is nothing to put back.
+        assert_eq!(readmit(&d, &[1.0, 0.0], None), 0);
+    }
 }
