@@ -857,7 +857,8 @@ impl Inner {
         let unreached = self.invalidating.load(SeqCst) > 0
             || self.unreached.lock().expect("unreached lock").contains(key);
         if let (Some(r), false) = (&self.redis, unreached) {
-            match r.get(key).await {
+            let raw_len = cfg.map(|c| c.num_scenarios as usize * c.buckets.len() * 4);
+            match r.get(key, raw_len).await {
                 // Ours, in our format or (from the transition mode) the TypeScript one.
                 Ok(Lookup::Hit(entry)) if entry.codec == Codec::Zstd || entry.names_columns() => {
                     let complete = !entry.metadata.lacks_recycling();

@@ -508,9 +508,9 @@ async fn redis_hit_fills_memory() {
     drop_redis_prefix(&prefix).await;
 }
 
-/// Redis values on both sides of the lookup's first read (256 KiB): a
-/// shorter one arrives whole in that read, a longer one (below the bulk
-/// reader's 1 MiB) is read again in full. Both come back byte for byte.
+/// Redis hits of matrices on both sides of the one-request read (256 KiB):
+/// a smaller one is asked for whole in one request, a larger one (below the
+/// bulk reader's 1 MiB) is sized first. Both come back byte for byte.
 #[tokio::test(flavor = "multi_thread")]
 async fn redis_hits_on_both_sides_of_the_first_read() {
     let db = TestDb::create().await;

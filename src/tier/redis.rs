@@ -24,10 +24,10 @@
 //! Redis is an optimisation, so a sick Redis must cost calls next to nothing:
 //! - "No answer" is bounded by `timeout` (connecting, and each reply's wait);
 //!   a transfer of N bytes gets N / `min_rate` on top, so a large value that
-//!   is still streaming is not cut off. A lookup reads the first
-//!   `FIRST_READ` bytes (a bounded reply), which is the whole of a shorter
-//!   value; for a longer one it asks `STRLEN` (small reply, plain `timeout`)
-//!   so the `GET` deadline can be scaled to the size.
+//!   is still streaming is not cut off. A lookup of a matrix expected to be
+//!   small reads its first `FIRST_READ` bytes (a bounded reply), which is
+//!   the whole of a shorter value; otherwise it asks `STRLEN` (small reply,
+//!   plain `timeout`) so the `GET` deadline can be scaled to the size.
 //! - A circuit breaker: the first transport failure, or a timeout while Redis
 //!   is silent, opens it. Silent means no reply to any request on the
 //!   connection for `timeout`: a request that runs out of time while others
@@ -38,8 +38,8 @@
 //!   open, no call asks Redis (lookups and writes are skipped, deletes fail),
 //!   and a background probe pings Redis every `cooldown` on a new connection;
 //!   the first answer closes the breaker. So a hung Redis costs the calls in
-//!   flight at most `timeout` plus their size allowance (a lookup's first
-//!   read: FIRST_READ / `min_rate`), and later calls nothing.
+//!   flight at most `timeout` plus their size allowance (a small lookup's
+//!   first read: FIRST_READ / `min_rate`), and later calls nothing.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst};
 use std::sync::Arc;
@@ -70,11 +70,16 @@ const HAS_DURATION: u8 = 2;
 /// may take longer than `timeout` to be heard, and the breaker should not
 /// stay open for that.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
-/// A lookup's first read: values shorter than this (a 10,000 x 5 matrix is
-/// about 160 KB) take one round trip instead of two (`STRLEN`, then `GET`).
-/// A longer value pays this much again on top of its transfer (1.6 % of a
-/// 16 MB one).
+/// A lookup of a matrix expected to be smaller than this (a 10,000 x 5 one is
+/// 200 KB raw, about 160 KB stored) reads it in one request of at most this
+/// many bytes, instead of two (`STRLEN`, then `GET`). Larger ones are sized
+/// first: a first read of every value would put this much of each large
+/// one through the shared connection too, where it holds up small replies
+/// on a slow link (`tests/faults.rs`, the busy-Redis test).
 const FIRST_READ: usize = 256 << 10;
+/// Room for the record's header and the envelope's, and for a stored size a
+/// little above the raw one (chunks stored as they are), below FIRST_READ.
+const FIRST_READ_MARGIN: usize = 16 << 10;
 
 /// What a Redis lookup found.
 #[derive(Debug)]
@@ -649,30 +654,36 @@ impl RedisTier {
         }
     }
 
-    pub async fn get(&self, key: &str) -> Result<Lookup> {
+    /// The value under `key`. `raw_len`, when the caller knows the matrix's
+    /// shape, is its size as raw f32s: a value expected to be shorter than
+    /// FIRST_READ is asked for whole in one round trip; any other is sized
+    /// first (the hint only picks the order of the requests: a value longer
+    /// than expected is read whole all the same).
+    pub async fn get(&self, key: &str, raw_len: Option<usize>) -> Result<Lookup> {
         if self.skip() {
             return Ok(Lookup::Skipped);
         }
         let k = self.redis_key(key);
-        // A value shorter than FIRST_READ comes whole in one round trip: its
-        // first FIRST_READ bytes, fewer when that is all there is. The reply's
-        // size is bounded, so its deadline is too. A missing key reads as "".
-        // GETRANGE is atomic: a short reply is one whole value, and a full
-        // one is dropped and the value read again whole, never joined.
-        let head: Bytes = self
-            .link
-            .run_bounded(
-                redis::cmd("GETRANGE").arg(&k).arg(0).arg(FIRST_READ - 1),
-                FIRST_READ,
-            )
-            .await?;
-        if head.is_empty() {
-            return Ok(Lookup::Miss);
+        if raw_len.is_some_and(|n| n.saturating_add(FIRST_READ_MARGIN) < FIRST_READ) {
+            // Its first FIRST_READ bytes, fewer when that is all there is: a
+            // bounded reply, so a bounded deadline. A missing key reads as "".
+            // GETRANGE is atomic: a short reply is one whole value, and a
+            // full one is dropped and the value read again whole, never joined.
+            let head: Bytes = self
+                .link
+                .run_bounded(
+                    redis::cmd("GETRANGE").arg(&k).arg(0).arg(FIRST_READ - 1),
+                    FIRST_READ,
+                )
+                .await?;
+            if head.is_empty() {
+                return Ok(Lookup::Miss);
+            }
+            if head.len() < FIRST_READ {
+                return Ok(decode_value(key, head));
+            }
         }
-        if head.len() < FIRST_READ {
-            return Ok(decode_value(key, head));
-        }
-        // Longer: the size, so a large value still streaming is told apart
+        // The size first, so a large value still streaming is told apart
         // from a server that does not answer.
         let len: usize = self.link.run(&redis::Cmd::strlen(&k), 0).await?;
         if len == 0 {
