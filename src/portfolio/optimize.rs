@@ -833,18 +833,18 @@ fn decides(tw: Tweaks, has_ranges: bool) -> bool {
 }
 
 /// Puts back into the model (with the stated big-M of 1) each scenario it
-/// left out as never a loss that the answer `w` loses in; returns how many.
+/// left out as never a loss that the answer loses in (`moic`: its M_s per
+/// scenario); returns how many.
 /// Ranges from the weight bounds, the groups and the floor hold for every
 /// portfolio of the smaller model, whose rows include them, so they never
 /// miss; those from the LP relaxation of the whole model (Tweaks::obbt)
 /// hold for its portfolios only, and the smaller model, a relaxation, may
 /// answer outside them. An answer that loses in none of the scenarios left
 /// out is a portfolio of the whole model, so its optimum.
-fn readmit(d: &Data, w: &[f64], ranges: Option<&mut [Range]>) -> usize {
+fn readmit(moic: &[f64], ranges: Option<&mut [Range]>) -> usize {
     let Some(ranges) = ranges else { return 0 };
-    let moic = portfolio_moic(d.rows, w);
     let mut back = 0;
-    for (r, &m) in ranges.iter_mut().zip(&moic) {
+    for (r, &m) in ranges.iter_mut().zip(moic) {
         if r.lo >= 1.0 && m < 1.0 - FEASIBILITY_TOLERANCE {
             r.lo = 0.0;
             back += 1;
@@ -881,32 +881,10 @@ fn run(
     }
     let decide = decides(tw, ranges.is_some());
     let risk = caps.loss.is_some() || caps.cvar_max.is_some();
-    if !(p.tweaks.lazy_scenarios && risk) {
-        let all = vec![true; d.s];
-        let mut nodes = 0;
-        loop {
-            let shape = Shape {
-                scenarios: &all,
-                floor,
-                ranges: ranges.as_deref(),
-                z: ZMode::Binary,
-            };
-            let mut r = run_once(d, p, caps, tie, &shape, known, deadline)?;
-            nodes += r.nodes;
-            r.nodes = nodes;
-            let Some(w) = &r.weights else { return Ok(r) };
-            if readmit(d, w, ranges.as_deref_mut().filter(|_| decide)) == 0 {
-                return Ok(r);
-            }
-            if r.status != HighsModelStatus::Optimal {
-                // Out of time with an answer that loses in a scenario left
-                // out: not an answer to the whole model.
-                r.weights = None;
-                return Ok(r);
-            }
-        }
-    }
+    // Without lazy scenarios every scenario is in from the start, and the
+    // loop below only puts back those `readmit` finds.
     let mut on = match (start, known) {
+        _ if !(tw.lazy_scenarios && risk) => vec![true; d.s],
         (Some(s), _) => s.to_vec(),
         (None, Some(k)) => portfolio_moic(d.rows, &k.weights)
             .iter()
@@ -928,7 +906,7 @@ fn run(
         r.nodes = nodes;
         let Some(w) = &r.weights else { return Ok(r) };
         let moic = portfolio_moic(d.rows, w);
-        let mut added = readmit(d, w, ranges.as_deref_mut().filter(|_| decide));
+        let mut added = readmit(&moic, ranges.as_deref_mut().filter(|_| decide));
         for (sc, &m) in moic.iter().enumerate() {
             if !on[sc] && m < 1.0 {
                 on[sc] = true;
@@ -1305,22 +1283,24 @@ mod tests {
     fn a_scenario_left_out_that_the_answer_loses_in_is_put_back() {
         // Two scenarios of two buckets; both ranges say "never a loss".
         let rows = [0.5f32, 2.0, 1.5, 1.5];
-        let d = Data {
-            rows: &rows,
-            nb: 2,
-            s: 2,
-            means: vec![1.0, 1.75],
-            winner_share: vec![0.0; 2],
-        };
         let mut ranges = vec![Range { lo: 1.0, hi: 2.0 }, Range { lo: 1.2, hi: 2.0 }];
         // All in the first bucket: M_0 = 0.5, a loss; M_1 = 1.5.
-        assert_eq!(readmit(&d, &[1.0, 0.0], Some(&mut ranges)), 1);
+        assert_eq!(
+            readmit(&portfolio_moic(&rows, &[1.0, 0.0]), Some(&mut ranges)),
+            1
+        );
         assert_eq!((ranges[0].lo, ranges[1].lo), (0.0, 1.2));
         // Back in the model, it is not counted again; an even split loses nowhere.
-        assert_eq!(readmit(&d, &[1.0, 0.0], Some(&mut ranges)), 0);
+        assert_eq!(
+            readmit(&portfolio_moic(&rows, &[1.0, 0.0]), Some(&mut ranges)),
+            0
+        );
         let mut fresh = vec![Range { lo: 1.0, hi: 2.0 }; 2];
-        assert_eq!(readmit(&d, &[0.5, 0.5], Some(&mut fresh)), 0);
+        assert_eq!(
+            readmit(&portfolio_moic(&rows, &[0.5, 0.5]), Some(&mut fresh)),
+            0
+        );
         // Without ranges (nothing was left out) there is nothing to put back.
-        assert_eq!(readmit(&d, &[1.0, 0.0], None), 0);
+        assert_eq!(readmit(&portfolio_moic(&rows, &[1.0, 0.0]), None), 0);
     }
 }
