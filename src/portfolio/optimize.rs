@@ -702,6 +702,9 @@ fn tighten_ranges(
     let mut small = weight_lp(d, p, caps, floor)?;
     let h = small.as_mut_ptr();
     for sc in 0..d.s {
+        if Instant::now() >= deadline {
+            return Ok(());
+        }
         if !undecided(&ranges[sc]) {
             continue;
         }
@@ -717,6 +720,9 @@ fn tighten_ranges(
     }
     // One round: a second one, on the relaxation the first tightened,
     // decided next to nothing on the bench model and cost a third more.
+    if Instant::now() >= deadline {
+        return Ok(());
+    }
     let before: Vec<Range> = ranges.to_vec();
     let all = vec![true; d.s];
     let shape = Shape {
@@ -951,6 +957,9 @@ fn heuristic(
     let mut best: Option<Start> = None;
     let mut tried: Vec<Vec<bool>> = Vec::new();
     for _ in 0..5 {
+        if Instant::now() >= deadline {
+            break;
+        }
         // The scenarios the portfolio does worst in are the losses.
         let moic = portfolio_moic(d.rows, &w);
         let mut by_moic: Vec<usize> = (0..d.s).collect();
@@ -999,6 +1008,19 @@ fn run_once(
     known: Option<&Start>,
     deadline: Instant,
 ) -> Result<Run> {
+    if Instant::now() >= deadline {
+        // Out of time before this solve: at tens of thousands of scenarios
+        // building the model alone takes longer than a short limit. The
+        // best portfolio known (a start that fits the model) or none.
+        return Ok(Run {
+            status: HighsModelStatus::ReachedTimeLimit,
+            weights: known.map(|k| k.weights.clone()),
+            objective: known.map_or(f64::NAN, |k| k.objective),
+            mip_gap: f64::INFINITY,
+            nodes: 0,
+            scenarios: shape.scenarios.to_vec(),
+        });
+    }
     let (pb, layout) = build(d, p, caps, tie, shape);
     let sense = if tie.is_some() {
         Sense::Minimise
@@ -1139,6 +1161,11 @@ pub fn optimize(matrix: &[f32], names: &[String], p: &OptimizeParams) -> Result<
         let mut rounds = 0;
         let mut at = 0;
         while infeasible(first.status) && rounds < 8 && at < order.len() {
+            if Instant::now() >= deadline {
+                // Not known to be infeasible once loosened: out of time.
+                first.status = HighsModelStatus::ReachedTimeLimit;
+                break;
+            }
             let c = order[at];
             let orig = original.get(c).unwrap_or(0.0);
             // Would dropping this bound (with the ones before it as they are) help at all?
@@ -1146,6 +1173,10 @@ pub fn optimize(matrix: &[f32], names: &[String], p: &OptimizeParams) -> Result<
             without.set(c, None);
             let probe = run(&d, p, &without, None, None, None, deadline)?;
             nodes += probe.nodes;
+            if probe.status == HighsModelStatus::ReachedTimeLimit {
+                first.status = probe.status;
+                break;
+            }
             if infeasible(probe.status) || orig == 0.0 {
                 at += 1;
                 continue;
