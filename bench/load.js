@@ -20,6 +20,8 @@ const PG_ADMIN = process.env.PG_ADMIN_URL || 'postgres://postgres@127.0.0.1:5432
 const SECONDS = Number(process.env.LOAD_SECONDS || 60)
 // Optional: another redisTimeoutMs than the default, to compare.
 const REDIS_TIMEOUT_MS = process.env.LOAD_REDIS_TIMEOUT_MS ? Number(process.env.LOAD_REDIS_TIMEOUT_MS) : undefined
+// Optional: regenerateMinBytes (1048576 makes the 50,000 x 20 keys' database hits regenerated).
+const REGENERATE_MIN_BYTES = process.env.LOAD_REGENERATE_MIN_BYTES ? Number(process.env.LOAD_REGENERATE_MIN_BYTES) : undefined
 const CALLERS = 200
 const POOL = 8
 
@@ -74,6 +76,7 @@ async function main() {
     memoryMaxBytes: 8 * 1024 * 1024,
     databaseMaxConnections: POOL,
     ...(REDIS_TIMEOUT_MS ? { redisTimeoutMs: REDIS_TIMEOUT_MS } : {}),
+    ...(REGENERATE_MIN_BYTES !== undefined ? { regenerateMinBytes: REGENERATE_MIN_BYTES } : {}),
   })
   const first = new Map()
   const latencies = []
@@ -158,6 +161,7 @@ async function main() {
     seconds: Math.round(elapsed),
     callers: CALLERS,
     redisTimeoutMs: REDIS_TIMEOUT_MS ?? 'default (100)',
+    regenerateMinBytes: REGENERATE_MIN_BYTES ?? 'default (0)',
     calls,
     callsPerSecond: Math.round(calls / elapsed),
     p50Ms: +quantile(latencies, 0.5).toFixed(2),
@@ -171,6 +175,7 @@ async function main() {
     },
     sources,
     generations: stats.generations,
+    regeneratedHits: stats.regeneratedHits,
     redisBreaker: stats.redisBreaker,
     redisErrors: stats.redis.errors,
     errors,

@@ -87,6 +87,12 @@ pub struct CacheOptions {
     /// implementation: rows and Redis values are written in its format
     /// (PostgreSQL only). Default false.
     pub write_legacy_format: Option<bool>,
+    /// Raw matrix bytes (`numScenarios x buckets x 4`) from which a
+    /// durable-store hit is answered by regenerating the matrix and proving
+    /// it equal to the stored row, which is then read only in part (see
+    /// `Inner::regenerated_hit`); 0 never does. Default
+    /// [`DEFAULT_REGENERATE_MIN_BYTES`].
+    pub regenerate_min_bytes: Option<u64>,
 }
 
 pub const DEFAULT_MEMORY_MAX_BYTES: u64 = 128 * 1024 * 1024;
@@ -96,6 +102,14 @@ pub const DEFAULT_REDIS_TIMEOUT_MS: u64 = 100;
 pub const DEFAULT_REDIS_MIN_THROUGHPUT_MBPS: f64 = 10.0;
 pub const DEFAULT_REDIS_BREAKER_COOLDOWN_MS: u64 = 1000;
 pub const DEFAULT_SLOW_CALL_MS: u64 = 1000;
+/// Off: on this machine's local PostgreSQL it paid only for `getMatrix`
+/// (docs/performance.md, "Regenerated hits").
+pub const DEFAULT_REGENERATE_MIN_BYTES: u64 = 0;
+
+/// How much of a durable row a regenerated hit reads: the envelope's header
+/// and chunk table (every chunk's length and checksums; 500 bytes for a
+/// 100,000 x 50 matrix) and the start of its first chunk.
+const HEAD_BYTES: usize = 64 * 1024;
 
 /// A result: the stored entry (columns in the key's bucket order) and where
 /// it came from. [`Hit::for_caller`] gives a caller its own copy in its order.
@@ -266,6 +280,8 @@ struct Inner {
     /// format (the durable store writes its rows so itself), and rows in
     /// that format are left in it.
     write_legacy: bool,
+    /// `regenerateMinBytes` (0: never).
+    regenerate_min_bytes: usize,
 }
 
 fn env_nonempty(name: &str) -> Option<String> {
@@ -379,6 +395,11 @@ impl Cache {
                 write_legacy: durable_opts.write_legacy_format,
                 events: opts.on_event,
                 slow_call: Duration::from_millis(opts.slow_call_ms.unwrap_or(DEFAULT_SLOW_CALL_MS)),
+                regenerate_min_bytes: usize::try_from(
+                    opts.regenerate_min_bytes
+                        .unwrap_or(DEFAULT_REGENERATE_MIN_BYTES),
+                )
+                .unwrap_or(usize::MAX),
             }),
         };
         cache.follow_invalidations().await;
@@ -787,7 +808,11 @@ impl Inner {
         keep_matrix: bool,
     ) -> Result<Hit> {
         let epoch = self.epoch.load(SeqCst);
-        if let Some(hit) = self.lookup(key, Some(cfg), epoch).await? {
+        if let Some(mut hit) = self.lookup(key, Some(cfg), epoch).await? {
+            if !keep_matrix {
+                // A regenerated hit's matrix, which this call does not hand out.
+                hit.matrix = None;
+            }
             return Ok(hit);
         }
         let cfg_owned = cfg.clone();
@@ -912,6 +937,11 @@ impl Inner {
             }
         }
 
+        if let Some(cfg) = cfg {
+            if let Some(hit) = self.regenerated_hit(cfg, key, epoch).await? {
+                return Ok(Some(hit));
+            }
+        }
         let found = self
             .durable
             .get(key)
@@ -957,6 +987,61 @@ impl Inner {
             }
             Err(e) => self.repair(stored, cfg, key, &e.to_string(), epoch).await,
         }
+    }
+
+    /// A durable hit of a large matrix without reading the row's payload:
+    /// the generator is deterministic, so the matrix is generated and
+    /// encoded again, and served when the encoding has the row's length and
+    /// its first `HEAD_BYTES` bytes are the row's: the envelope header and
+    /// the chunk table, which holds every chunk's length and the checksums
+    /// of its stored and its raw bytes (the ones a normal hit verifies the
+    /// row by), and the start of the first chunk. A row of another writer
+    /// version, another generator, or damaged in those bytes differs, and
+    /// is read whole as before (`None`). The metadata is the row's. Only for
+    /// rows served as they are stored (our format, the key's column order,
+    /// complete metadata), with `regenerateMinBytes` on and the matrix at
+    /// least that large. Costs the generation's CPU instead of the transfer:
+    /// see README ("Options") for when it pays.
+    async fn regenerated_hit(
+        self: &Arc<Self>,
+        cfg: &ScenarioConfig,
+        key: &str,
+        epoch: u64,
+    ) -> Result<Option<Hit>> {
+        let raw = cfg.num_scenarios as usize * cfg.buckets.len() * 4;
+        if self.regenerate_min_bytes == 0 || raw < self.regenerate_min_bytes || self.write_legacy {
+            return Ok(None);
+        }
+        let Some((head, len)) = self
+            .durable
+            .head(key, HEAD_BYTES)
+            .await
+            .inspect_err(|e| self.tier_failed("durable", key, e))?
+        else {
+            return Ok(None);
+        };
+        let as_stored = head.codec == Codec::Zstd
+            && view::key_order_of(&head.metadata.bucket_names).is_identity()
+            && serves(&head, Some(cfg));
+        if !as_stored || len <= head.payload.len() {
+            // Not served as stored, or short enough to read whole anyway.
+            return Ok(None);
+        }
+        // Not counted in `generations` (misses); in `regenerated_hits`.
+        let (fresh, matrix) = generate(cfg.clone()).await?;
+        if fresh.payload.len() != len || fresh.payload[..head.payload.len()] != head.payload[..] {
+            self.stats.regenerations_unproven.fetch_add(1, Relaxed);
+            return Ok(None);
+        }
+        let entry = Entry::new(fresh.payload, Codec::Zstd, head.metadata);
+        self.stats.durable.hit(entry.payload.len());
+        self.stats.regenerated_hits.fetch_add(1, Relaxed);
+        self.fill(&entry, epoch, true);
+        Ok(Some(Hit {
+            entry,
+            source: self.durable.source(),
+            matrix: Some(matrix),
+        }))
     }
 
     /// A damaged durable row of ours, for a call that knows its config: the

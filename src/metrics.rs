@@ -40,7 +40,7 @@ pub fn render(s: &StatsSnapshot) -> String {
         }
     }
 
-    let counters: [(&str, &str, u64); 7] = [
+    let counters: [(&str, &str, u64); 9] = [
         (
             "calls_total",
             "Lookup calls (getOrGenerate, getMatrix, get) that finished, by any outcome.",
@@ -75,6 +75,16 @@ pub fn render(s: &StatsSnapshot) -> String {
             "repairs_total",
             "Damaged durable rows regenerated, proven equal and rewritten.",
             s.repairs,
+        ),
+        (
+            "regenerated_hits_total",
+            "Durable hits answered by regenerating the matrix, proven equal to the row.",
+            s.regenerated_hits,
+        ),
+        (
+            "regenerations_unproven_total",
+            "Regenerations for a durable hit that did not match the row (then read whole).",
+            s.regenerations_unproven,
         ),
     ];
     for (name, help, v) in counters {

@@ -132,6 +132,13 @@ pub struct Stats {
     /// Damaged durable rows regenerated, proven equal through their
     /// surviving checksums, and rewritten.
     pub repairs: AtomicU64,
+    /// Durable hits answered by regenerating the matrix and proving it
+    /// equal to the stored row (`regenerateMinBytes`).
+    pub regenerated_hits: AtomicU64,
+    /// Regenerations for such a hit that did not match the stored row
+    /// (another writer version or generator, or a damaged header): the row
+    /// was then read whole.
+    pub regenerations_unproven: AtomicU64,
     /// Every call's latency, under its outcome ([`Outcome::ALL`] order).
     latency: [Histogram; Outcome::ALL.len()],
     /// Answered calls from the binding: from the call to the result handed
@@ -270,6 +277,8 @@ impl Stats {
             legacy_rewrites: self.legacy_rewrites.load(Relaxed),
             legacy_unattributable: self.legacy_unattributable.load(Relaxed),
             repairs: self.repairs.load(Relaxed),
+            regenerated_hits: self.regenerated_hits.load(Relaxed),
+            regenerations_unproven: self.regenerations_unproven.load(Relaxed),
             calls,
             hit_rate: if calls == 0 {
                 0.0
@@ -332,6 +341,8 @@ pub struct StatsSnapshot {
     pub legacy_rewrites: u64,
     pub legacy_unattributable: u64,
     pub repairs: u64,
+    pub regenerated_hits: u64,
+    pub regenerations_unproven: u64,
     /// Lookup calls (getOrGenerate, getMatrix, get) that finished, each
     /// counted once by its outcome: the sum of the latency counts.
     pub calls: u64,

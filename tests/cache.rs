@@ -1077,3 +1077,92 @@ async fn slow_calls_are_reported() {
     cache.close().await;
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// `regenerateMinBytes`: a durable hit of a large matrix is generated again
+/// and served only when its encoding matches the stored row (its length and
+/// its first 64 KiB: the header, every chunk's checksums, the start of the
+/// data). A row that says otherwise (here: a valid envelope of another
+/// matrix, as a different generator would have written) is read whole and
+/// served as stored, the durable store being the source of truth.
+#[tokio::test(flavor = "multi_thread")]
+async fn large_durable_hits_are_regenerated_only_when_proven_equal_to_the_row() {
+    let db = TestDb::create().await;
+    let cfg = config("regenerated", 100_000); // 1.2 MB raw: two chunks
+    let k = key::canonical_key(&cfg);
+    let opts = |min: u64| CacheOptions {
+        database_url: Some(db.url.clone()),
+        redis_url: Some(String::new()),
+        memory_max_bytes: Some(0),
+        regenerate_min_bytes: Some(min),
+        ..Default::default()
+    };
+    let writer = Cache::open(opts(0)).await.unwrap();
+    let miss = writer.get_or_generate(&cfg).await.unwrap();
+    assert_eq!(miss.source, Source::Generated);
+
+    let regen = Cache::open(opts(1)).await.unwrap();
+    let hit = regen.get_or_generate(&cfg).await.unwrap();
+    assert_eq!(hit.source, Source::Postgres);
+    assert_eq!(hit.entry, miss.entry, "payload and metadata are the row's");
+    let (_, regenerated) = regen.get_matrix(&cfg).await.unwrap();
+    let (_, read) = writer.get_matrix(&cfg).await.unwrap();
+    assert_eq!(regenerated, read);
+    let s = regen.stats();
+    assert_eq!((s.regenerated_hits, s.regenerations_unproven, s.generations), (2, 0, 0));
+    assert_eq!(s.durable.hits, 2);
+
+    // Below the threshold, or with it at 0, the row is read as before.
+    let off = Cache::open(opts(0)).await.unwrap();
+    assert_eq!(off.get_or_generate(&cfg).await.unwrap().entry, miss.entry);
+    assert_eq!(off.stats().regenerated_hits, 0);
+    let high = Cache::open(opts(1_200_001)).await.unwrap();
+    assert_eq!(high.get_or_generate(&cfg).await.unwrap().entry, miss.entry);
+    assert_eq!(high.stats().regenerated_hits, 0);
+
+    // The row now holds another matrix of the same shape (its last value changed).
+    let mut other = codec::decode(&miss.entry.payload).unwrap();
+    let last = other.len() - 1;
+    other[last] += 1.0;
+    let other_payload = codec::encode(&other, 100_000, 3).unwrap();
+    assert_eq!(other_payload.len(), miss.entry.payload.len());
+    let mut c = db.connect().await;
+    sqlx::query("UPDATE scenario_matrices SET moic_matrix = $2 WHERE matrix_key = $1")
+        .bind(&k)
+        .bind(&other_payload)
+        .execute(&mut c)
+        .await
+        .unwrap();
+    let after = Cache::open(opts(1)).await.unwrap();
+    let hit = after.get_or_generate(&cfg).await.unwrap();
+    assert_eq!(hit.source, Source::Postgres);
+    assert_eq!(&hit.entry.payload[..], &other_payload[..], "served as stored");
+    let s = after.stats();
+    assert_eq!((s.regenerated_hits, s.regenerations_unproven), (0, 1));
+    for c in [writer, regen, off, high, after] {
+        c.close().await;
+    }
+    db.drop_db().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn large_sqlite_hits_are_regenerated_too() {
+    let dir = std::env::temp_dir().join(unique("smc-sqlite-regen"));
+    let opts = |min: u64| CacheOptions {
+        database_url: Some(format!("sqlite://{}", dir.join("cache.db").display())),
+        redis_url: Some(String::new()),
+        memory_max_bytes: Some(0),
+        regenerate_min_bytes: Some(min),
+        ..Default::default()
+    };
+    let cfg = config("regenerated-sqlite", 100_000);
+    let writer = Cache::open(opts(0)).await.unwrap();
+    let miss = writer.get_or_generate(&cfg).await.unwrap();
+    let reader = Cache::open(opts(1)).await.unwrap();
+    let hit = reader.get_or_generate(&cfg).await.unwrap();
+    assert_eq!(hit.source, Source::Sqlite);
+    assert_eq!(hit.entry, miss.entry);
+    assert_eq!(reader.stats().regenerated_hits, 1);
+    writer.close().await;
+    reader.close().await;
+    std::fs::remove_dir_all(dir).unwrap();
+}

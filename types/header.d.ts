@@ -105,6 +105,10 @@ export interface CacheOptions {
   databaseMaxConnections?: number
   /** A lookup call taking at least this many ms is reported to `onEvent` as `slowCall`, 1..=3600000. Default 1000. */
   slowCallMs?: number
+  /** Raw matrix bytes (`numScenarios x buckets x 4`) from which a database hit is answered
+   * by regenerating the matrix and proving it equal to the stored row (its length, header
+   * and checksums), instead of reading the whole row; 0 never does. Default 0 (never). */
+  regenerateMinBytes?: number
   /** Receives events as they happen (README "Events"): tier errors, breaker changes, corrupt
    * copies, repairs, slow calls. Called on the JS thread, soon after; nothing is printed
    * unless it prints. An exception it throws becomes a process warning, not a crash. */

@@ -321,6 +321,12 @@ pub struct CacheStats {
     /// Damaged durable rows regenerated, proven equal to what they held
     /// (through their surviving checksums) and rewritten.
     pub repairs: f64,
+    /// Durable-store hits answered by regenerating the matrix and proving it
+    /// equal to the stored row, which was read only in part (`regenerateMinBytes`).
+    pub regenerated_hits: f64,
+    /// Such regenerations that did not match the stored row (written by
+    /// another version, or a damaged header): the row was then read whole.
+    pub regenerations_unproven: f64,
     /// Lookup calls (`getOrGenerate`, `getMatrix`, `get`) that finished, each counted
     /// once by its outcome: the sum of the `latency` counts.
     pub calls: f64,
@@ -373,6 +379,8 @@ fn stats_js(s: StatsSnapshot) -> CacheStats {
         legacy_rewrites: s.legacy_rewrites as f64,
         legacy_unattributable: s.legacy_unattributable as f64,
         repairs: s.repairs as f64,
+        regenerated_hits: s.regenerated_hits as f64,
+        regenerations_unproven: s.regenerations_unproven as f64,
         calls: s.calls as f64,
         hit_rate: s.hit_rate,
         latency: latency_js(s.latency),

@@ -260,6 +260,15 @@ impl Durable {
         }
     }
 
+    /// The complete row of `key` with only the first `n` bytes of its
+    /// payload (less when it is shorter), and the payload's whole length.
+    pub async fn head(&self, key: &str, n: usize) -> Result<Option<(Entry, usize)>> {
+        match self {
+            Durable::Postgres(s) => s.head(key, n).await,
+            Durable::Sqlite(s) => s.head(key, n).await,
+        }
+    }
+
     /// Cross-process single flight. Under a per-key lock: if a row for `key`
     /// exists (another process stored it meanwhile) returns it with `false`;
     /// else awaits `make`, stores its entry and returns it with `true`.

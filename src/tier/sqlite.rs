@@ -25,13 +25,15 @@ use super::rows::{migrator, NewRow, StoredRow, MIGRATIONS_TABLE, MIN_LOCK_WAIT};
 use super::Entry;
 use crate::config::ScenarioConfig;
 use crate::error::{Error, Result};
-
-/// Complete rows only, with the legacy fallbacks of the PostgreSQL store. The
-/// nested CASE (SQLite evaluates CASE lazily) keeps malformed JSON from failing
-/// the whole query; such a row is reported as corrupt instead.
-const SELECT_ROW: &str = r#"
-SELECT matrix_key,
-       moic_matrix,
+/// A complete row's query, the payload given as `$payload` (the whole of it
+/// or a part).
+macro_rules! select_row {
+    ($payload:literal) => {
+        concat!(
+            "SELECT matrix_key, ",
+            $payload,
+            r#" AS moic_matrix,
+       length(moic_matrix) AS payload_len,
        compression_codec,
        payload_format,
        bucket_count,
@@ -46,7 +48,19 @@ SELECT matrix_key,
        CASE WHEN payload_format IS NOT NULL THEN bucket_params END AS bucket_params
   FROM scenario_matrices
  WHERE matrix_key = ?1 AND status = 'complete'
-"#;
+"#
+        )
+    };
+}
+
+/// Complete rows only, with the legacy fallbacks of the PostgreSQL store. The
+/// nested CASE (SQLite evaluates CASE lazily) keeps malformed JSON from failing
+/// the whole query; such a row is reported as corrupt instead.
+const SELECT_ROW: &str = select_row!("moic_matrix");
+
+/// The same row with only the payload's first `?2` bytes (and its whole length).
+const SELECT_HEAD: &str = select_row!("substr(moic_matrix, 1, ?2)");
+
 
 /// Like the PostgreSQL upsert: takes over a non-complete or legacy row, never a complete one of ours.
 const UPSERT_ROW: &str = r#"
@@ -143,6 +157,30 @@ impl SqliteStore {
             .await
             .map_err(|e| self.unavailable("reading scenario_matrices", &e))?;
         self.read_in(&mut conn, key).await
+    }
+
+    /// The complete row of `key` with only the first `n` bytes of its
+    /// payload, and the payload's whole length.
+    pub async fn head(&self, key: &str, n: usize) -> Result<Option<(Entry, usize)>> {
+        let mut conn = self
+            .pool
+            .acquire()
+            .await
+            .map_err(|e| self.unavailable("reading scenario_matrices", &e))?;
+        let row = sqlx::query(SELECT_HEAD)
+            .bind(key)
+            .bind(i64::try_from(n).unwrap_or(i64::MAX))
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(|e| self.unavailable("reading scenario_matrices", &e))?;
+        row.map(|r| {
+            let len: Option<i64> = r
+                .try_get("payload_len")
+                .map_err(|e| self.unavailable("decoding a scenario_matrices row", &e))?;
+            let entry = self.stored_row(&r)?.into_entry()?;
+            Ok((entry, len.unwrap_or(0).max(0) as usize))
+        })
+        .transpose()
     }
 
     pub async fn get_or_insert<F, Fut>(
