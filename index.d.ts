@@ -619,7 +619,10 @@ export interface ScenarioResult {
 export interface SolverReport {
   name: string
   version: string
-  /** Relative MIP gap of the answer's solve (0 for a model without binaries). */
+  /**
+   * Relative MIP gap of the answer's solve (0 for a model without binaries;
+   * Infinity when time ran out before any bound was proven).
+   */
   mipGap: number
   /** Branch-and-bound nodes over every solve of the call. */
   nodes: number

@@ -282,6 +282,10 @@ struct Inner {
     write_legacy: bool,
     /// `regenerateMinBytes` (0: never).
     regenerate_min_bytes: usize,
+    /// Keys whose rows a regeneration did not match (another writer version,
+    /// say): not regenerated again until invalidated, as each attempt would
+    /// cost a generation on top of the read. Bounded (cleared when full).
+    unproven: Mutex<HashSet<String>>,
 }
 
 fn env_nonempty(name: &str) -> Option<String> {
@@ -400,6 +404,7 @@ impl Cache {
                         .unwrap_or(DEFAULT_REGENERATE_MIN_BYTES),
                 )
                 .unwrap_or(usize::MAX),
+                unproven: Mutex::new(HashSet::new()),
             }),
         };
         cache.follow_invalidations().await;
@@ -997,11 +1002,14 @@ impl Inner {
     /// of its stored and its raw bytes (the ones a normal hit verifies the
     /// row by), and the start of the first chunk. A row of another writer
     /// version, another generator, or damaged in those bytes differs, and
-    /// is read whole as before (`None`). The metadata is the row's. Only for
+    /// is read whole as before (`None`), as is any row when the head read or
+    /// the generation fails. The metadata is the row's. Only for
     /// rows served as they are stored (our format, the key's column order,
     /// complete metadata), with `regenerateMinBytes` on and the matrix at
     /// least that large. Costs the generation's CPU instead of the transfer:
-    /// see README ("Options") for when it pays.
+    /// see README ("Options") for when it pays. Damage past the first
+    /// 64 KiB is not seen here (the bytes served are the checksummed ones
+    /// all the same); reading the row whole, or `verify`, finds it.
     async fn regenerated_hit(
         self: &Arc<Self>,
         cfg: &ScenarioConfig,
@@ -1009,15 +1017,23 @@ impl Inner {
         epoch: u64,
     ) -> Result<Option<Hit>> {
         let raw = cfg.num_scenarios as usize * cfg.buckets.len() * 4;
-        if self.regenerate_min_bytes == 0 || raw < self.regenerate_min_bytes || self.write_legacy {
+        if self.regenerate_min_bytes == 0
+            || raw < self.regenerate_min_bytes
+            || self.write_legacy
+            || self.unproven.lock().expect("unproven lock").contains(key)
+        {
             return Ok(None);
         }
-        let Some((head, len)) = self
-            .durable
-            .head(key, HEAD_BYTES)
-            .await
-            .inspect_err(|e| self.tier_failed("durable", key, e))?
-        else {
+        // A failed head read or generation is reported and the row read
+        // whole, which may well answer.
+        let head = match self.durable.head(key, HEAD_BYTES).await {
+            Ok(head) => head,
+            Err(e) => {
+                self.tier_failed("durable", key, &e);
+                return Ok(None);
+            }
+        };
+        let Some((head, len)) = head else {
             return Ok(None);
         };
         let as_stored = head.codec == Codec::Zstd
@@ -1028,9 +1044,20 @@ impl Inner {
             return Ok(None);
         }
         // Not counted in `generations` (misses); in `regenerated_hits`.
-        let (fresh, matrix) = generate(cfg.clone()).await?;
+        let (fresh, matrix) = match generate(cfg.clone()).await {
+            Ok(made) => made,
+            Err(e) => {
+                self.tier_failed("durable", key, &e);
+                return Ok(None);
+            }
+        };
         if fresh.payload.len() != len || fresh.payload[..head.payload.len()] != head.payload[..] {
             self.stats.regenerations_unproven.fetch_add(1, Relaxed);
+            let mut unproven = self.unproven.lock().expect("unproven lock");
+            if unproven.len() >= 1024 {
+                unproven.clear();
+            }
+            unproven.insert(key.to_string());
             return Ok(None);
         }
         let entry = Entry::new(fresh.payload, Codec::Zstd, head.metadata);
@@ -1452,6 +1479,13 @@ impl Inner {
     }
 
     fn remove_from_memory(&self, keys: &[String]) -> bool {
+        // A key's next row may be one a regeneration matches.
+        {
+            let mut unproven = self.unproven.lock().expect("unproven lock");
+            for k in keys {
+                unproven.remove(k);
+            }
+        }
         let Some(m) = &self.memory else {
             return false;
         };

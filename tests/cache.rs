@@ -1138,6 +1138,10 @@ async fn large_durable_hits_are_regenerated_only_when_proven_equal_to_the_row() 
     assert_eq!(&hit.entry.payload[..], &other_payload[..], "served as stored");
     let s = after.stats();
     assert_eq!((s.regenerated_hits, s.regenerations_unproven), (0, 1));
+    // Not tried again for that key (each try would cost a generation too).
+    let again = after.get_or_generate(&cfg).await.unwrap();
+    assert_eq!(&again.entry.payload[..], &other_payload[..]);
+    assert_eq!(after.stats().regenerations_unproven, 1);
     for c in [writer, regen, off, high, after] {
         c.close().await;
     }

@@ -185,7 +185,8 @@ pub struct PortfolioRelaxation {
 pub struct SolverReport {
     pub name: String,
     pub version: String,
-    /// Relative MIP gap of the answer's solve (0 for a model without binaries).
+    /// Relative MIP gap of the answer's solve (0 for a model without binaries;
+    /// Infinity when time ran out before any bound was proven).
     pub mip_gap: f64,
     /// Branch-and-bound nodes over every solve of the call.
     pub nodes: f64,
@@ -234,10 +235,13 @@ fn optimized_js(o: optimize::Optimized, metadata: ScenarioMetadata) -> Optimized
         solver: SolverReport {
             name: o.solver.name.to_string(),
             version: o.solver.version,
-            mip_gap: if o.solver.mip_gap.is_finite() {
-                o.solver.mip_gap
-            } else {
-                0.0
+            // HiGHS reports no gap for a model without integer variables
+            // (then 0: an LP's optimum is exact); out of time before any
+            // bound was proven, the gap is unknown: Infinity.
+            mip_gap: match (o.solver.mip_gap.is_finite(), o.status) {
+                (true, _) => o.solver.mip_gap,
+                (false, optimize::Status::Optimal | optimize::Status::Relaxed) => 0.0,
+                (false, _) => f64::INFINITY,
             },
             nodes: o.solver.nodes as f64,
             duration_ms: o.solver.duration_ms,

@@ -1181,6 +1181,11 @@ pub fn optimize(matrix: &[f32], names: &[String], p: &OptimizeParams) -> Result<
                 at += 1;
                 continue;
             }
+            if Instant::now() >= deadline {
+                // The loosening would not be solved.
+                first.status = HighsModelStatus::ReachedTimeLimit;
+                break;
+            }
             let from = caps.get(c).unwrap_or(orig);
             let to = Caps::loosened(c, from, orig);
             caps.set(c, Some(to));
@@ -1193,6 +1198,10 @@ pub fn optimize(matrix: &[f32], names: &[String], p: &OptimizeParams) -> Result<
             first = run(&d, p, &caps, None, None, None, deadline)?;
             nodes += first.nodes;
             if Instant::now() >= deadline {
+                if infeasible(first.status) {
+                    // Still infeasible and out of time to loosen further.
+                    first.status = HighsModelStatus::ReachedTimeLimit;
+                }
                 break;
             }
         }
@@ -1242,7 +1251,11 @@ pub fn optimize(matrix: &[f32], names: &[String], p: &OptimizeParams) -> Result<
         nodes += tie.nodes;
         if let Some(t) = tie.weights {
             weights = Some(t);
-            mip_gap = tie.mip_gap;
+            // Unknown when the tie-break ran out of time before it started
+            // (its answer is then its start): the first solve's stands.
+            if tie.mip_gap.is_finite() {
+                mip_gap = tie.mip_gap;
+            }
         }
     }
     let solver_info = |nodes| SolverInfo {
