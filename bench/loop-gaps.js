@@ -12,9 +12,8 @@ const { readFileSync } = require('node:fs')
 const { PerformanceObserver, performance } = require('node:perf_hooks')
 const { canonicalKey, ScenarioMatrixCache } = require('../index.js')
 const configs = require('./configs')
-const pg = require('pg')
+const { scratchDatabase } = require('./scratch-db')
 
-const PG_ADMIN = process.env.PG_ADMIN_URL || 'postgres://postgres@127.0.0.1:5432/postgres'
 const REDIS = process.env.REDIS_URL || 'redis://127.0.0.1:6379'
 
 // [ns on a core, ns runnable waiting for one] of this process's main (JS) thread.
@@ -27,13 +26,8 @@ async function main() {
     for (const e of list.getEntries()) collections.push({ start: e.startTime, ms: e.duration, kind: e.detail?.kind })
   })
   observer.observe({ entryTypes: ['gc'] })
-  const name = `smc_bench_gaps_${process.pid}`
-  const admin = new pg.Client({ connectionString: PG_ADMIN })
-  await admin.connect()
-  await admin.query(`CREATE DATABASE ${name}`)
-  const url = new URL(PG_ADMIN)
-  url.pathname = `/${name}`
-  const cache = await ScenarioMatrixCache.open({ databaseUrl: url.toString(), redisUrl: REDIS, redisKeyPrefix: `smc-bench-gaps-${process.pid}:` })
+  const db = await scratchDatabase()
+  const cache = await ScenarioMatrixCache.open({ databaseUrl: db.url, redisUrl: REDIS, redisKeyPrefix: `smc-bench-gaps-${process.pid}:` })
   const gaps = []
   try {
     await cache.getOrGenerate(configs.small('gaps-warm-up'))
@@ -58,8 +52,7 @@ async function main() {
   } finally {
     observer.disconnect()
     await cache.close()
-    await admin.query(`DROP DATABASE ${name}`)
-    await admin.end()
+    await db.drop()
   }
   const overlapping = (g) => collections.filter((x) => x.start < g.end && x.start + x.ms > g.start)
   for (const g of [...gaps].sort((a, b) => b.ms - a.ms).slice(0, 8)) {

@@ -13,30 +13,14 @@ const path = require('node:path')
 const { ScenarioMatrixCache } = require('../index.js')
 const configs = require('./configs')
 
-const PG_ADMIN = process.env.PG_ADMIN_URL || 'postgres://postgres@127.0.0.1:5432/postgres'
+const { scratchDatabase } = require('./scratch-db')
 
 async function store(useSqlite) {
   if (useSqlite) {
     const dir = mkdtempSync(path.join(tmpdir(), 'smc-bench-regen-'))
     return { url: `sqlite://${path.join(dir, 'c.db')}`, drop: async () => rmSync(dir, { recursive: true, force: true }) }
   }
-  const pg = require('pg')
-  const name = `smc_bench_regen_${process.pid}`
-  const admin = new pg.Client({ connectionString: PG_ADMIN })
-  await admin.connect()
-  await admin.query(`CREATE DATABASE ${name}`)
-  await admin.end()
-  const url = new URL(PG_ADMIN)
-  url.pathname = `/${name}`
-  return {
-    url: url.toString(),
-    drop: async () => {
-      const a = new pg.Client({ connectionString: PG_ADMIN })
-      await a.connect()
-      await a.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`)
-      await a.end()
-    },
-  }
+  return scratchDatabase()
 }
 
 async function main() {

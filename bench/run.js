@@ -10,7 +10,7 @@ const os = require('node:os')
 const path = require('node:path')
 const { withLoopDelay } = require('./loop-delay')
 
-const PG_ADMIN = process.env.PG_ADMIN_URL || 'postgres://postgres@127.0.0.1:5432/postgres'
+const { scratchDatabase } = require('./scratch-db')
 const REDIS = process.env.REDIS_URL || 'redis://127.0.0.1:6379'
 const QUICK = process.argv.includes('--quick')
 // --cache-only: the cache paths alone, without the portfolio and optimiser benches.
@@ -40,26 +40,6 @@ async function timeIt(n, fn) {
     out.push(Number(process.hrtime.bigint() - t) / 1e6)
   }
   return out
-}
-
-async function scratchDatabase() {
-  const pg = require('pg')
-  const name = `smc_bench_${process.pid}_${Date.now()}`
-  const admin = new pg.Client({ connectionString: PG_ADMIN })
-  await admin.connect()
-  await admin.query(`CREATE DATABASE ${name}`)
-  await admin.end()
-  const url = new URL(PG_ADMIN)
-  url.pathname = `/${name}`
-  return {
-    url: url.toString(),
-    drop: async () => {
-      const a = new pg.Client({ connectionString: PG_ADMIN })
-      await a.connect()
-      await a.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`)
-      await a.end()
-    },
-  }
 }
 
 async function childOurs(size) {
