@@ -65,6 +65,27 @@ describe('several server processes', () => {
     await dropRedisPrefix(prefix)
   })
 
+  it('a malformed TOKIO_WORKER_THREADS is ignored, not a crash at the first call', async () => {
+    // Tokio itself panics on such a value, which aborted the process (before
+    // the addon built its runtime itself); 1 is honoured.
+    const dir = mkdtempSync(join(tmpdir(), 'smc-vitest-'))
+    try {
+      for (const workers of ['', 'many', '0', '1']) {
+        const env = {
+          TOKIO_WORKER_THREADS: workers,
+          DATABASE_URL: '',
+          REDIS_URL: '',
+          SMC_OPTIONS: '{}',
+          SMC_CONFIG: JSON.stringify(config('vitest-workers', 1_000)),
+        }
+        const report = await runWorker(env, dir)
+        expect(report.keys).toHaveLength(1)
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true })
+    }
+  })
+
   it('the embedded SQLite default is shared by a second process', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'smc-vitest-'))
     try {

@@ -503,6 +503,7 @@ static ALLOCATOR: crate::pages::LargeInHugePages = crate::pages::LargeInHugePage
 #[napi_derive::module_init]
 fn init() {
     crate::workers::lower_priority_of_pool();
+    async_runtime();
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     if std::env::var_os("MALLOC_MMAP_THRESHOLD_").is_none() {
         const M_MMAP_THRESHOLD: std::os::raw::c_int = -3;
@@ -516,5 +517,29 @@ fn init() {
         unsafe {
             mallopt(M_MMAP_THRESHOLD, 256 * 1024);
         }
+    }
+}
+
+/// The async runtime every call runs on, as napi-rs would build it but for
+/// its worker count: `TOKIO_WORKER_THREADS` when it is a whole number from 1
+/// (docs/performance.md: one worker makes small Redis hits faster and
+/// concurrent traffic slower), else one per core. Tokio reads that variable
+/// itself and panics on anything else (`''` included), which would abort
+/// the process at its first call; here such a value is ignored. Building
+/// the runtime while the addon loads is safe (unlike rayon's pool, see
+/// `workers`): it starts its threads without waiting for them. Should the
+/// build fail, napi-rs builds its own at the first call.
+fn async_runtime() {
+    let workers = std::env::var("TOKIO_WORKER_THREADS")
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .filter(|&n| n >= 1)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    if let Ok(rt) = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()
+    {
+        napi::bindgen_prelude::create_custom_tokio_runtime(rt);
     }
 }
