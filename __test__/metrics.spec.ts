@@ -4,7 +4,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 
 import { ScenarioMatrixCache } from '../lib/index.js'
-import { config, createDatabase, REDIS_URL, uniqueName } from './helpers/services'
+import { config, createDatabase, dropRedisPrefix, REDIS_URL, uniqueName } from './helpers/services'
 
 interface Sample {
   name: string
@@ -52,6 +52,7 @@ beforeAll(async () => {
 afterAll(async () => {
   await cache?.close()
   await db?.drop()
+  await dropRedisPrefix(prefix)
 })
 
 describe('metrics', () => {
