@@ -78,9 +78,8 @@ pub fn from_value(v: &Value) -> Result<CacheOptions> {
                 integer(value, 1.0, 1000.0).map(|n| o.database_max_connections = Some(n as u32))
             }
             "slowCallMs" => integer(value, 1.0, 3_600_000.0).map(|n| o.slow_call_ms = Some(n)),
-            "regenerateMinBytes" => {
-                integer(value, 0.0, 9_007_199_254_740_991.0).map(|n| o.regenerate_min_bytes = Some(n))
-            }
+            "regenerateMinBytes" => integer(value, 0.0, 9_007_199_254_740_991.0)
+                .map(|n| o.regenerate_min_bytes = Some(n)),
             "writeLegacyFormat" => boolean(value).map(|b| o.write_legacy_format = Some(b)),
             // The binding takes the function itself; here it is only checked.
             "onEvent" => match value {

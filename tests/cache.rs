@@ -1108,7 +1108,10 @@ async fn large_durable_hits_are_regenerated_only_when_proven_equal_to_the_row() 
     let (_, read) = writer.get_matrix(&cfg).await.unwrap();
     assert_eq!(regenerated, read);
     let s = regen.stats();
-    assert_eq!((s.regenerated_hits, s.regenerations_unproven, s.generations), (2, 0, 0));
+    assert_eq!(
+        (s.regenerated_hits, s.regenerations_unproven, s.generations),
+        (2, 0, 0)
+    );
     assert_eq!(s.durable.hits, 2);
 
     // Below the threshold, or with it at 0, the row is read as before.
@@ -1135,7 +1138,11 @@ async fn large_durable_hits_are_regenerated_only_when_proven_equal_to_the_row() 
     let after = Cache::open(opts(1)).await.unwrap();
     let hit = after.get_or_generate(&cfg).await.unwrap();
     assert_eq!(hit.source, Source::Postgres);
-    assert_eq!(&hit.entry.payload[..], &other_payload[..], "served as stored");
+    assert_eq!(
+        &hit.entry.payload[..],
+        &other_payload[..],
+        "served as stored"
+    );
     let s = after.stats();
     assert_eq!((s.regenerated_hits, s.regenerations_unproven), (0, 1));
     // Not tried again for that key (each try would cost a generation too).

@@ -172,7 +172,6 @@ const SELECT_ROW: &str = select_row!("moic_matrix");
 /// the toast chunks those bytes are in, about a millisecond for a 16 MB row.
 const SELECT_HEAD: &str = select_row!("substring(moic_matrix from 1 for $2)");
 
-
 /// Also takes over a row the TypeScript app left 'pending', 'processing' or
 /// 'failed' under the same key (a plain DO NOTHING would leave the key
 /// unreadable forever), and a complete row in the TypeScript format (the
@@ -323,9 +322,10 @@ impl PgStore {
             .await
             .map_err(|e| self.redact.unavailable("reading scenario_matrices", &e))?;
         row.map(|r| {
-            let len: Option<i64> = r
-                .try_get("payload_len")
-                .map_err(|e| self.redact.unavailable("decoding a scenario_matrices row", &e))?;
+            let len: Option<i64> = r.try_get("payload_len").map_err(|e| {
+                self.redact
+                    .unavailable("decoding a scenario_matrices row", &e)
+            })?;
             let entry = self.stored_row(&r)?.into_entry()?;
             Ok((entry, len.unwrap_or(0).max(0) as usize))
         })

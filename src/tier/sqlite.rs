@@ -61,7 +61,6 @@ const SELECT_ROW: &str = select_row!("moic_matrix");
 /// The same row with only the payload's first `?2` bytes (and its whole length).
 const SELECT_HEAD: &str = select_row!("substr(moic_matrix, 1, ?2)");
 
-
 /// Like the PostgreSQL upsert: takes over a non-complete or legacy row, never a complete one of ours.
 const UPSERT_ROW: &str = r#"
 INSERT INTO scenario_matrices (
