@@ -411,11 +411,14 @@ impl Cache {
         Ok(cache)
     }
 
-    /// Keeps the memory tier in step with invalidations made by any instance
-    /// sharing the durable store (README "Many instances"). The task holds
-    /// the cache weakly, so a dropped cache is not kept alive by it.
+    /// Keeps the memory tier, and the Redis copies this instance writes, in
+    /// step with invalidations made by any instance sharing the durable
+    /// store (README "Many instances"). An instance without a memory tier
+    /// follows too: its background Redis writes can land after another
+    /// instance's delete. The task holds the cache weakly, so a dropped
+    /// cache is not kept alive by it.
     async fn follow_invalidations(&self) {
-        if self.inner.memory.is_none() {
+        if self.inner.memory.is_none() && self.inner.redis.is_none() {
             return;
         }
         let mut follower = self.inner.durable.follower().await;
@@ -437,6 +440,13 @@ impl Cache {
                     if let Some(r) = &inner.redis {
                         if r.delete(keys).await.is_err() {
                             inner.stats.redis.error();
+                            // Not served from Redis by this instance, and
+                            // retried by its next invalidation.
+                            inner
+                                .unreached
+                                .lock()
+                                .expect("unreached lock")
+                                .extend(keys.iter().cloned());
                         }
                     }
                     inner.forget(&notice);
@@ -1465,11 +1475,11 @@ impl Inner {
     /// their memory copies go, and fills of lookups already under way do not
     /// land (the epoch moves, as for a local invalidation).
     fn forget(&self, notice: &Notice) {
+        let _order = self.fill_lock.lock().expect("fill lock");
+        self.epoch.fetch_add(1, SeqCst);
         let Some(m) = &self.memory else {
             return;
         };
-        let _order = self.fill_lock.lock().expect("fill lock");
-        self.epoch.fetch_add(1, SeqCst);
         match notice {
             Notice::Forget(keys) => keys.iter().for_each(|k| {
                 m.remove(k);

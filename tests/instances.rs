@@ -4,10 +4,13 @@
 //! lost its notification connection drops its memory tier.
 
 mod common;
+#[path = "common/sample.rs"]
+mod sample;
 
 use std::time::Duration;
 
-use common::{config, unique, TestDb};
+use common::{config, drop_redis_prefix, redis_conn, unique, TestDb, REDIS_URL};
+use redis::AsyncCommands;
 use scenario_matrix_cache::cache::{Cache, CacheOptions};
 use scenario_matrix_cache::key;
 use scenario_matrix_cache::tier::Source;
@@ -154,4 +157,80 @@ async fn an_instance_that_lost_its_notifications_drops_its_memory_tier() {
     other.close().await;
     cache.close().await;
     db.drop_db().await;
+}
+
+/// An instance without a memory tier still copies a durable hit to Redis in
+/// the background. When another instance invalidates the key while that copy
+/// is on its way, the copy must not outlive the invalidation: every instance
+/// would serve it until its TTL.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_instance_without_memory_leaves_no_redis_copy_behind_another_invalidation() {
+    let db = TestDb::create().await;
+    let prefix = format!("{}:", unique("smc"));
+    let shared = || CacheOptions {
+        database_url: Some(db.url.clone()),
+        redis_url: Some(REDIS_URL.into()),
+        redis_key_prefix: Some(prefix.clone()),
+        ..Default::default()
+    };
+    let no_memory = Cache::open(CacheOptions {
+        memory_max_bytes: Some(0),
+        ..shared()
+    })
+    .await
+    .unwrap();
+    let other = Cache::open(shared()).await.unwrap();
+    // The largest size: its Redis copy (about 16 MB) takes long enough to
+    // still be on its way when the other instance's invalidation lands.
+    let cfg = sample::sample_config(100_000, 50, 11);
+    let k = key::canonical_key(&cfg);
+    let r = redis_conn().await;
+    let mut c = db.connect().await;
+    for attempt in 0..12 {
+        let seed = Cache::open(CacheOptions {
+            redis_url: Some(String::new()),
+            ..shared()
+        })
+        .await
+        .unwrap();
+        seed.get_or_generate(&cfg).await.unwrap();
+        seed.close().await;
+        // The other instance invalidates while (or just after) this one reads
+        // the row: a little later on each attempt.
+        let (hit, removed) = tokio::join!(no_memory.get_or_generate(&cfg), async {
+            tokio::time::sleep(Duration::from_millis(attempt * 8)).await;
+            other.invalidate(&k).await
+        });
+        hit.unwrap();
+        removed.unwrap();
+        no_memory.flush().await;
+        // A copy in Redis is only right with a row behind it (the read may
+        // have come after the invalidation and generated the matrix again).
+        // The notice reaches the instance within 100 ms (above); a second.
+        let mut waited = 0;
+        loop {
+            let in_redis: bool = r.clone().exists(format!("{prefix}{k}")).await.unwrap();
+            let rows: i64 =
+                sqlx::query_scalar("SELECT count(*) FROM scenario_matrices WHERE matrix_key = $1")
+                    .bind(&k)
+                    .fetch_one(&mut c)
+                    .await
+                    .unwrap();
+            if !in_redis || rows == 1 {
+                break;
+            }
+            assert!(
+                waited < 1000,
+                "a Redis copy of {k} outlived its invalidation (attempt {attempt})"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            waited += 20;
+        }
+        other.invalidate(&k).await.unwrap();
+        no_memory.flush().await;
+    }
+    no_memory.close().await;
+    other.close().await;
+    db.drop_db().await;
+    drop_redis_prefix(&prefix).await;
 }
