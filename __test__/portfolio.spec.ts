@@ -82,6 +82,22 @@ describe('portfolioStats', () => {
     near(again.conditionalValueAtRisk, stats.conditionalValueAtRisk, 'CVaR in either order')
   })
 
+  it('keeps buckets named like Object.prototype members in its weights', async () => {
+    const base = config(uniqueName('fund'), 1_000)
+    const names = ['__proto__', 'constructor', 'Series B']
+    const cfg = { ...base, buckets: base.buckets.map((b, i) => ({ ...b, name: names[i] })) }
+    // JSON.parse makes "__proto__" an own key, as a server reading a request body would.
+    const options = { weights: JSON.parse('{"__proto__": 3, "constructor": 1}') }
+    const stats = await cache.portfolioStats(cfg, options)
+    expect(Object.keys(stats.weights)).toEqual(names)
+    expect(Object.getPrototypeOf(stats.weights)).toBe(Object.prototype)
+    expect(Object.getOwnPropertyDescriptor(stats.weights, '__proto__')?.value).toBe(0.75)
+    expect(stats.weights.constructor).toBe(0.25)
+    expect(stats.weights['Series B']).toBe(0)
+    const { matrix } = await cache.getMatrix(cfg)
+    compare(stats, portfolioStatsJs(matrix, names, { ...options, confidence: 0.95, winnerMultiple: 10, histogramBins: 50 }))
+  })
+
   it('rejects bad options with E_INVALID_ARGUMENT naming the field, and a bad config with E_CONFIG', async () => {
     const cfg = config(uniqueName('fund'), 100)
     const cases: Array<[unknown, string]> = [

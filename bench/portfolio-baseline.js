@@ -24,7 +24,7 @@ function percentile(sorted, q) {
 function portfolioStatsJs(matrix, names, opts) {
   const B = names.length
   const S = matrix.length / B
-  const raw = names.map((n) => opts.weights[n] ?? 0)
+  const raw = names.map((n) => (Object.hasOwn(opts.weights, n) ? opts.weights[n] : 0))
   const total = raw.reduce((a, b) => a + b, 0)
   const w = raw.map((x) => x / total)
   const M = new Float64Array(S)

@@ -2,7 +2,7 @@
 //! on the JS thread, computes with [`crate::portfolio`] beside the cached
 //! matrix, and converts the answer. Only the statistics cross into JS.
 
-use napi::bindgen_prelude::{Object, PromiseRaw, ToNapiValue, TypeName, Unknown};
+use napi::bindgen_prelude::{PromiseRaw, ToNapiValue, TypeName, Unknown};
 use napi::{sys, Env, ValueType};
 use napi_derive::napi;
 
@@ -28,12 +28,32 @@ impl TypeName for ByName {
 
 impl ToNapiValue for ByName {
     unsafe fn to_napi_value(env: sys::napi_env, val: Self) -> napi::Result<sys::napi_value> {
-        let env = Env::from(env);
-        let mut obj = Object::new(&env)?;
+        // Own data properties, defined rather than assigned: assigning a
+        // bucket named "__proto__" would call Object.prototype's setter and
+        // leave that bucket out of the object.
+        use sys::PropertyAttributes::{configurable, enumerable, writable};
+        let mut obj = std::ptr::null_mut();
+        napi::check_status!(sys::napi_create_object(env, &mut obj))?;
+        let mut props = Vec::with_capacity(val.0.len());
         for (k, v) in val.0 {
-            obj.set(k.as_str(), v)?;
+            props.push(sys::napi_property_descriptor {
+                utf8name: std::ptr::null(),
+                name: String::to_napi_value(env, k)?,
+                method: None,
+                getter: None,
+                setter: None,
+                value: f64::to_napi_value(env, v)?,
+                attributes: writable | enumerable | configurable,
+                data: std::ptr::null_mut(),
+            });
         }
-        Object::to_napi_value(env.raw(), obj)
+        napi::check_status!(sys::napi_define_properties(
+            env,
+            obj,
+            props.len(),
+            props.as_ptr()
+        ))?;
+        Ok(obj)
     }
 }
 
