@@ -545,12 +545,26 @@ fn least(v: &[f64], p: &OptimizeParams, order: &mut [usize]) -> f64 {
 /// `sum w = 1`, and with `E >= floor` when given (then bounds from the
 /// Lagrangian dual of that row: every multiplier gives a valid bound, the
 /// best of those tried is kept).
-fn scenario_ranges(d: &Data, p: &OptimizeParams, floor: Option<f64>) -> Vec<Range> {
+fn scenario_ranges(
+    d: &Data,
+    p: &OptimizeParams,
+    floor: Option<f64>,
+    deadline: Instant,
+) -> Vec<Range> {
     let mut order: Vec<usize> = (0..d.nb).collect();
     let mut v = vec![0.0; d.nb];
     d.rows
         .chunks_exact(d.nb)
         .map(|row| {
+            if Instant::now() >= deadline {
+                // Out of time (about 170 sorts a row with a floor: seconds
+                // at 100,000 scenarios): what any weights allow (cells are
+                // at least 0), which decides nothing.
+                return Range {
+                    lo: 0.0,
+                    hi: f64::INFINITY,
+                };
+            }
             // lo(l) = l floor + min (m - l mean).w; hi(l) = max (m + l mean).w - l floor.
             let f = floor.unwrap_or(0.0);
             let mut eval = |l: f64| -> (f64, f64) {
@@ -881,7 +895,7 @@ fn run(
     }
     .filter(|_| tw.incumbent);
     let mut ranges = (tw.scenario_big_m || tw.fix_decided || tw.obbt || floor.is_some())
-        .then(|| scenario_ranges(d, p, floor));
+        .then(|| scenario_ranges(d, p, floor, deadline));
     if let (true, Some(r)) = (tw.obbt, ranges.as_mut()) {
         tighten_ranges(d, p, caps, floor, r, deadline)?;
     }
@@ -924,8 +938,11 @@ fn run(
         }
         if r.status != HighsModelStatus::Optimal {
             // Out of time with an answer that loses in a scenario left out:
-            // not an answer to the whole model.
-            r.weights = None;
+            // not an answer to the whole model. The start, when there is
+            // one, is (it was found on every scenario).
+            r.weights = known.map(|k| k.weights.clone());
+            r.objective = known.map_or(f64::NAN, |k| k.objective);
+            r.mip_gap = f64::INFINITY;
             return Ok(r);
         }
     }
@@ -943,7 +960,10 @@ fn heuristic(
     };
     let allowed = count_bound(cap * d.s as f64).floor() as usize;
     let all = vec![true; d.s];
-    let ranges = p.tweaks.scenario_big_m.then(|| scenario_ranges(d, p, None));
+    let ranges = p
+        .tweaks
+        .scenario_big_m
+        .then(|| scenario_ranges(d, p, None, deadline));
     let relaxed = Shape {
         scenarios: &all,
         floor: None,
