@@ -273,8 +273,8 @@ struct Inner {
     /// Keys whose Redis copies an invalidation could not delete: never read
     /// from Redis here, and deleted again by the next invalidation.
     unreached: Mutex<HashSet<String>>,
-    /// Drops memory copies that other instances invalidated (running while
-    /// there is a memory tier; stopped by `close`).
+    /// Drops memory and Redis copies that other instances invalidated
+    /// (running while there is a memory tier or Redis; stopped by `close`).
     follower: Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// `writeLegacyFormat`: Redis values are written in the TypeScript
     /// format (the durable store writes its rows so itself), and rows in
@@ -437,18 +437,10 @@ impl Cache {
                     // pending writes finish, our own delete follows, and
                     // memory is cleared once more.
                     inner.background.wait().await;
-                    if let Some(r) = &inner.redis {
-                        if r.delete(keys).await.is_err() {
-                            inner.stats.redis.error();
-                            // Not served from Redis by this instance, and
-                            // retried by its next invalidation.
-                            inner
-                                .unreached
-                                .lock()
-                                .expect("unreached lock")
-                                .extend(keys.iter().cloned());
-                        }
-                    }
+                    // Keys it cannot delete are not served from Redis here
+                    // and are retried with the next delete (a notice or an
+                    // invalidation of this instance): the error is recorded.
+                    let _ = inner.delete_from_redis(keys).await;
                     inner.forget(&notice);
                 }
             }
@@ -1447,37 +1439,42 @@ impl Inner {
             return Ok(0);
         };
         let earlier: Vec<String> = {
+            let own: HashSet<&String> = keys.iter().collect();
             let mut unreached = self.unreached.lock().expect("unreached lock");
-            unreached.drain().filter(|k| !keys.contains(k)).collect()
+            unreached.drain().filter(|k| !own.contains(k)).collect()
         };
         // Two deletes when earlier ones are left (rare): DEL counts the keys
         // it removed, and the answer is about `keys` only.
-        let deleted = async {
-            let n = r.delete(keys).await?;
-            if !earlier.is_empty() {
-                r.delete(&earlier).await?;
-            }
-            Ok::<u64, Error>(n)
+        let n = match r.delete(keys).await {
+            Ok(n) => n,
+            Err(e) => return Err(self.record_unreached(keys.iter().cloned().chain(earlier), &e)),
         };
-        match deleted.await {
-            Ok(n) => Ok(n),
-            Err(e) => {
-                let mut all: Vec<String> = keys.iter().cloned().chain(earlier).collect();
-                all.sort();
-                all.dedup();
-                let n = all.len();
-                self.stats.redis.error();
-                self.events.emit(|| {
-                    Event::new(EventKind::TierError)
-                        .tier("redis")
-                        .message(format!("deleting {n} keys: {e}"))
-                });
-                self.unreached.lock().expect("unreached lock").extend(all);
-                Err(Error::InvalidationIncomplete(format!(
-                    "the durable store no longer holds the matrices, but {n} Redis copies could not be deleted ({e}); this process will not serve them, and the next invalidate or invalidateFund call retries them"
-                )))
+        if !earlier.is_empty() {
+            if let Err(e) = r.delete(&earlier).await {
+                // The caller's keys are gone; only the earlier ones stay.
+                self.record_unreached(earlier, &e);
             }
         }
+        Ok(n)
+    }
+
+    /// Records Redis copies a delete could not reach (never read from Redis
+    /// here, retried by the next delete) and says so.
+    fn record_unreached(&self, keys: impl IntoIterator<Item = String>, e: &Error) -> Error {
+        let mut all: Vec<String> = keys.into_iter().collect();
+        all.sort();
+        all.dedup();
+        let n = all.len();
+        self.stats.redis.error();
+        self.events.emit(|| {
+            Event::new(EventKind::TierError)
+                .tier("redis")
+                .message(format!("deleting {n} keys: {e}"))
+        });
+        self.unreached.lock().expect("unreached lock").extend(all);
+        Error::InvalidationIncomplete(format!(
+            "the durable store no longer holds the matrices, but {n} Redis copies could not be deleted ({e}); this process will not serve them, and the next invalidate or invalidateFund call retries them"
+        ))
     }
 
     /// Another instance invalidated these keys (or notices were missed):

@@ -171,6 +171,9 @@ async fn an_instance_without_memory_leaves_no_redis_copy_behind_another_invalida
         database_url: Some(db.url.clone()),
         redis_url: Some(REDIS_URL.into()),
         redis_key_prefix: Some(prefix.clone()),
+        // The follower's delete must not time out on a busy machine: the
+        // copy would then stay until this instance's next delete.
+        redis_timeout_ms: Some(2000),
         ..Default::default()
     };
     let no_memory = Cache::open(CacheOptions {
